@@ -1,0 +1,101 @@
+"""Bearer authentication: one primary-key lookup, one constant-time compare.
+
+Every failed check ends the same way (None / UNAUTHENTICATED) so a caller
+cannot tell a wrong secret from a revoked, expired or IP-restricted token.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tokengrpc import plaintext
+from tokengrpc.addresses import (
+    ClientAddressResolver,
+    IPAddress,
+    IPNetwork,
+    address_allowed,
+    compile_networks,
+)
+from tokengrpc.clock import now_us
+from tokengrpc.errors import Unauthenticated
+from tokengrpc.rules import ADMIN, Status, status_of
+from tokengrpc.store import TokenRecord, TokenStore
+from tokengrpc.usage import UsageRecorder
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is making a request, as far as the rules care."""
+
+    owner: str
+    scopes: frozenset[str]
+    token_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.scopes
+
+    def holds(self, scope: str) -> bool:
+        """Admin implies every reserved scope."""
+        return scope in self.scopes or self.is_admin
+
+
+#: The command-line operator: works on the store directly, with every power.
+OPERATOR = Caller(owner="admin", scopes=frozenset({"admin", "write", "introspect"}))
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return compile_networks(entries)
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class Authenticator:
+    def __init__(
+        self, store: TokenStore, usage: UsageRecorder, resolver: ClientAddressResolver
+    ) -> None:
+        self._store = store
+        self._usage = usage
+        self.resolver = resolver
+
+    async def check(self, presented: str | None, address: IPAddress | None) -> TokenRecord | None:
+        """The token's record if it may be used now from ``address``; counts the use."""
+        if not presented:
+            return None
+        parsed = plaintext.parse(presented)
+        if parsed is None:
+            return None
+        record = await self._store.get(parsed.id)
+        if record is None or not plaintext.secret_matches(parsed, record.secret_hash):
+            return None
+        now = now_us()
+        if status_of(record, now) is not Status.ACTIVE:
+            return None
+        if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
+            return None
+        self._usage.record(record.id, now)
+        return record
+
+    async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
+        authorization = forwarded = None
+        for key, value in metadata:
+            if key == "authorization" and isinstance(value, str):
+                authorization = value
+            elif key == "x-forwarded-for" and isinstance(value, str):
+                forwarded = value
+        address = self.resolver.resolve(peer, forwarded)
+        record = await self.check(bearer(authorization), address)
+        if record is None:
+            raise Unauthenticated()
+        return Caller(owner=record.owner, scopes=frozenset(record.scopes), token_id=record.id)

@@ -1,0 +1,33 @@
+"""The first token of an empty store, so the operator has a way in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tokengrpc.auth import OPERATOR
+from tokengrpc.store import TokenStore
+from tokengrpc.tokens import TokenManager
+from tokengrpc.v1 import tokens_pb2 as pb
+
+BOOTSTRAP_FILE = "bootstrap-token"
+BOOTSTRAP_SCOPES = ("admin", "write", "introspect")
+
+
+async def ensure_bootstrap_token(
+    store: TokenStore, manager: TokenManager, data_dir: Path
+) -> Path | None:
+    """Create the bootstrap token if the store is empty; return where it was written."""
+    if not await store.is_empty():
+        return None
+    response = await manager.create_token(
+        OPERATOR,
+        pb.CreateTokenRequest(name="bootstrap", owner="admin", scopes=BOOTSTRAP_SCOPES),
+    )
+    path = data_dir / BOOTSTRAP_FILE
+    # Written 0600 from the first byte: the plaintext never sits world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(response.plaintext + "\n")
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,53 @@
+"""Settings, from the environment first and then from command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Where the SQLite file, the secret key and the bootstrap token live.
+    data_dir: Path = Path("var")
+    grpc_listen: str = "127.0.0.1:50051"
+    http_listen: str = "127.0.0.1:8080"
+    http_enabled: bool = True
+    #: AES-256-GCM key for retrievable values; else ``<data_dir>/secret.key``.
+    secret_key: str | None = None
+    token_prefix: str = "tgr_"
+    #: Peers whose ``x-forwarded-for`` is believed (CIDR ranges).
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    #: Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    grace_period: float = 10.0
+    #: Seconds between writes of batched usage counts (at most 1).
+    usage_flush_interval: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        base = cls()
+        trusted = env.get("TOKENGRPC_TRUSTED_PROXIES")
+        return dataclasses.replace(
+            base,
+            data_dir=Path(env.get("TOKENGRPC_DATA_DIR") or base.data_dir),
+            grpc_listen=env.get("TOKENGRPC_GRPC_LISTEN") or base.grpc_listen,
+            http_listen=env.get("TOKENGRPC_HTTP_LISTEN") or base.http_listen,
+            secret_key=env.get("TOKENGRPC_SECRET_KEY") or None,
+            token_prefix=env.get("TOKENGRPC_TOKEN_PREFIX") or base.token_prefix,
+            trusted_proxies=tuple(p.strip() for p in trusted.split(",") if p.strip())
+            if trusted is not None
+            else base.trusted_proxies,
+            grace_period=float(env.get("TOKENGRPC_GRACE_PERIOD") or base.grace_period),
+        )
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` into its parts; ValueError if malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,97 @@
+"""The plaintext token format: ``<id>|<prefix><40 random><6 checksum>``.
+
+The checksum lets us reject typos and garbage without touching the store; the
+id lets us find the row with one primary-key lookup; only the SHA-256 of the
+secret part is ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+
+BASE62 = string.digits + string.ascii_letters
+RANDOM_LENGTH = 40
+CHECKSUM_LENGTH = 6
+MAX_PREFIX_LENGTH = 32
+MAX_ID = 2**63 - 1
+_BASE62_SET = frozenset(BASE62)
+_MAX_PLAINTEXT = 20 + 1 + MAX_PREFIX_LENGTH + RANDOM_LENGTH + CHECKSUM_LENGTH
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A plaintext that is well formed and whose checksum holds."""
+
+    id: int
+    secret_hash: bytes
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, rest = divmod(number, 62)
+        digits.append(BASE62[rest])
+    return "".join(reversed(digits))
+
+
+def checksum(body: str) -> str:
+    """Six base62 characters of CRC32 (62**6 > 2**32, so nothing is lost)."""
+    return _base62(zlib.crc32(body.encode()), CHECKSUM_LENGTH)
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh secret: the prefix, 40 random base62 characters, their checksum."""
+    body = prefix + "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    return body + checksum(body)
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def join(token_id: int, secret: str) -> str:
+    return f"{token_id}|{secret}"
+
+
+def parse(plaintext: str) -> ParsedToken | None:
+    """Split and verify a plaintext; None for anything malformed.
+
+    Any prefix is accepted so that changing the configured prefix does not
+    invalidate tokens already handed out.
+    """
+    if len(plaintext) > _MAX_PLAINTEXT:
+        return None
+    id_part, bar, secret = plaintext.partition("|")
+    if not bar or not id_part.isascii() or not id_part.isdigit() or len(id_part) > 19:
+        return None
+    token_id = int(id_part)
+    if not 0 < token_id <= MAX_ID:
+        return None
+    if len(secret) <= RANDOM_LENGTH + CHECKSUM_LENGTH:
+        return None
+    body, check = secret[:-CHECKSUM_LENGTH], secret[-CHECKSUM_LENGTH:]
+    if not _BASE62_SET.issuperset(body[-RANDOM_LENGTH:]):
+        return None
+    if not hmac.compare_digest(check.encode(), checksum(body).encode()):
+        return None
+    return ParsedToken(token_id, hash_secret(secret))
+
+
+def secret_matches(parsed: ParsedToken, stored_hash: bytes) -> bool:
+    return hmac.compare_digest(parsed.secret_hash, stored_hash)
+
+
+def valid_prefix(prefix: str) -> bool:
+    """A prefix must be short, printable ASCII and free of the ``|`` separator."""
+    return (
+        0 < len(prefix) <= MAX_PREFIX_LENGTH
+        and prefix.isascii()
+        and prefix.isprintable()
+        and "|" not in prefix
+        and " " not in prefix
+    )

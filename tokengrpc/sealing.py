@@ -1,0 +1,79 @@
+"""Encryption of retrievable service-token values (AES-256-GCM).
+
+The key comes from ``TOKENGRPC_SECRET_KEY`` or from ``<data-dir>/secret.key``,
+created on first start with mode 0600. Each value is bound to its row by
+using the secret's hash as associated data, so ciphertexts cannot be swapped
+between rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_FILE = "secret.key"
+_NONCE = 12
+
+
+class SecretKeyError(ValueError):
+    """The configured key is not 32 bytes in hex or base64."""
+
+
+def decode_key(text: str) -> bytes:
+    """Accept 64 hex digits or base64 (standard or URL-safe) of 32 bytes."""
+    text = text.strip()
+    candidates: list[bytes] = []
+    try:
+        candidates.append(bytes.fromhex(text))
+    except ValueError:
+        pass
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            candidates.append(decode(text + "=" * (-len(text) % 4)))
+        except (binascii.Error, ValueError):
+            pass
+    for key in candidates:
+        if len(key) == 32:
+            return key
+    raise SecretKeyError("the secret key must be 32 bytes, written as 64 hex digits or base64")
+
+
+def load_or_create_key(data_dir: Path, env_value: str | None) -> bytes:
+    if env_value:
+        return decode_key(env_value)
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return decode_key(path.read_text())
+    key = secrets.token_bytes(32)
+    # O_EXCL: two processes starting at once must not each write their own key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return decode_key(path.read_text())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+    return key
+
+
+class Sealer:
+    """Seals and opens secrets with one AES-256-GCM key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, secret: str, bound_to: bytes) -> bytes:
+        nonce = secrets.token_bytes(_NONCE)
+        return nonce + self._aead.encrypt(nonce, secret.encode(), bound_to)
+
+    def open(self, sealed: bytes, bound_to: bytes) -> str | None:
+        """The secret, or None if the key is wrong or the data was altered."""
+        try:
+            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], bound_to).decode()
+        except (InvalidTag, ValueError):
+            return None

@@ -1,0 +1,89 @@
+"""Assembles the running service and starts and stops it in the right order.
+
+Start: store, key, rules, bootstrap token, usage flusher, gRPC server.
+Stop: refuse new calls, let in-flight ones finish (grace period), flush the
+usage counts, close the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tokengrpc.addresses import ClientAddressResolver
+from tokengrpc.auth import Authenticator
+from tokengrpc.bootstrap import ensure_bootstrap_token
+from tokengrpc.config import Settings
+from tokengrpc.plaintext import valid_prefix
+from tokengrpc.sealing import Sealer, load_or_create_key
+from tokengrpc.servicer import TokenServicer
+from tokengrpc.store.sqlite import SqliteStore
+from tokengrpc.tokens import TokenManager
+from tokengrpc.usage import UsageRecorder
+from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
+
+SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
+
+
+@dataclass
+class Core:
+    """The pieces the gRPC server and the command line share."""
+
+    store: SqliteStore
+    usage: UsageRecorder
+    authenticator: Authenticator
+    manager: TokenManager
+    bootstrap_path: Path | None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, bootstrap: bool = True) -> Core:
+        if not valid_prefix(settings.token_prefix):
+            raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = load_or_create_key(settings.data_dir, settings.secret_key)
+        store = await SqliteStore.open(settings.data_dir)
+        usage = UsageRecorder(store, settings.usage_flush_interval)
+        authenticator = Authenticator(
+            store, usage, ClientAddressResolver(settings.trusted_proxies)
+        )
+        manager = TokenManager(store, usage, authenticator, Sealer(key), settings.token_prefix)
+        path = await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
+        return cls(store, usage, authenticator, manager, path)
+
+    async def close(self) -> None:
+        await self.usage.stop()
+        await self.store.close()
+
+
+class GrpcServer:
+    """grpc.aio server with TokenService, health and reflection."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.server = grpc.aio.server()
+        self.health = health.aio.HealthServicer()
+        tokens_pb2_grpc.add_TokenServiceServicer_to_server(
+            TokenServicer(core.manager, core.authenticator), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+
+    async def start(self, listen: str) -> int:
+        """Bind (port 0 picks one), start serving; return the bound port."""
+        port = self.server.add_insecure_port(listen)
+        await self.server.start()
+        self.core.usage.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set(SERVICE_NAME, serving)
+        await self.health.set("", serving)
+        return port
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

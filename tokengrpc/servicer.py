@@ -1,0 +1,86 @@
+"""The gRPC face of TokenManager: authenticate, delegate, map errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from grpc_status import rpc_status
+
+from tokengrpc.auth import Authenticator, Caller
+from tokengrpc.errors import DomainError, to_status
+from tokengrpc.tokens import TokenManager
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
+    def __init__(self, manager: TokenManager, authenticator: Authenticator) -> None:
+        self._manager = manager
+        self._auth = authenticator
+
+    async def _call(
+        self,
+        operation: Callable[[Caller, Request], Awaitable[Response]],
+        request: Request,
+        context: grpc.aio.ServicerContext[Request, Response],
+    ) -> Response:
+        try:
+            caller = await self._auth.authenticate(context.invocation_metadata() or (), context.peer())
+            return await operation(caller, request)
+        except DomainError as error:
+            await context.abort_with_status(rpc_status.to_status(to_status(error)))
+            raise  # unreachable: abort_with_status raises
+
+    async def CreateToken(
+        self,
+        request: pb.CreateTokenRequest,
+        context: grpc.aio.ServicerContext[pb.CreateTokenRequest, pb.CreateTokenResponse],
+    ) -> pb.CreateTokenResponse:
+        return await self._call(self._manager.create_token, request, context)
+
+    async def ListTokens(
+        self,
+        request: pb.ListTokensRequest,
+        context: grpc.aio.ServicerContext[pb.ListTokensRequest, pb.ListTokensResponse],
+    ) -> pb.ListTokensResponse:
+        return await self._call(self._manager.list_tokens, request, context)
+
+    async def GetToken(
+        self,
+        request: pb.GetTokenRequest,
+        context: grpc.aio.ServicerContext[pb.GetTokenRequest, pb.GetTokenResponse],
+    ) -> pb.GetTokenResponse:
+        return await self._call(self._manager.get_token, request, context)
+
+    async def UpdateToken(
+        self,
+        request: pb.UpdateTokenRequest,
+        context: grpc.aio.ServicerContext[pb.UpdateTokenRequest, pb.UpdateTokenResponse],
+    ) -> pb.UpdateTokenResponse:
+        return await self._call(self._manager.update_token, request, context)
+
+    async def RevokeToken(
+        self,
+        request: pb.RevokeTokenRequest,
+        context: grpc.aio.ServicerContext[pb.RevokeTokenRequest, pb.RevokeTokenResponse],
+    ) -> pb.RevokeTokenResponse:
+        return await self._call(self._manager.revoke_token, request, context)
+
+    async def GetTokenValue(
+        self,
+        request: pb.GetTokenValueRequest,
+        context: grpc.aio.ServicerContext[pb.GetTokenValueRequest, pb.GetTokenValueResponse],
+    ) -> pb.GetTokenValueResponse:
+        return await self._call(self._manager.get_token_value, request, context)
+
+    async def IntrospectToken(
+        self,
+        request: pb.IntrospectTokenRequest,
+        context: grpc.aio.ServicerContext[pb.IntrospectTokenRequest, pb.IntrospectTokenResponse],
+    ) -> pb.IntrospectTokenResponse:
+        return await self._call(self._manager.introspect_token, request, context)

@@ -1,0 +1,76 @@
+"""Versioned schema migrations, applied in order at start-up.
+
+The schema version lives in ``PRAGMA user_version``. A migration is only ever
+appended, never edited: an older data dir is upgraded step by step, never
+wiped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the tokens table. AUTOINCREMENT so that an id, which is part of every
+    # plaintext, is never handed out twice even after rows are gone.
+    """
+    CREATE TABLE tokens (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner         TEXT    NOT NULL,
+        name          TEXT    NOT NULL,
+        secret_hash   BLOB    NOT NULL,
+        scopes        TEXT    NOT NULL,
+        active        INTEGER NOT NULL,
+        expire_time   INTEGER,
+        allowed_ips   TEXT    NOT NULL,
+        create_time   INTEGER NOT NULL,
+        update_time   INTEGER NOT NULL,
+        revoke_time   INTEGER,
+        last_use_time INTEGER,
+        usage_count   INTEGER NOT NULL DEFAULT 0,
+        sealed_value  BLOB
+    );
+    -- Listing a page of one owner's tokens walks this index from a keyset.
+    CREATE INDEX tokens_by_owner ON tokens (owner, id);
+    -- The same for listings that leave revoked tokens out.
+    CREATE INDEX tokens_live_by_owner ON tokens (owner, id) WHERE revoke_time IS NULL;
+    -- Service-token names are unique among live service tokens only, so a
+    -- revoked token's name is free again.
+    CREATE UNIQUE INDEX tokens_live_service_name ON tokens (name)
+        WHERE owner = '' AND revoke_time IS NULL;
+    """,
+)
+
+LATEST = len(MIGRATIONS)
+
+
+class NewerSchema(RuntimeError):
+    """The data dir was written by a newer tokengrpc; refuse rather than guess."""
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the schema to LATEST; return the version found before."""
+    found = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if found > LATEST:
+        raise NewerSchema(f"schema version {found} is newer than this program's {LATEST}")
+    for version in range(found + 1, LATEST + 1):
+        # One transaction per step: a crash leaves the previous version intact.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version - 1]):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return [s for s in statements if s]

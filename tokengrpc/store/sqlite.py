@@ -1,0 +1,227 @@
+"""The SQLite store (the embedded default), through aiosqlite.
+
+One writer connection, guarded by a lock, does every write; a second
+connection does the reads, so a long write never queues a read behind it.
+WAL mode lets both, and other processes sharing the file, proceed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from tokengrpc.store.base import (
+    SERVICE_OWNER,
+    ListQuery,
+    NameTaken,
+    NewToken,
+    TokenChanges,
+    TokenRecord,
+    Usage,
+)
+from tokengrpc.store.migrations import migrate
+
+DB_FILE = "tokens.db"
+
+_COLUMNS = (
+    "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
+    "create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value"
+)
+_GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = ?"
+_GET_SERVICE = (
+    f"SELECT {_COLUMNS} FROM tokens WHERE owner = '' AND revoke_time IS NULL AND name = ?"
+)
+_INSERT = (
+    "INSERT INTO tokens (owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
+    " create_time, update_time, sealed_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" RETURNING {_COLUMNS}"
+)
+_REVOKE = (
+    "UPDATE tokens SET revoke_time = ?, update_time = ? WHERE id = ? AND revoke_time IS NULL"
+    f" RETURNING {_COLUMNS}"
+)
+_ADD_USAGE = (
+    "UPDATE tokens SET usage_count = usage_count + ?,"
+    " last_use_time = max(coalesce(last_use_time, 0), ?) WHERE id = ?"
+)
+# The four listing shapes, built once: live or all, keyset or offset.
+_LIST = {
+    (include_revoked, keyset): (
+        f"SELECT {_COLUMNS} FROM tokens WHERE owner = ? AND id > ?"
+        + ("" if include_revoked else " AND revoke_time IS NULL")
+        + " ORDER BY id LIMIT ?"
+        + ("" if keyset else " OFFSET ?")
+    )
+    for include_revoked in (False, True)
+    for keyset in (False, True)
+}
+_COUNT = {
+    include_revoked: "SELECT count(*) FROM tokens WHERE owner = ?"
+    + ("" if include_revoked else " AND revoke_time IS NULL")
+    for include_revoked in (False, True)
+}
+
+
+def _record(row: Any) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        owner=row[1],
+        name=row[2],
+        secret_hash=row[3],
+        scopes=tuple(json.loads(row[4])),
+        active=bool(row[5]),
+        expire_time=row[6],
+        allowed_ips=tuple(json.loads(row[7])),
+        create_time=row[8],
+        update_time=row[9],
+        revoke_time=row[10],
+        last_use_time=row[11],
+        usage_count=row[12],
+        sealed_value=row[13],
+    )
+
+
+def _json(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _prepare(path: Path) -> None:
+    """Set WAL and migrate, on a plain connection before serving starts."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA busy_timeout = 10000")
+        connection.execute("PRAGMA journal_mode = WAL")
+        migrate(connection)
+    finally:
+        connection.close()
+
+
+async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    await connection.execute("PRAGMA busy_timeout = 10000")
+    # FULL: a commit that returned is on disk, even across power loss.
+    await connection.execute("PRAGMA synchronous = FULL" if writer else "PRAGMA query_only = 1")
+    return connection
+
+
+class SqliteStore:
+    """TokenStore on one SQLite file."""
+
+    def __init__(self, reader: aiosqlite.Connection, writer: aiosqlite.Connection) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> SqliteStore:
+        path = data_dir / DB_FILE
+        await asyncio.to_thread(_prepare, path)
+        return cls(await _connect(path, writer=False), await _connect(path, writer=True))
+
+    async def insert(self, new: NewToken) -> TokenRecord:
+        params = (
+            new.owner,
+            new.name,
+            new.secret_hash,
+            _json(new.scopes),
+            int(new.active),
+            new.expire_time,
+            _json(new.allowed_ips),
+            new.now,
+            new.now,
+            new.sealed_value,
+        )
+        async with self._write_lock:
+            try:
+                rows = await self._writer.execute_fetchall(_INSERT, params)
+            except sqlite3.IntegrityError as exc:
+                raise NameTaken(new.name) from exc
+        return _record(next(iter(rows)))
+
+    async def get(self, token_id: int) -> TokenRecord | None:
+        rows = await self._reader.execute_fetchall(_GET, (token_id,))
+        return next((_record(row) for row in rows), None)
+
+    async def get_service_token(self, name: str) -> TokenRecord | None:
+        rows = await self._reader.execute_fetchall(_GET_SERVICE, (name,))
+        return next((_record(row) for row in rows), None)
+
+    async def list(self, query: ListQuery) -> list[TokenRecord]:
+        keyset = query.offset == 0
+        sql = _LIST[query.include_revoked, keyset]
+        params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
+        if not keyset:
+            params += (query.offset,)
+        return [_record(row) for row in await self._reader.execute_fetchall(sql, params)]
+
+    async def count(self, query: ListQuery) -> int:
+        rows = await self._reader.execute_fetchall(
+            _COUNT[query.include_revoked], (query.owner,)
+        )
+        return int(next(iter(rows))[0])
+
+    async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:
+        assignments = ["update_time = ?"]
+        params: list[object] = [now]
+        for column, value in (
+            ("name", changes.name),
+            ("scopes", None if changes.scopes is None else _json(changes.scopes)),
+            ("active", None if changes.active is None else int(changes.active)),
+            ("allowed_ips", None if changes.allowed_ips is None else _json(changes.allowed_ips)),
+        ):
+            if value is not None:
+                assignments.append(f"{column} = ?")
+                params.append(value)
+        if changes.set_expire_time:
+            assignments.append("expire_time = ?")
+            params.append(changes.expire_time)
+        sql = (
+            f"UPDATE tokens SET {', '.join(assignments)}"
+            f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
+        )
+        params.append(token_id)
+        async with self._write_lock:
+            try:
+                rows = await self._writer.execute_fetchall(sql, params)
+            except sqlite3.IntegrityError as exc:
+                raise NameTaken(changes.name or "") from exc
+        return next((_record(row) for row in rows), None)
+
+    async def revoke(self, token_id: int, now: int) -> TokenRecord | None:
+        async with self._write_lock:
+            rows = await self._writer.execute_fetchall(_REVOKE, (now, now, token_id))
+        return next((_record(row) for row in rows), None)
+
+    async def add_usage(self, uses: Mapping[int, Usage]) -> None:
+        if not uses:
+            return
+        params = [(use.count, use.last_use_time, token_id) for token_id, use in uses.items()]
+        async with self._write_lock:
+            # One transaction, so a batch costs one fsync, not one per token.
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                await self._writer.executemany(_ADD_USAGE, params)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    async def is_empty(self) -> bool:
+        rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
+        return bool(next(iter(rows))[0])
+
+    async def ping(self) -> None:
+        await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+
+__all__ = ["DB_FILE", "SERVICE_OWNER", "SqliteStore"]

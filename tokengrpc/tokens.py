@@ -1,0 +1,320 @@
+"""The seven token operations: validate, apply the rules, touch the store.
+
+Shared by the gRPC servicer and the command line; both hand in a Caller and a
+request message and get a response message back, or a DomainError.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Protocol
+
+from tokengrpc import plaintext, rules
+from tokengrpc.addresses import parse_address
+from tokengrpc.auth import Authenticator, Caller
+from tokengrpc.clock import now_us
+from tokengrpc.convert import micros, token_message
+from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from tokengrpc.rules import Violations
+from tokengrpc.sealing import Sealer
+from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenChanges, TokenRecord, TokenStore
+from tokengrpc.store.base import SERVICE_OWNER
+from tokengrpc.usage import UsageRecorder
+from tokengrpc.v1 import tokens_pb2 as pb
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips")
+
+
+class _Selecting(Protocol):
+    """GetToken, RevokeToken and GetTokenValue requests all pick a token alike."""
+
+    id: int
+    name: str
+
+    def WhichOneof(self, oneof_group: str) -> str | None: ...  # noqa: D102
+
+
+def _visible(caller: Caller, record: TokenRecord) -> bool:
+    """Admins see everything; others only their own owner's personal tokens."""
+    if caller.is_admin:
+        return True
+    return record.owner == caller.owner and not record.is_service
+
+
+def _require(caller: Caller, scope: str, action: str) -> None:
+    if not caller.holds(scope):
+        raise PermissionDenied(f"{action} needs the {scope!r} scope")
+
+
+def _expiry(
+    message: pb.CreateTokenRequest | pb.Token, field: str, now: int, problems: Violations
+) -> int | None:
+    if not message.HasField("expire_time"):
+        return None
+    value = micros(message.expire_time)
+    if value is None:
+        problems.add(field, "is not a valid timestamp")
+        return None
+    rules.check_expiry(value, now, field, problems)
+    return value
+
+
+def _page_token(after_id: int, owner: str, include_revoked: bool) -> str:
+    # Opaque to clients; the digest ties it to the listing it came from.
+    digest = _listing_digest(owner, include_revoked)
+    return base64.urlsafe_b64encode(f"{after_id}:{digest}".encode()).decode().rstrip("=")
+
+
+def _listing_digest(owner: str, include_revoked: bool) -> str:
+    return hashlib.sha256(f"{owner}\0{include_revoked}".encode()).hexdigest()[:16]
+
+
+def _after_id(token: str, owner: str, include_revoked: bool) -> int | None:
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        after, digest = text.split(":")
+        after_id = int(after)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if digest != _listing_digest(owner, include_revoked) or after_id < 0:
+        return None
+    return after_id
+
+
+class TokenManager:
+    def __init__(
+        self,
+        store: TokenStore,
+        usage: UsageRecorder,
+        authenticator: Authenticator,
+        sealer: Sealer,
+        prefix: str = "tgr_",
+    ) -> None:
+        self._store = store
+        self._usage = usage
+        self._auth = authenticator
+        self._sealer = sealer
+        self._prefix = prefix
+
+    async def create_token(
+        self, caller: Caller, request: pb.CreateTokenRequest
+    ) -> pb.CreateTokenResponse:
+        _require(caller, rules.WRITE, "creating a token")
+        now = now_us()
+        problems = Violations()
+        name = rules.clean_name(request.name, "name", problems)
+        owner = rules.clean_owner(request.owner, "owner", problems)
+        if request.service_token:
+            _require(caller, rules.ADMIN, "creating a service token")
+            if owner:
+                problems.add("owner", "must be empty for a service token")
+            owner = SERVICE_OWNER
+        else:
+            owner = owner or caller.owner
+            if owner != caller.owner:
+                _require(caller, rules.ADMIN, "creating a token for another owner")
+            if owner == SERVICE_OWNER:
+                _require(caller, rules.ADMIN, "creating a token as a service token")
+        scopes = rules.clean_scopes(request.scopes, "scopes", problems)
+        expire_time = _expiry(request, "expire_time", now, problems)
+        allowed_ips = rules.clean_allowed_ips(request.allowed_ips, "allowed_ips", problems)
+        problems.raise_if_any()
+        self._no_escalation(caller, scopes)
+
+        secret = plaintext.new_secret(self._prefix)
+        secret_hash = plaintext.hash_secret(secret)
+        new = NewToken(
+            owner=owner,
+            name=name,
+            secret_hash=secret_hash,
+            scopes=scopes,
+            active=request.active if request.HasField("active") else True,
+            expire_time=expire_time,
+            allowed_ips=allowed_ips,
+            now=now,
+            sealed_value=self._sealer.seal(secret, secret_hash) if request.service_token else None,
+        )
+        try:
+            record = await self._store.insert(new)
+        except NameTaken:
+            raise AlreadyExists(f"a service token named {name!r} already exists") from None
+        return pb.CreateTokenResponse(
+            token=token_message(record, now), plaintext=plaintext.join(record.id, secret)
+        )
+
+    async def list_tokens(
+        self, caller: Caller, request: pb.ListTokensRequest
+    ) -> pb.ListTokensResponse:
+        problems = Violations()
+        if request.service_tokens:
+            _require(caller, rules.ADMIN, "listing service tokens")
+            if request.owner:
+                problems.add("owner", "must be empty when listing service tokens")
+            owner = SERVICE_OWNER
+        else:
+            owner = request.owner or caller.owner
+            if owner != caller.owner:
+                _require(caller, rules.ADMIN, "listing another owner's tokens")
+        if request.page_size < 0:
+            problems.add("page_size", "must not be negative")
+        if request.page < 0:
+            problems.add("page", "must not be negative")
+        if request.page and request.page_token:
+            problems.add("page", "give either page or page_token, not both")
+        after_id = 0
+        if request.page_token:
+            found = _after_id(request.page_token, owner, request.show_revoked)
+            if found is None:
+                problems.add("page_token", "is not a page token of this listing")
+            else:
+                after_id = found
+        problems.raise_if_any()
+
+        response = pb.ListTokensResponse()
+        if owner == SERVICE_OWNER and not caller.is_admin:
+            # A service token without admin owns nothing it may see.
+            return response
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offset = (request.page - 1) * size if request.page > 1 else 0
+        query = ListQuery(
+            owner=owner,
+            include_revoked=request.show_revoked,
+            limit=size + 1,
+            after_id=after_id,
+            offset=offset,
+        )
+        records = await self._store.list(query)
+        now = now_us()
+        for record in records[:size]:
+            response.tokens.append(token_message(self._usage.overlay(record), now))
+        if len(records) > size:
+            response.next_page_token = _page_token(records[size - 1].id, owner, request.show_revoked)
+        if request.page or not request.page_token:
+            response.total_size = await self._store.count(query)
+        return response
+
+    async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
+        record = await self._find(caller, request)
+        return pb.GetTokenResponse(token=token_message(self._usage.overlay(record), now_us()))
+
+    async def update_token(
+        self, caller: Caller, request: pb.UpdateTokenRequest
+    ) -> pb.UpdateTokenResponse:
+        _require(caller, rules.WRITE, "updating a token")
+        now = now_us()
+        problems = Violations()
+        token = request.token
+        if not request.HasField("token") or token.id <= 0:
+            problems.add("token.id", "the id of the token to update is required")
+        paths = list(dict.fromkeys(request.update_mask.paths))
+        if not paths:
+            problems.add("update_mask", f"name at least one field to change: {', '.join(UPDATABLE)}")
+        for path in paths:
+            if path not in UPDATABLE:
+                problems.add("update_mask", f"{path!r} cannot be updated; use {', '.join(UPDATABLE)}")
+        changes = TokenChanges(
+            name=rules.clean_name(token.name, "token.name", problems) if "name" in paths else None,
+            scopes=rules.clean_scopes(token.scopes, "token.scopes", problems)
+            if "scopes" in paths
+            else None,
+            active=token.active if "active" in paths else None,
+            allowed_ips=rules.clean_allowed_ips(token.allowed_ips, "token.allowed_ips", problems)
+            if "allowed_ips" in paths
+            else None,
+            set_expire_time="expire_time" in paths,
+            expire_time=_expiry(token, "token.expire_time", now, problems)
+            if "expire_time" in paths
+            else None,
+        )
+        problems.raise_if_any()
+        if changes.scopes is not None:
+            self._no_escalation(caller, changes.scopes)
+        record = await self._find_by_id(caller, token.id)
+        if record.revoke_time is not None:
+            raise FailedPrecondition("the token is revoked and can no longer be changed")
+        try:
+            updated = await self._store.update(record.id, changes, now)
+        except NameTaken:
+            raise AlreadyExists(f"a service token named {changes.name!r} already exists") from None
+        if updated is None:
+            raise FailedPrecondition("the token is revoked and can no longer be changed")
+        return pb.UpdateTokenResponse(token=token_message(self._usage.overlay(updated), now))
+
+    async def revoke_token(
+        self, caller: Caller, request: pb.RevokeTokenRequest
+    ) -> pb.RevokeTokenResponse:
+        _require(caller, rules.WRITE, "revoking a token")
+        record = await self._find(caller, request)
+        now = now_us()
+        revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
+        if revoked is None:
+            raise NotFound("token not found or already revoked")
+        return pb.RevokeTokenResponse(token=token_message(self._usage.overlay(revoked), now))
+
+    async def get_token_value(
+        self, caller: Caller, request: pb.GetTokenValueRequest
+    ) -> pb.GetTokenValueResponse:
+        _require(caller, rules.ADMIN, "reading a token's value")
+        record = await self._find(caller, request)
+        if not record.is_service or record.sealed_value is None:
+            raise FailedPrecondition(
+                "only a service token's value can be read back;"
+                " a personal token is shown once, at creation"
+            )
+        if record.revoke_time is not None:
+            raise FailedPrecondition("the token is revoked")
+        secret = self._sealer.open(record.sealed_value, record.secret_hash)
+        if secret is None:
+            raise FailedPrecondition("the stored value cannot be decrypted with the configured key")
+        return pb.GetTokenValueResponse(
+            value=plaintext.join(record.id, secret),
+            token=token_message(self._usage.overlay(record), now_us()),
+        )
+
+    async def introspect_token(
+        self, caller: Caller, request: pb.IntrospectTokenRequest
+    ) -> pb.IntrospectTokenResponse:
+        _require(caller, rules.INTROSPECT, "introspecting a token")
+        problems = Violations()
+        if not request.token:
+            problems.add("token", "the token to introspect is required")
+        address = None
+        if request.client_ip:
+            address = parse_address(request.client_ip)
+            if address is None:
+                problems.add("client_ip", f"{request.client_ip!r} is not an IP address")
+        problems.raise_if_any()
+        record = await self._auth.check(request.token, address)
+        if record is None:
+            return pb.IntrospectTokenResponse(active=False)
+        token = token_message(self._usage.overlay(record), now_us())
+        return pb.IntrospectTokenResponse(active=True, token=token)
+
+    def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
+        missing = rules.grantable(scopes, caller.scopes)
+        if missing:
+            raise PermissionDenied(f"cannot grant scopes you do not hold: {', '.join(missing)}")
+
+    async def _find(self, caller: Caller, request: _Selecting) -> TokenRecord:
+        which = request.WhichOneof("selector")
+        if which == "id":
+            return await self._find_by_id(caller, request.id)
+        problems = Violations()
+        if which is None or not request.name.strip():
+            problems.add("id", "give the id of a token or the name of a service token")
+            problems.raise_if_any()
+        record = await self._store.get_service_token(request.name.strip())
+        if record is None or not _visible(caller, record):
+            raise NotFound()
+        return record
+
+    async def _find_by_id(self, caller: Caller, token_id: int) -> TokenRecord:
+        if token_id <= 0:
+            raise NotFound()
+        record = await self._store.get(token_id)
+        if record is None or not _visible(caller, record):
+            raise NotFound()
+        return record

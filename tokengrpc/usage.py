@@ -1,0 +1,71 @@
+"""Usage counting, batched: the hot path adds to a dict, a task writes it out.
+
+An authentication must not cost a database write. Counts are flushed at
+least every ``interval`` seconds and on shutdown; a failed flush keeps its
+counts for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+
+from tokengrpc.store import TokenRecord, TokenStore, Usage
+
+log = logging.getLogger(__name__)
+
+
+class UsageRecorder:
+    def __init__(self, store: TokenStore, interval: float = 0.5) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: dict[int, Usage] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, token_id: int, when: int) -> None:
+        use = self._pending.get(token_id)
+        if use is None:
+            self._pending[token_id] = Usage(1, when)
+        else:
+            self._pending[token_id] = Usage(use.count + 1, max(use.last_use_time, when))
+
+    def overlay(self, record: TokenRecord) -> TokenRecord:
+        """The record as it will be once pending uses are written."""
+        use = self._pending.get(record.id)
+        if use is None:
+            return record
+        return dataclasses.replace(
+            record,
+            usage_count=record.usage_count + use.count,
+            last_use_time=max(record.last_use_time or 0, use.last_use_time),
+        )
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            await self._store.add_usage(batch)
+        except Exception:
+            log.exception("writing usage counts failed; keeping them for the next flush")
+            for token_id, use in batch.items():
+                later = self._pending.get(token_id)
+                if later is not None:
+                    use = Usage(use.count + later.count, max(use.last_use_time, later.last_use_time))
+                self._pending[token_id] = use
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
