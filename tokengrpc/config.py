@@ -19,7 +19,7 @@ class Settings:
     http_enabled: bool = True
     #: AES-256-GCM key for retrievable values; else ``<data_dir>/secret.key``.
     secret_key: str | None = None
-    token_prefix: str = "tgr_"
+    token_prefix: str = "tgr_"  # noqa: S105 (a label, not a secret)
     #: Peers whose ``x-forwarded-for`` is believed (CIDR ranges).
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     #: Seconds in-flight requests get to finish on SIGTERM/SIGINT.

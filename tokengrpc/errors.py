@@ -79,4 +79,3 @@ def to_status(error: DomainError) -> status_pb2.Status:
         )
         status.details.append(detail)
     return status
-

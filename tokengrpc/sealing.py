@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -29,15 +30,11 @@ def decode_key(text: str) -> bytes:
     """Accept 64 hex digits or base64 (standard or URL-safe) of 32 bytes."""
     text = text.strip()
     candidates: list[bytes] = []
-    try:
+    with contextlib.suppress(ValueError):
         candidates.append(bytes.fromhex(text))
-    except ValueError:
-        pass
     for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
+        with contextlib.suppress(binascii.Error, ValueError):
             candidates.append(decode(text + "=" * (-len(text) % 4)))
-        except (binascii.Error, ValueError):
-            pass
     for key in candidates:
         if len(key) == 32:
             return key

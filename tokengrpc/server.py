@@ -43,15 +43,15 @@ class Core:
     async def open(cls, settings: Settings, *, bootstrap: bool = True) -> Core:
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = load_or_create_key(settings.data_dir, settings.secret_key)
         store = await SqliteStore.open(settings.data_dir)
         usage = UsageRecorder(store, settings.usage_flush_interval)
-        authenticator = Authenticator(
-            store, usage, ClientAddressResolver(settings.trusted_proxies)
-        )
+        authenticator = Authenticator(store, usage, ClientAddressResolver(settings.trusted_proxies))
         manager = TokenManager(store, usage, authenticator, Sealer(key), settings.token_prefix)
-        path = await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
+        path = (
+            await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
+        )
         return cls(store, usage, authenticator, manager, path)
 
     async def close(self) -> None:
@@ -64,7 +64,9 @@ class GrpcServer:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.server = grpc.aio.server()
+        # No SO_REUSEPORT: a second server on a busy port must fail loudly,
+        # not quietly take half the traffic.
+        self.server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
         self.health = health.aio.HealthServicer()
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(core.manager, core.authenticator), self.server
@@ -76,7 +78,12 @@ class GrpcServer:
 
     async def start(self, listen: str) -> int:
         """Bind (port 0 picks one), start serving; return the bound port."""
-        port = self.server.add_insecure_port(listen)
+        try:
+            port = self.server.add_insecure_port(listen)
+        except RuntimeError as error:
+            raise OSError(f"could not listen on {listen}: {error}") from None
+        if port == 0:
+            raise OSError(f"could not listen on {listen}")
         await self.server.start()
         self.core.usage.start()
         serving = health_pb2.HealthCheckResponse.SERVING

@@ -30,7 +30,9 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         context: grpc.aio.ServicerContext[Request, Response],
     ) -> Response:
         try:
-            caller = await self._auth.authenticate(context.invocation_metadata() or (), context.peer())
+            caller = await self._auth.authenticate(
+                context.invocation_metadata() or (), context.peer()
+            )
             return await operation(caller, request)
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(to_status(error)))

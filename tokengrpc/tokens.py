@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Protocol
 
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
@@ -28,13 +27,8 @@ MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips")
 
 
-class _Selecting(Protocol):
-    """GetToken, RevokeToken and GetTokenValue requests all pick a token alike."""
-
-    id: int
-    name: str
-
-    def WhichOneof(self, oneof_group: str) -> str | None: ...  # noqa: D102
+#: GetToken, RevokeToken and GetTokenValue requests all pick a token alike.
+_Selecting = pb.GetTokenRequest | pb.RevokeTokenRequest | pb.GetTokenValueRequest
 
 
 def _visible(caller: Caller, record: TokenRecord) -> bool:
@@ -191,7 +185,9 @@ class TokenManager:
         for record in records[:size]:
             response.tokens.append(token_message(self._usage.overlay(record), now))
         if len(records) > size:
-            response.next_page_token = _page_token(records[size - 1].id, owner, request.show_revoked)
+            response.next_page_token = _page_token(
+                records[size - 1].id, owner, request.show_revoked
+            )
         if request.page or not request.page_token:
             response.total_size = await self._store.count(query)
         return response
@@ -211,10 +207,14 @@ class TokenManager:
             problems.add("token.id", "the id of the token to update is required")
         paths = list(dict.fromkeys(request.update_mask.paths))
         if not paths:
-            problems.add("update_mask", f"name at least one field to change: {', '.join(UPDATABLE)}")
+            problems.add(
+                "update_mask", f"name at least one field to change: {', '.join(UPDATABLE)}"
+            )
         for path in paths:
             if path not in UPDATABLE:
-                problems.add("update_mask", f"{path!r} cannot be updated; use {', '.join(UPDATABLE)}")
+                problems.add(
+                    "update_mask", f"{path!r} cannot be updated; use {', '.join(UPDATABLE)}"
+                )
         changes = TokenChanges(
             name=rules.clean_name(token.name, "token.name", problems) if "name" in paths else None,
             scopes=rules.clean_scopes(token.scopes, "token.scopes", problems)

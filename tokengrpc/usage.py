@@ -51,7 +51,9 @@ class UsageRecorder:
             for token_id, use in batch.items():
                 later = self._pending.get(token_id)
                 if later is not None:
-                    use = Usage(use.count + later.count, max(use.last_use_time, later.last_use_time))
+                    use = Usage(
+                        use.count + later.count, max(use.last_use_time, later.last_use_time)
+                    )
                 self._pending[token_id] = use
 
     def start(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,6 +94,8 @@ def _json(values: tuple[str, ...]) -> str:
 
 def _prepare(path: Path) -> None:
     """Set WAL and migrate, on a plain connection before serving starts."""
+    # Hashes and sealed values are nobody else's business: create it 0600.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA busy_timeout = 10000")
@@ -161,9 +164,7 @@ class SqliteStore:
         return [_record(row) for row in await self._reader.execute_fetchall(sql, params)]
 
     async def count(self, query: ListQuery) -> int:
-        rows = await self._reader.execute_fetchall(
-            _COUNT[query.include_revoked], (query.owner,)
-        )
+        rows = await self._reader.execute_fetchall(_COUNT[query.include_revoked], (query.owner,))
         return int(next(iter(rows))[0])
 
     async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LiveService, start_service, stop_service
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[LiveService]:
+    live = await start_service(tmp_path / "data")
+    try:
+        yield live
+    finally:
+        await stop_service(live)
+        # Whatever a test did, no plaintext may have reached the database.
+        for path in (tmp_path / "data").glob("tokens.db*"):
+            content = path.read_bytes()
+            for plaintext in live.plaintexts:
+                secret = plaintext.partition("|")[2].encode()
+                assert secret not in content, f"a plaintext secret was found in {path.name}"

@@ -1,0 +1,112 @@
+"""What the tests share: a live service on port 0 and a look at its store."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from tokengrpc.server import Core, GrpcServer
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+Metadata = tuple[tuple[str, str], ...]
+
+# Columns a request may legitimately change without changing the store's
+# meaning: a successful authentication counts a use.
+_USAGE_COLUMNS = {"usage_count", "last_use_time"}
+
+
+def bearer(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@dataclass
+class LiveService:
+    core: Core
+    server: GrpcServer
+    port: int
+    data_dir: Path
+    channel: grpc.aio.Channel
+    stub: tokens_pb2_grpc.TokenServiceAsyncStub
+    admin_token: str
+    #: Every plaintext a test saw, to search the database file for later.
+    plaintexts: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def create(
+        self,
+        name: str,
+        *,
+        by: str | None = None,
+        owner: str = "",
+        scopes: Sequence[str] = (),
+        service_token: bool = False,
+        allowed_ips: Sequence[str] = (),
+    ) -> tuple[int, str]:
+        """Create a token (by the bootstrap admin unless ``by``); return id and plaintext."""
+        response = await self.stub.CreateToken(
+            pb.CreateTokenRequest(
+                name=name,
+                owner=owner,
+                scopes=scopes,
+                service_token=service_token,
+                allowed_ips=allowed_ips,
+            ),
+            metadata=bearer(by or self.admin_token),
+        )
+        self.plaintexts.append(response.plaintext)
+        return response.token.id, response.plaintext
+
+    def snapshot(self) -> list[tuple[object, ...]]:
+        """Every row of the store, minus usage counters, for before/after checks."""
+        with sqlite3.connect(self.data_dir / "tokens.db") as db:
+            names = [row[1] for row in db.execute("PRAGMA table_info(tokens)")]
+            keep = [n for n in names if n not in _USAGE_COLUMNS]
+            return list(db.execute(f"SELECT {', '.join(keep)} FROM tokens ORDER BY id"))  # noqa: S608
+
+
+def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    status = status_details(error)
+    found: dict[str, str] = {}
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            for violation in bad.field_violations:
+                found[violation.field] = violation.description
+    return found
+
+
+async def start_service(data_dir: Path) -> LiveService:
+    from tokengrpc.config import Settings
+
+    core = await Core.open(Settings(data_dir=data_dir, usage_flush_interval=0.05))
+    server = GrpcServer(core)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    admin = (data_dir / "bootstrap-token").read_text().strip()
+    service = LiveService(
+        core, server, port, data_dir, channel, tokens_pb2_grpc.TokenServiceStub(channel), admin
+    )
+    service.plaintexts.append(admin)
+    return service
+
+
+async def stop_service(service: LiveService) -> None:
+    await service.channel.close()
+    await service.server.stop(1)
+    await service.core.close()

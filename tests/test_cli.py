@@ -1,0 +1,175 @@
+"""The ``tokengrpc`` command as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers import bearer
+from tokengrpc.store.migrations import LATEST
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGRPC_")}
+    return env | extra
+
+
+class Serving:
+    def __init__(self, process: asyncio.subprocess.Process, lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+
+    def address(self, kind: str) -> str:
+        prefix = f"{kind} listening on "
+        return next(line[len(prefix) :] for line in self.lines if line.startswith(prefix))
+
+    async def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
+        return self.process.returncode or 0, out.decode()
+
+
+async def serve(*args: str, env: dict[str, str] | None = None, until: str = "grpc") -> Serving:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tokengrpc",
+        "serve",
+        *args,
+        env=env or _env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith(f"{until} listening on") for line in lines):
+        raw = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+        assert raw, f"serve exited early: {lines}"
+        lines.append(raw.decode().rstrip("\n"))
+    return Serving(process, lines)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokengrpc", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_serve_prints_addresses_and_bootstrap_path_then_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    env = _env(TOKENGRPC_DATA_DIR=str(data), TOKENGRPC_GRPC_LISTEN="127.0.0.1:0")
+    server = await serve("--no-http", env=env)
+    bootstrap = data / "bootstrap-token"
+    assert f"bootstrap token written to {bootstrap}" in server.lines
+    address = server.address("grpc")
+    assert address.startswith("127.0.0.1:")
+    assert int(address.rpartition(":")[2]) > 0
+    assert stat.S_IMODE(bootstrap.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "secret.key").stat().st_mode) == 0o600
+    token = bootstrap.read_text().strip()
+    assert token not in "\n".join(server.lines)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        for _ in range(3):
+            await stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))
+    code, rest = await server.stop()
+    assert code == 0
+    assert "shutting down" in rest
+    # The last uses were written by the shutdown flush, whatever the timer did.
+    with sqlite3.connect(data / "tokens.db") as db:
+        assert db.execute("SELECT usage_count FROM tokens WHERE id = 1").fetchone() == (3,)
+
+    again = await serve("--data-dir", str(data), "--grpc-listen", "127.0.0.1:0", "--no-http")
+    assert not any("bootstrap" in line for line in again.lines), "only an empty store bootstraps"
+    code, _ = await again.stop()
+    assert code == 0
+
+
+async def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
+    first = await serve("--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http")
+    busy = first.address("grpc")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokengrpc", "serve", "--data-dir", str(tmp_path),
+        "--grpc-listen", busy, "--no-http",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode == 2
+    assert "could not listen" in err.decode()
+    await first.stop()
+
+
+def test_token_commands_work_on_the_store(tmp_path: Path) -> None:
+    data = str(tmp_path)
+    created = run_cli(
+        "token", "create", "--data-dir", data, "--name", "ops", "--owner", "ops-team",
+        "--scope", "write", "--scope", "deploy", "--allowed-ip", "10.0.0.0/8",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    plaintext = created.stdout.strip()
+    assert plaintext.startswith("1|tgr_")
+
+    listed = run_cli("token", "list", "--data-dir", data, "--owner", "ops-team")
+    assert listed.returncode == 0
+    row = listed.stdout.splitlines()[1].split("\t")
+    assert row[:5] == ["1", "active", "ops-team", "ops", "write deploy"]
+    assert plaintext.partition("|")[2] not in listed.stdout
+
+    service = run_cli("token", "create", "--data-dir", data, "--name", "ci", "--service")
+    assert service.returncode == 0
+    assert run_cli("token", "revoke", "--data-dir", data, "ci").returncode == 0
+    assert run_cli("token", "revoke", "--data-dir", data, "1").returncode == 0
+    again = run_cli("token", "revoke", "--data-dir", data, "1")
+    assert again.returncode == 1
+    assert "not found" in again.stderr
+    everything = run_cli("token", "list", "--data-dir", data, "--owner", "ops-team", "--all")
+    assert "\trevoked\t" in everything.stdout
+
+    bad = run_cli("token", "create", "--data-dir", data, "--name", " ", "--owner", "x")
+    assert bad.returncode == 1
+    assert "name: a name is required" in bad.stderr
+
+
+@pytest.mark.parametrize("found_version", [0, LATEST])
+async def test_an_existing_data_dir_is_upgraded_never_wiped(
+    tmp_path: Path, found_version: int
+) -> None:
+    db_path = tmp_path / "tokens.db"
+    if found_version:
+        assert run_cli("token", "create", "--data-dir", str(tmp_path), "--name", "kept",
+                       "--owner", "o").returncode == 0  # fmt: skip
+    else:
+        sqlite3.connect(db_path).close()  # an empty file from before any schema
+    listed = run_cli("token", "list", "--data-dir", str(tmp_path), "--owner", "o")
+    assert listed.returncode == 0
+    assert ("\tkept\t" in listed.stdout) == bool(found_version)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "tokens.db") as db:
+        db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    listed = run_cli("token", "list", "--data-dir", str(tmp_path))
+    assert listed.returncode != 0
+    assert "newer" in listed.stderr

@@ -1,0 +1,32 @@
+"""Dependencies point one way: the gateway speaks only the RPCs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_gateway_imports_only_the_generated_stubs_from_tokengrpc() -> None:
+    for path in (ROOT / "gateway").rglob("*.py"):
+        for name in _imports(path):
+            if name.startswith("tokengrpc"):
+                assert name.startswith("tokengrpc.v1"), f"{path.name} imports {name}"
+
+
+def test_the_service_never_imports_the_gateway() -> None:
+    for path in (ROOT / "tokengrpc").rglob("*.py"):
+        if path.name == "cli.py":
+            continue  # the composition root starts the gateway; nothing else may
+        assert not any(n.startswith("gateway") for n in _imports(path)), path.name

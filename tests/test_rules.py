@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from tokengrpc import rules
+from tokengrpc.addresses import ClientAddressResolver, address_allowed, compile_networks
+from tokengrpc.errors import InvalidArgument
+from tokengrpc.store import TokenRecord
+
+NOW = 1_000_000_000_000
+
+
+def _record(**changes: object) -> TokenRecord:
+    base: dict[str, object] = {
+        "id": 1,
+        "owner": "alice",
+        "name": "n",
+        "secret_hash": b"",
+        "scopes": (),
+        "active": True,
+        "expire_time": None,
+        "allowed_ips": (),
+        "create_time": 0,
+        "update_time": 0,
+        "revoke_time": None,
+        "last_use_time": None,
+        "usage_count": 0,
+        "sealed_value": None,
+    }
+    base.update(changes)
+    return TokenRecord(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({}, rules.Status.ACTIVE),
+        ({"active": False}, rules.Status.INACTIVE),
+        ({"expire_time": NOW}, rules.Status.EXPIRED),
+        ({"expire_time": NOW + 1}, rules.Status.ACTIVE),
+        ({"expire_time": NOW - 1, "active": False}, rules.Status.EXPIRED),
+        ({"revoke_time": 5, "expire_time": NOW - 1, "active": False}, rules.Status.REVOKED),
+    ],
+)
+def test_status_precedence(changes: dict[str, object], status: rules.Status) -> None:
+    assert rules.status_of(_record(**changes), NOW) is status
+
+
+def test_grantable_lists_what_is_not_held() -> None:
+    assert rules.grantable(["write", "read:x"], ["write"]) == ["read:x"]
+    assert rules.grantable(["anything"], ["admin"]) == []
+    assert rules.grantable([], []) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [("", "required"), ("   ", "required"), ("x" * 256, "at most 255"), ("a\x00b", "control")],
+)
+def test_bad_names(raw: str, problem: str) -> None:
+    problems = rules.Violations()
+    rules.clean_name(raw, "name", problems)
+    with pytest.raises(InvalidArgument) as caught:
+        problems.raise_if_any()
+    assert problem in caught.value.violations[0].description
+
+
+def test_names_are_trimmed_and_255_is_fine() -> None:
+    problems = rules.Violations()
+    assert rules.clean_name("  deploy  ", "name", problems) == "deploy"
+    assert rules.clean_name("é" * 255, "name", problems) == "é" * 255
+    problems.raise_if_any()
+
+
+def test_scopes_deduplicate_and_reject_spaces() -> None:
+    problems = rules.Violations()
+    assert rules.clean_scopes(["a", "b", "a"], "scopes", problems) == ("a", "b")
+    rules.clean_scopes(["has space", ""], "scopes", problems)
+    assert len(problems.items) == 2
+
+
+def test_allowed_ips_normalise_and_explain() -> None:
+    problems = rules.Violations()
+    cleaned = rules.clean_allowed_ips(["10.0.0.0/24", " 203.0.113.12 ", "::1"], "f", problems)
+    assert cleaned == ("10.0.0.0/24", "203.0.113.12", "::1")
+    rules.clean_allowed_ips(["10.0.0.1/24", "300.1.1.1", "nope"], "f", problems)
+    assert [p.description for p in problems.items] == [
+        "'10.0.0.1/24' has host bits set; write the network address of the range",
+        "'300.1.1.1' is not an IP address or CIDR range",
+        "'nope' is not an IP address or CIDR range",
+    ]
+
+
+def test_address_matching() -> None:
+    networks = compile_networks(["10.0.0.0/24", "2001:db8::/32"])
+    resolver = ClientAddressResolver()
+    inside = resolver.resolve("ipv4:10.0.0.7:5000", None)
+    outside = resolver.resolve("ipv4:10.0.1.7:5000", None)
+    v6 = resolver.resolve("ipv6:[2001:db8::1]:5000", None)
+    assert address_allowed(inside, networks)
+    assert not address_allowed(outside, networks)
+    assert address_allowed(v6, networks)
+    assert not address_allowed(None, networks)
+    assert address_allowed(None, ())
+
+
+def test_forwarded_for_only_from_trusted_proxies() -> None:
+    resolver = ClientAddressResolver(["127.0.0.0/8"])
+    assert str(resolver.resolve("ipv4:127.0.0.1:1", "10.0.0.9, 127.0.0.1")) == "10.0.0.9"
+    assert str(resolver.resolve("ipv4:192.0.2.1:1", "10.0.0.9")) == "192.0.2.1"
+    assert str(resolver.resolve("unix:/tmp/s", "10.0.0.9")) == "10.0.0.9"
+    assert str(resolver.resolve("ipv6:[::ffff:127.0.0.1]:1", "10.0.0.9")) == "10.0.0.9"
+    nobody = ClientAddressResolver([])
+    assert str(nobody.resolve("ipv4:127.0.0.1:1", "10.0.0.9")) == "127.0.0.1"

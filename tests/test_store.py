@@ -1,0 +1,132 @@
+"""The SQLite store: indexes, durability settings, sealing, usage batches."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
+from tokengrpc.store import ListQuery, NameTaken, NewToken, Usage
+from tokengrpc.store.sqlite import _COUNT, _GET, _LIST, SqliteStore
+from tokengrpc.usage import UsageRecorder
+
+
+def _new(name: str, owner: str = "o", now: int = 1) -> NewToken:
+    return NewToken(owner, name, b"h" * 32, (), True, None, (), now)
+
+
+def _plan(db: Path, sql: str, params: tuple[object, ...]) -> str:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    return " | ".join(str(row[-1]) for row in rows)
+
+
+async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    await store.close()
+    db = tmp_path / "tokens.db"
+    assert "USING INTEGER PRIMARY KEY" in _plan(db, _GET, (1,))
+    for (_, keyset), sql in _LIST.items():
+        params: tuple[object, ...] = ("o", 0, 10) if keyset else ("o", 0, 10, 5)
+        plan = _plan(db, sql, params)
+        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+        assert "SCAN tokens" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    for sql in _COUNT.values():
+        assert "INDEX tokens_" in _plan(db, sql, ("o",))
+
+
+async def test_service_names_unique_only_while_live(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    try:
+        first = await store.insert(_new("svc", owner=""))
+        with pytest.raises(NameTaken):
+            await store.insert(_new("svc", owner=""))
+        await store.insert(_new("svc", owner="a person"))
+        assert await store.revoke(first.id, 5) is not None
+        assert await store.revoke(first.id, 6) is None
+        again = await store.insert(_new("svc", owner=""))
+        assert again.id > first.id
+        found = await store.get_service_token("svc")
+        assert found is not None
+        assert found.id == again.id
+    finally:
+        await store.close()
+
+
+async def test_list_and_count(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    try:
+        ids = [(await store.insert(_new(f"t{i}"))).id for i in range(5)]
+        await store.revoke(ids[1], 9)
+        live = ListQuery(owner="o", include_revoked=False, limit=10)
+        assert [r.id for r in await store.list(live)] == [ids[0], *ids[2:]]
+        assert await store.count(live) == 4
+        every = ListQuery(owner="o", include_revoked=True, limit=2, after_id=ids[1])
+        assert [r.id for r in await store.list(every)] == ids[2:4]
+        paged = ListQuery(owner="o", include_revoked=True, limit=2, offset=3)
+        assert [r.id for r in await store.list(paged)] == ids[3:5]
+    finally:
+        await store.close()
+
+
+async def test_usage_batches_and_shutdown_flush(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    token = await store.insert(_new("used"))
+    usage = UsageRecorder(store, interval=3600)
+    usage.start()
+    for when in (10, 30, 20):
+        usage.record(token.id, when)
+    assert usage.overlay(token).usage_count == 3
+    await usage.stop()  # the timer never fired: stop() must flush
+    stored = await store.get(token.id)
+    assert stored is not None
+    assert (stored.usage_count, stored.last_use_time) == (3, 30)
+    await store.close()
+
+
+async def test_a_failed_flush_keeps_its_counts(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    token = await store.insert(_new("used"))
+    usage = UsageRecorder(store)
+
+    calls = 0
+    real_add = store.add_usage
+
+    async def flaky(uses: Mapping[int, Usage]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        await real_add(uses)
+
+    store.add_usage = flaky  # type: ignore[method-assign]  # a failing disk, once
+    usage.record(token.id, 5)
+    await usage.flush()
+    usage.record(token.id, 7)
+    await usage.flush()
+    stored = await store.get(token.id)
+    assert stored is not None
+    assert stored.usage_count == 2
+    await store.close()
+
+
+def test_sealing_binds_values_to_their_row(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path, None)
+    assert load_or_create_key(tmp_path, None) == key, "the key file is reused"
+    sealer = Sealer(key)
+    sealed = sealer.seal("tgr_secret", b"row-1")
+    assert b"tgr_secret" not in sealed
+    assert sealer.open(sealed, b"row-1") == "tgr_secret"
+    assert sealer.open(sealed, b"row-2") is None
+    assert Sealer(bytes(32)).open(sealed, b"row-1") is None
+
+
+def test_secret_key_from_the_environment() -> None:
+    assert decode_key("00" * 32) == bytes(32)
+    assert decode_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") == bytes(32)
+    with pytest.raises(SecretKeyError):
+        decode_key("too short")

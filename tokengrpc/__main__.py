@@ -1,0 +1,5 @@
+import sys
+
+from tokengrpc.cli import main
+
+sys.exit(main())

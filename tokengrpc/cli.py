@@ -1,0 +1,214 @@
+"""The ``tokengrpc`` command: serve, gateway, and token administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf import timestamp_pb2
+
+from tokengrpc.auth import OPERATOR
+from tokengrpc.config import Settings
+from tokengrpc.errors import DomainError
+from tokengrpc.server import Core, GrpcServer
+from tokengrpc.v1 import tokens_pb2 as pb
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def _serve(settings: Settings) -> int:
+    core = await Core.open(settings)
+    if core.bootstrap_path is not None:
+        _say(f"bootstrap token written to {core.bootstrap_path}")
+    grpc_server = GrpcServer(core)
+    http = None
+    try:
+        port = await grpc_server.start(settings.grpc_listen)
+        host = settings.grpc_listen.rpartition(":")[0]
+        _say(f"grpc listening on {host}:{port}")
+        if settings.http_enabled:
+            from gateway.app import start_http  # the gateway is optional at run time
+
+            http = await start_http(f"{host}:{port}", settings.http_listen, settings)
+            _say(f"http listening on {http.address}")
+        await _wait_for_signal()
+        _say("shutting down")
+    finally:
+        if http is not None:
+            await http.stop()
+        await grpc_server.stop(settings.grace_period)
+        await core.close()
+    return 0
+
+
+async def _gateway(upstream: str, settings: Settings) -> int:
+    from gateway.app import start_http
+
+    http = await start_http(upstream, settings.http_listen, settings)
+    _say(f"http listening on {http.address}")
+    try:
+        await _wait_for_signal()
+    finally:
+        await http.stop()
+    return 0
+
+
+def _timestamp(text: str) -> timestamp_pb2.Timestamp:
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _format_time(token: pb.Token, field: str) -> str:
+    if not token.HasField(field):  # type: ignore[arg-type]
+        return "-"
+    stamp: timestamp_pb2.Timestamp = getattr(token, field)
+    return stamp.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
+    core = await Core.open(settings, bootstrap=False)
+    manager = core.manager
+    try:
+        if args.action == "create":
+            request = pb.CreateTokenRequest(
+                name=args.name,
+                owner=args.owner or "",
+                scopes=args.scope,
+                service_token=args.service,
+                allowed_ips=args.allowed_ip,
+            )
+            if args.expires:
+                request.expire_time.CopyFrom(_timestamp(args.expires))
+            created = await manager.create_token(OPERATOR, request)
+            _say(created.plaintext)
+        elif args.action == "list":
+            page_token, rows = "", list[pb.Token]()
+            while True:
+                page = await manager.list_tokens(
+                    OPERATOR,
+                    pb.ListTokensRequest(
+                        owner=args.owner or "",
+                        service_tokens=args.service,
+                        show_revoked=args.all,
+                        page_size=1000,
+                        page_token=page_token,
+                    ),
+                )
+                rows.extend(page.tokens)
+                page_token = page.next_page_token
+                if not page_token:
+                    break
+            _say("ID\tSTATUS\tOWNER\tNAME\tSCOPES\tEXPIRES\tLAST USED\tUSES")
+            for token in rows:
+                status = pb.TokenStatus.Name(token.status).removeprefix("TOKEN_STATUS_").lower()
+                owner = token.owner or "(service)"
+                _say(
+                    f"{token.id}\t{status}\t{owner}\t{token.name}\t{' '.join(token.scopes)}\t"
+                    f"{_format_time(token, 'expire_time')}\t"
+                    f"{_format_time(token, 'last_use_time')}\t{token.usage_count}"
+                )
+        else:
+            revoke = pb.RevokeTokenRequest()
+            if args.target.isdigit():
+                revoke.id = int(args.target)
+            else:
+                revoke.name = args.target
+            revoked = await manager.revoke_token(OPERATOR, revoke)
+            _say(f"revoked token {revoked.token.id} ({revoked.token.name})")
+    except DomainError as error:
+        print(f"tokengrpc: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        await core.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokengrpc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", type=Path, help="store directory (TOKENGRPC_DATA_DIR)")
+
+    serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
+    data_dir(serve)
+    serve.add_argument("--grpc-listen", help="HOST:PORT (TOKENGRPC_GRPC_LISTEN)")
+    serve.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
+    serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
+
+    gateway = commands.add_parser("gateway", help="run the HTTP gateway alone")
+    gateway.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
+    gateway.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
+
+    token = commands.add_parser("token", help="administer tokens directly in the store")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a token and print its plaintext")
+    data_dir(create)
+    create.add_argument("--name", required=True)
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--owner", help="the subject the token belongs to")
+    who.add_argument("--service", action="store_true", help="a service token (no owner)")
+    create.add_argument("--scope", action="append", default=[], help="repeat for several")
+    create.add_argument("--expires", help="RFC 3339 time, e.g. 2030-01-01T00:00:00Z")
+    create.add_argument("--allowed-ip", action="append", default=[], help="address or CIDR")
+
+    listing = actions.add_parser("list", help="list tokens")
+    data_dir(listing)
+    whose = listing.add_mutually_exclusive_group()
+    whose.add_argument("--owner", help="whose tokens (default: admin)")
+    whose.add_argument("--service", action="store_true", help="list service tokens")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+
+    revoke = actions.add_parser("revoke", help="revoke a token")
+    data_dir(revoke)
+    revoke.add_argument("target", help="a token id, or a service token's name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env(os.environ)
+    overrides: dict[str, object] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "grpc_listen", None):
+        overrides["grpc_listen"] = args.grpc_listen
+    if getattr(args, "http_listen", None):
+        overrides["http_listen"] = args.http_listen
+    if getattr(args, "no_http", False):
+        overrides["http_enabled"] = False
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(settings))
+        if args.command == "gateway":
+            return asyncio.run(_gateway(args.upstream, settings))
+        return asyncio.run(_token_command(args, settings))
+    except (OSError, ValueError) as error:
+        print(f"tokengrpc: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
