@@ -339,3 +339,33 @@ async def test_validation_errors_name_every_bad_field(service: LiveService) -> N
     violations = field_violations(caught.value)
     assert set(violations) == {"name", "scopes", "allowed_ips", "expire_time"}
     assert violations["expire_time"] == "must be in the future"
+
+
+async def test_inherited_scopes_leave_admin_out(service: LiveService) -> None:
+    created = await service.stub.CreateToken(
+        pb.CreateTokenRequest(name="child", inherit_caller_scopes=True),
+        metadata=bearer(service.admin_token),
+    )
+    service.plaintexts.append(created.plaintext)
+    assert sorted(created.token.scopes) == ["introspect", "write"]
+    both = service.stub.CreateToken(
+        pb.CreateTokenRequest(name="x", scopes=["write"], inherit_caller_scopes=True),
+        metadata=bearer(service.admin_token),
+    )
+    assert await _code(both) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_caller_owner_only_hides_other_tokens_even_from_admins(
+    service: LiveService,
+) -> None:
+    other_id, _ = await service.create("someone else's", owner="gus")
+    own_id, _ = await service.create("mine")
+    admin = bearer(service.admin_token)
+    call = service.stub.RevokeToken(
+        pb.RevokeTokenRequest(id=other_id, caller_owner_only=True), metadata=admin
+    )
+    assert await _code(call) == grpc.StatusCode.NOT_FOUND
+    revoked = await service.stub.RevokeToken(
+        pb.RevokeTokenRequest(id=own_id, caller_owner_only=True), metadata=admin
+    )
+    assert revoked.token.status == pb.TOKEN_STATUS_REVOKED

@@ -50,6 +50,9 @@ class FailedPrecondition(DomainError):
 class Violation:
     field: str
     description: str
+    #: A stable word for clients that phrase messages their own way (the
+    #: legacy HTTP families do): REQUIRED, TOO_LONG, PAST or INVALID.
+    reason: str = "INVALID"
 
 
 class InvalidArgument(DomainError):
@@ -71,7 +74,7 @@ def to_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=v.field, description=v.description, reason=v.reason
                     )
                     for v in error.violations
                 ]

@@ -51,14 +51,19 @@ def grantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
     return [scope for scope in wanted if scope not in held_set]
 
 
+def inherited_scopes(held: Iterable[str]) -> tuple[str, ...]:
+    """What a token created "with the caller's scopes" gets: all but admin."""
+    return tuple(sorted(scope for scope in set(held) if scope != ADMIN))
+
+
 class Violations:
     """Collects every bad field of a request so the caller hears of all at once."""
 
     def __init__(self) -> None:
         self.items: list[Violation] = []
 
-    def add(self, field: str, description: str) -> None:
-        self.items.append(Violation(field, description))
+    def add(self, field: str, description: str, reason: str = "INVALID") -> None:
+        self.items.append(Violation(field, description, reason))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -72,9 +77,11 @@ def _has_control(text: str) -> bool:
 def clean_name(raw: str, field: str, problems: Violations) -> str:
     name = raw.strip()
     if not name:
-        problems.add(field, "a name is required")
+        problems.add(field, "a name is required", "REQUIRED")
     elif len(name) > MAX_NAME:
-        problems.add(field, f"must be at most {MAX_NAME} characters (it has {len(name)})")
+        problems.add(
+            field, f"must be at most {MAX_NAME} characters (it has {len(name)})", "TOO_LONG"
+        )
     elif _has_control(name):
         problems.add(field, "must not contain control characters")
     return name
@@ -123,4 +130,4 @@ def clean_allowed_ips(raw: Iterable[str], field: str, problems: Violations) -> t
 
 def check_expiry(expire_time: int | None, now: int, field: str, problems: Violations) -> None:
     if expire_time is not None and expire_time <= now:
-        problems.add(field, "must be in the future")
+        problems.add(field, "must be in the future", "PAST")

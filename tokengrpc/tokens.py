@@ -113,6 +113,10 @@ class TokenManager:
             if owner == SERVICE_OWNER:
                 _require(caller, rules.ADMIN, "creating a token as a service token")
         scopes = rules.clean_scopes(request.scopes, "scopes", problems)
+        if request.inherit_caller_scopes:
+            if scopes:
+                problems.add("scopes", "must be empty when inherit_caller_scopes is set")
+            scopes = rules.inherited_scopes(caller.scopes)
         expire_time = _expiry(request, "expire_time", now, problems)
         allowed_ips = rules.clean_allowed_ips(request.allowed_ips, "allowed_ips", problems)
         problems.raise_if_any()
@@ -248,6 +252,8 @@ class TokenManager:
     ) -> pb.RevokeTokenResponse:
         _require(caller, rules.WRITE, "revoking a token")
         record = await self._find(caller, request)
+        if request.caller_owner_only and (record.is_service or record.owner != caller.owner):
+            raise NotFound()
         now = now_us()
         revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
         if revoked is None:

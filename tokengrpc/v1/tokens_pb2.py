@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tokengrpc/v1/tokens.proto\x12\x0ctokengrpc.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x0c \x01(\x03\x12)\n\x06status\x18\r \x01(\x0e\x32\x19.tokengrpc.v1.TokenStatus\x12\x15\n\rservice_token\x18\x0e \x01(\x08\"\xbe\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rservice_token\x18\x04 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x06 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x07 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_active\"L\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12\x11\n\tplaintext\x18\x02 \x01(\t\"\x85\x01\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x16\n\x0eservice_tokens\x18\x05 \x01(\x08\x12\x14\n\x0cshow_revoked\x18\x06 \x01(\x08\"f\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.tokengrpc.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\";\n\x0fGetTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"6\n\x10GetTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"i\n\x12UpdateTokenRequest\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\">\n\x12RevokeTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"@\n\x14GetTokenValueRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"J\n\x15GetTokenValueResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token\":\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\"M\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token*\x93\x01\n\x0bTokenStatus\x12\x1c\n\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_STATUS_ACTIVE\x10\x01\x12\x18\n\x14TOKEN_STATUS_EXPIRED\x10\x02\x12\x19\n\x15TOKEN_STATUS_INACTIVE\x10\x03\x12\x18\n\x14TOKEN_STATUS_REVOKED\x10\x04\x32\xa8\x07\n\x0cTokenService\x12i\n\x0b\x43reateToken\x12 .tokengrpc.v1.CreateTokenRequest\x1a!.tokengrpc.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x63\n\nListTokens\x12\x1f.tokengrpc.v1.ListTokensRequest\x1a .tokengrpc.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12\x8d\x01\n\x08GetToken\x12\x1d.tokengrpc.v1.GetTokenRequest\x1a\x1e.tokengrpc.v1.GetTokenResponse\"B\x82\xd3\xe4\x93\x02<\x12\x0f/v1/tokens/{id}Z\"\x12\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x7f\n\x0bUpdateToken\x12 .tokengrpc.v1.UpdateTokenRequest\x1a!.tokengrpc.v1.UpdateTokenResponse\"+\x82\xd3\xe4\x93\x02%2\x15/v1/tokens/{token.id}:\x05tokenb\x05token\x12\x96\x01\n\x0bRevokeToken\x12 .tokengrpc.v1.RevokeTokenRequest\x1a!.tokengrpc.v1.RevokeTokenResponse\"B\x82\xd3\xe4\x93\x02<*\x0f/v1/tokens/{id}Z\"*\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x9a\x01\n\rGetTokenValue\x12\".tokengrpc.v1.GetTokenValueRequest\x1a#.tokengrpc.v1.GetTokenValueResponse\"@\x82\xd3\xe4\x93\x02:\x12\x15/v1/tokens/{id}/valueZ!\x12\x1f/v1/service-tokens/{name}/value\x12\x80\x01\n\x0fIntrospectToken\x12$.tokengrpc.v1.IntrospectTokenRequest\x1a%.tokengrpc.v1.IntrospectTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tokens:introspect:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tokengrpc/v1/tokens.proto\x12\x0ctokengrpc.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x0c \x01(\x03\x12)\n\x06status\x18\r \x01(\x0e\x32\x19.tokengrpc.v1.TokenStatus\x12\x15\n\rservice_token\x18\x0e \x01(\x08\"\xdd\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rservice_token\x18\x04 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x06 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x15inherit_caller_scopes\x18\x08 \x01(\x08\x42\t\n\x07_active\"L\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12\x11\n\tplaintext\x18\x02 \x01(\t\"\x85\x01\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x16\n\x0eservice_tokens\x18\x05 \x01(\x08\x12\x14\n\x0cshow_revoked\x18\x06 \x01(\x08\"f\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.tokengrpc.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\";\n\x0fGetTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"6\n\x10GetTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"i\n\x12UpdateTokenRequest\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"Y\n\x12RevokeTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12\x19\n\x11\x63\x61ller_owner_only\x18\x03 \x01(\x08\x42\n\n\x08selector\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"@\n\x14GetTokenValueRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"J\n\x15GetTokenValueResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token\":\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\"M\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token*\x93\x01\n\x0bTokenStatus\x12\x1c\n\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_STATUS_ACTIVE\x10\x01\x12\x18\n\x14TOKEN_STATUS_EXPIRED\x10\x02\x12\x19\n\x15TOKEN_STATUS_INACTIVE\x10\x03\x12\x18\n\x14TOKEN_STATUS_REVOKED\x10\x04\x32\xa8\x07\n\x0cTokenService\x12i\n\x0b\x43reateToken\x12 .tokengrpc.v1.CreateTokenRequest\x1a!.tokengrpc.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x63\n\nListTokens\x12\x1f.tokengrpc.v1.ListTokensRequest\x1a .tokengrpc.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12\x8d\x01\n\x08GetToken\x12\x1d.tokengrpc.v1.GetTokenRequest\x1a\x1e.tokengrpc.v1.GetTokenResponse\"B\x82\xd3\xe4\x93\x02<\x12\x0f/v1/tokens/{id}Z\"\x12\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x7f\n\x0bUpdateToken\x12 .tokengrpc.v1.UpdateTokenRequest\x1a!.tokengrpc.v1.UpdateTokenResponse\"+\x82\xd3\xe4\x93\x02%2\x15/v1/tokens/{token.id}:\x05tokenb\x05token\x12\x96\x01\n\x0bRevokeToken\x12 .tokengrpc.v1.RevokeTokenRequest\x1a!.tokengrpc.v1.RevokeTokenResponse\"B\x82\xd3\xe4\x93\x02<*\x0f/v1/tokens/{id}Z\"*\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x9a\x01\n\rGetTokenValue\x12\".tokengrpc.v1.GetTokenValueRequest\x1a#.tokengrpc.v1.GetTokenValueResponse\"@\x82\xd3\xe4\x93\x02:\x12\x15/v1/tokens/{id}/valueZ!\x12\x1f/v1/service-tokens/{name}/value\x12\x80\x01\n\x0fIntrospectToken\x12$.tokengrpc.v1.IntrospectTokenRequest\x1a%.tokengrpc.v1.IntrospectTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tokens:introspect:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,38 +48,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENSERVICE'].methods_by_name['GetTokenValue']._serialized_options = b'\202\323\344\223\002:\022\025/v1/tokens/{id}/valueZ!\022\037/v1/service-tokens/{name}/value'
   _globals['_TOKENSERVICE'].methods_by_name['IntrospectToken']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['IntrospectToken']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/tokens:introspect:\001*'
-  _globals['_TOKENSTATUS']._serialized_start=1777
-  _globals['_TOKENSTATUS']._serialized_end=1924
+  _globals['_TOKENSTATUS']._serialized_start=1835
+  _globals['_TOKENSTATUS']._serialized_end=1982
   _globals['_TOKEN']._serialized_start=141
   _globals['_TOKEN']._serialized_end=576
   _globals['_CREATETOKENREQUEST']._serialized_start=579
-  _globals['_CREATETOKENREQUEST']._serialized_end=769
-  _globals['_CREATETOKENRESPONSE']._serialized_start=771
-  _globals['_CREATETOKENRESPONSE']._serialized_end=847
-  _globals['_LISTTOKENSREQUEST']._serialized_start=850
-  _globals['_LISTTOKENSREQUEST']._serialized_end=983
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=985
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1087
-  _globals['_GETTOKENREQUEST']._serialized_start=1089
-  _globals['_GETTOKENREQUEST']._serialized_end=1148
-  _globals['_GETTOKENRESPONSE']._serialized_start=1150
-  _globals['_GETTOKENRESPONSE']._serialized_end=1204
-  _globals['_UPDATETOKENREQUEST']._serialized_start=1206
-  _globals['_UPDATETOKENREQUEST']._serialized_end=1311
-  _globals['_UPDATETOKENRESPONSE']._serialized_start=1313
-  _globals['_UPDATETOKENRESPONSE']._serialized_end=1370
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1372
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1434
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1436
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1493
-  _globals['_GETTOKENVALUEREQUEST']._serialized_start=1495
-  _globals['_GETTOKENVALUEREQUEST']._serialized_end=1559
-  _globals['_GETTOKENVALUERESPONSE']._serialized_start=1561
-  _globals['_GETTOKENVALUERESPONSE']._serialized_end=1635
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1637
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1695
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1697
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1774
-  _globals['_TOKENSERVICE']._serialized_start=1927
-  _globals['_TOKENSERVICE']._serialized_end=2863
+  _globals['_CREATETOKENREQUEST']._serialized_end=800
+  _globals['_CREATETOKENRESPONSE']._serialized_start=802
+  _globals['_CREATETOKENRESPONSE']._serialized_end=878
+  _globals['_LISTTOKENSREQUEST']._serialized_start=881
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1014
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1016
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1118
+  _globals['_GETTOKENREQUEST']._serialized_start=1120
+  _globals['_GETTOKENREQUEST']._serialized_end=1179
+  _globals['_GETTOKENRESPONSE']._serialized_start=1181
+  _globals['_GETTOKENRESPONSE']._serialized_end=1235
+  _globals['_UPDATETOKENREQUEST']._serialized_start=1237
+  _globals['_UPDATETOKENREQUEST']._serialized_end=1342
+  _globals['_UPDATETOKENRESPONSE']._serialized_start=1344
+  _globals['_UPDATETOKENRESPONSE']._serialized_end=1401
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1403
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1492
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1494
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1551
+  _globals['_GETTOKENVALUEREQUEST']._serialized_start=1553
+  _globals['_GETTOKENVALUEREQUEST']._serialized_end=1617
+  _globals['_GETTOKENVALUERESPONSE']._serialized_start=1619
+  _globals['_GETTOKENVALUERESPONSE']._serialized_end=1693
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1695
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1753
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1755
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1832
+  _globals['_TOKENSERVICE']._serialized_start=1985
+  _globals['_TOKENSERVICE']._serialized_end=2921
 # @@protoc_insertion_point(module_scope)

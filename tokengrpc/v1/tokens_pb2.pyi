@@ -170,6 +170,7 @@ class CreateTokenRequest(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ALLOWED_IPS_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    INHERIT_CALLER_SCOPES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Descriptive name, 1 to 255 characters after trimming. Required."""
     owner: _builtins.str
@@ -182,6 +183,10 @@ class CreateTokenRequest(_message.Message):
     """
     active: _builtins.bool
     """Whether the token starts active. Unset means true."""
+    inherit_caller_scopes: _builtins.bool
+    """Give the new token the caller's own scopes, except `admin`, instead of
+    `scopes` (which must then be empty). What the legacy create routes do.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Scopes of the new token; each must be held by the caller unless it has
@@ -206,10 +211,11 @@ class CreateTokenRequest(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         allowed_ips: _abc.Iterable[_builtins.str] | None = ...,
         active: _builtins.bool | None = ...,
+        inherit_caller_scopes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "allowed_ips", b"allowed_ips", "expire_time", b"expire_time", "name", b"name", "owner", b"owner", "scopes", b"scopes", "service_token", b"service_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "allowed_ips", b"allowed_ips", "expire_time", b"expire_time", "inherit_caller_scopes", b"inherit_caller_scopes", "name", b"name", "owner", b"owner", "scopes", b"scopes", "service_token", b"service_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
@@ -443,19 +449,26 @@ class RevokeTokenRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    CALLER_OWNER_ONLY_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """The token's id."""
     name: _builtins.str
     """The name of a service token that is not revoked."""
+    caller_owner_only: _builtins.bool
+    """Act only on the caller's own owner's tokens even if the caller has
+    `admin`: any other token is NOT_FOUND. For clients whose API promises
+    "your tokens only".
+    """
     def __init__(
         self,
         *,
         id: _builtins.int = ...,
         name: _builtins.str = ...,
+        caller_owner_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_owner_only", b"caller_owner_only", "id", b"id", "name", b"name", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "name"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
