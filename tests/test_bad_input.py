@@ -191,15 +191,16 @@ async def test_tokens_out_of_reach_are_not_found(
     assert service.snapshot() == before
 
 
-async def test_service_token_by_name_is_not_found_for_non_admins(
+async def test_selecting_by_name_needs_admin_whether_or_not_it_exists(
     service: LiveService, world: World
 ) -> None:
     before = service.snapshot()
-    for call in (
-        service.stub.GetToken(pb.GetTokenRequest(name="svc"), metadata=bearer(world.user)),
-        service.stub.RevokeToken(pb.RevokeTokenRequest(name="svc"), metadata=bearer(world.user)),
-    ):
-        assert (await _fails(call)).code() == grpc.StatusCode.NOT_FOUND
+    for name in ("svc", "no such token"):
+        for call in (
+            service.stub.GetToken(pb.GetTokenRequest(name=name), metadata=bearer(world.user)),
+            service.stub.RevokeToken(pb.RevokeTokenRequest(name=name), metadata=bearer(world.user)),
+        ):
+            assert (await _fails(call)).code() == grpc.StatusCode.PERMISSION_DENIED
     assert service.snapshot() == before
 
 
@@ -304,7 +305,9 @@ async def test_bad_update_masks_and_selectors(service: LiveService, world: World
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     for call in (
         service.stub.GetToken(pb.GetTokenRequest(), metadata=md),
-        service.stub.RevokeToken(pb.RevokeTokenRequest(name="  "), metadata=md),
+        service.stub.RevokeToken(
+            pb.RevokeTokenRequest(name="  "), metadata=bearer(service.admin_token)
+        ),
         service.stub.ListTokens(pb.ListTokensRequest(page_size=-1), metadata=md),
         service.stub.ListTokens(pb.ListTokensRequest(page_token="garbage!"), metadata=md),
         service.stub.IntrospectToken(

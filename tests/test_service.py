@@ -236,7 +236,7 @@ async def test_owners_see_only_their_own_tokens(service: LiveService) -> None:
         call = service.stub.GetToken(pb.GetTokenRequest(id=token_id), metadata=bearer(alice))
         assert await _code(call) == grpc.StatusCode.NOT_FOUND
     call = service.stub.GetToken(pb.GetTokenRequest(name="svc"), metadata=bearer(alice))
-    assert await _code(call) == grpc.StatusCode.NOT_FOUND
+    assert await _code(call) == grpc.StatusCode.PERMISSION_DENIED
     others = service.stub.ListTokens(pb.ListTokensRequest(owner="bob"), metadata=bearer(alice))
     assert await _code(others) == grpc.StatusCode.PERMISSION_DENIED
 

@@ -46,7 +46,9 @@ async def _serve(settings: Settings) -> int:
         if settings.http_enabled:
             from gateway.app import start_http  # the gateway is optional at run time
 
-            http = await start_http(f"{host}:{port}", settings.http_listen, settings)
+            http = await start_http(
+                f"{host}:{port}", settings.http_listen, settings.trusted_proxies
+            )
             _say(f"http listening on {http.address}")
         await _wait_for_signal()
         _say("shutting down")
@@ -61,7 +63,7 @@ async def _serve(settings: Settings) -> int:
 async def _gateway(upstream: str, settings: Settings) -> int:
     from gateway.app import start_http
 
-    http = await start_http(upstream, settings.http_listen, settings)
+    http = await start_http(upstream, settings.http_listen, settings.trusted_proxies)
     _say(f"http listening on {http.address}")
     try:
         await _wait_for_signal()

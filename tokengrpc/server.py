@@ -7,6 +7,9 @@ usage counts, close the store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from tokengrpc.store.sqlite import SqliteStore
 from tokengrpc.tokens import TokenManager
 from tokengrpc.usage import UsageRecorder
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
 
@@ -68,6 +73,7 @@ class GrpcServer:
         # not quietly take half the traffic.
         self.server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
         self.health = health.aio.HealthServicer()
+        self._watchdog: asyncio.Task[None] | None = None
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(core.manager, core.authenticator), self.server
         )
@@ -75,6 +81,20 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    async def _watch_store(self, interval: float = 1.0) -> None:
+        """Report NOT_SERVING while the store does not answer, for /readyz and probes."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            try:
+                await asyncio.wait_for(self.core.store.ping(), timeout=interval)
+                status = serving
+            except Exception:
+                log.exception("the store does not answer")
+                status = not_serving
+            await self.health.set(SERVICE_NAME, status)
+            await asyncio.sleep(interval)
 
     async def start(self, listen: str) -> int:
         """Bind (port 0 picks one), start serving; return the bound port."""
@@ -89,8 +109,13 @@ class GrpcServer:
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set("", serving)
+        self._watchdog = asyncio.create_task(self._watch_store(), name="store-watch")
         return port
 
     async def stop(self, grace: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)

@@ -308,9 +308,14 @@ class TokenManager:
         which = request.WhichOneof("selector")
         if which == "id":
             return await self._find_by_id(caller, request.id)
+        if which == "name":
+            # Names select service tokens, which only admins manage; checked
+            # before the lookup, so it says nothing about whether one exists.
+            _require(caller, rules.ADMIN, "selecting a token by name (a service token)")
         problems = Violations()
         if which is None or not request.name.strip():
-            problems.add("id", "give the id of a token or the name of a service token")
+            field = "name" if which == "name" else "id"
+            problems.add(field, "give the id of a token or the name of a service token", "REQUIRED")
             problems.raise_if_any()
         record = await self._store.get_service_token(request.name.strip())
         if record is None or not _visible(caller, record):

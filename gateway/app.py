@@ -1,0 +1,138 @@
+"""The HTTP gateway: one router over the canonical and legacy routes, on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+
+from gateway.admin import Admin
+from gateway.http import Receive, Request, Scope, Send, Trust, json_response
+from gateway.me import Me
+from gateway.oauth import OAuth
+from gateway.ops import Ops
+from gateway.pattern import BadPath
+from gateway.router import Match, NotAllowed, Router
+from gateway.solder import Solder
+from gateway.transcode import Transcoder, error_response
+from gateway.upstream import Upstream
+from tokengrpc.v1 import tokens_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"]
+DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
+
+
+def build_router(upstream: Upstream) -> Router:
+    router = Router()
+    for method, template, endpoint in Transcoder(upstream, SERVICE).routes():
+        router.add(method, template, endpoint)
+    for family in (Solder(upstream), Me(upstream), Admin(upstream), OAuth(upstream), Ops(upstream)):
+        for method, path, handler in family.routes():
+            router.add(method, path, handler)
+    return router
+
+
+class Gateway:
+    """The ASGI application."""
+
+    def __init__(
+        self, upstream: Upstream, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
+    ) -> None:
+        self.upstream = upstream
+        self._router = build_router(upstream)
+        self._trust = Trust.of(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request.from_scope(scope, receive, self._trust)
+        try:
+            resolved = self._router.resolve(request.method, request.raw_path)
+            if isinstance(resolved, Match):
+                response = await resolved.endpoint(request, resolved.variables)
+            elif isinstance(resolved, NotAllowed):
+                response = error_response(
+                    grpc.StatusCode.UNIMPLEMENTED, "method not allowed", http=405
+                )
+                response.headers.append((b"allow", ", ".join(resolved.allow).encode()))
+            else:
+                response = error_response(grpc.StatusCode.NOT_FOUND, "no route for this path")
+        except BadPath as error:
+            response = error_response(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except Exception:
+            # Never a traceback (or a token) to the client; the log has it.
+            log.exception("unexpected error on %s %s", request.method, request.raw_path)
+            response = json_response(500, {"code": 13, "message": "internal error", "details": []})
+        await response.send(send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``tokengrpc serve`` owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class HttpServer:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    upstream: Upstream
+    address: str
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+        await self.upstream.close()
+
+
+def _bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except (OSError, ValueError) as error:
+        sock.close()
+        raise OSError(f"could not listen on {listen}: {error}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_http(
+    upstream_target: str, listen: str, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
+) -> HttpServer:
+    """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream_target``."""
+    upstream = Upstream.connect(upstream_target)
+    app = Gateway(upstream, trusted_proxies)
+    sock = _bind(listen)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,  # we decide whom to trust, in gateway.http
+        lifespan="off",
+        server_header=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    while not server.started:
+        if task.done():
+            await task
+            raise OSError(f"could not serve HTTP on {listen}")
+        await asyncio.sleep(0.01)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return HttpServer(server, task, upstream, f"{shown}:{port}")

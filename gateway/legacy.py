@@ -1,0 +1,163 @@
+"""What the three legacy route families share: time formats, Laravel wording,
+input-shape checks and the error plumbing. No token rules live here: every
+decision about tokens comes back from an RPC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from gateway.http import BadBody, BodyTooLarge, Request, Response
+from gateway.upstream import FieldProblem, RpcFailure, Upstream
+from tokengrpc.v1 import tokens_pb2 as pb
+
+Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+class InputError(Exception):
+    """Request fields of the wrong JSON type, by field, in Laravel's words."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(m for ms in errors.values() for m in ms))
+        self.errors = errors
+
+
+# Times, each family its own way.
+
+
+def micro_z(stamp: timestamp_pb2.Timestamp) -> str:
+    """``2026-03-31T12:00:00.000000Z`` (solder)."""
+    return stamp.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seconds_z(stamp: timestamp_pb2.Timestamp) -> str:
+    """``2024-04-11T14:35:05Z`` (me)."""
+    return stamp.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def millis(stamp: timestamp_pb2.Timestamp) -> int:
+    """Epoch milliseconds (admin)."""
+    return int(stamp.ToMilliseconds())
+
+
+def optional_time(
+    token: pb.Token, field: str, render: Callable[[timestamp_pb2.Timestamp], Any]
+) -> Any:
+    if not token.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(token, field)
+    return render(stamp)
+
+
+def status_word(token: pb.Token) -> str:
+    return pb.TokenStatus.Name(token.status).removeprefix("TOKEN_STATUS_").lower()
+
+
+# Laravel's validation wording.
+
+
+def attribute(field: str) -> str:
+    """Laravel shows ``expires_at`` as ``expires at``."""
+    return field.replace("_", " ")
+
+
+def required(field: str) -> str:
+    return f"The {attribute(field)} field is required."
+
+
+def must_be(field: str, kind: str) -> str:
+    return f"The {attribute(field)} field must be {kind}."
+
+
+def laravel_message(field: str, problem: FieldProblem) -> str:
+    """The service's field violation in the words a Laravel client expects."""
+    if problem.reason == "REQUIRED":
+        return required(field)
+    if problem.reason == "TOO_LONG" and field == "name":
+        return f"The {attribute(field)} field must not be greater than 255 characters."
+    if problem.reason == "PAST":
+        return f"The {attribute(field)} field must be a date after now."
+    text = problem.description.rstrip(".")
+    if text.startswith("must "):
+        return f"The {attribute(field)} field {text}."
+    return f"The {attribute(field)} field is invalid: {text}."
+
+
+def errors_by_field(failure: RpcFailure, names: dict[str, str]) -> dict[str, list[str]]:
+    """Field violations keyed by the family's own field names."""
+    errors: dict[str, list[str]] = {}
+    for problem in failure.problems:
+        field = names.get(problem.field.removeprefix("token."), problem.field)
+        errors.setdefault(field, []).append(laravel_message(field, problem))
+    return errors
+
+
+# Input shapes.
+
+
+def optional_string(body: dict[str, Any], field: str, errors: dict[str, list[str]]) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.setdefault(field, []).append(must_be(field, "a string"))
+        return None
+    return value
+
+
+def optional_bool(body: dict[str, Any], field: str, errors: dict[str, list[str]]) -> bool | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        errors.setdefault(field, []).append(must_be(field, "true or false"))
+        return None
+    return value
+
+
+def optional_strings(
+    body: dict[str, Any], field: str, errors: dict[str, list[str]]
+) -> list[str] | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        errors.setdefault(field, []).append(must_be(field, "an array"))
+        return None
+    if not all(isinstance(item, str) for item in value):
+        errors.setdefault(field, []).append(must_be(field, "an array of strings"))
+        return None
+    return value
+
+
+# Calls.
+
+
+async def all_tokens(
+    upstream: Upstream, request: Request, list_request: pb.ListTokensRequest
+) -> list[pb.Token]:
+    """Every page of a listing, for the families that show everything at once."""
+    tokens: list[pb.Token] = []
+    list_request.page_size = 1000
+    while True:
+        page = await upstream.call(upstream.tokens.ListTokens, list_request, request)
+        tokens.extend(page.tokens)
+        if not page.next_page_token:
+            return tokens
+        list_request.page_token = page.next_page_token
+
+
+async def authenticated_first(upstream: Upstream, request: Request) -> None:
+    """Let a bad credential win over bad input, as an auth middleware would.
+
+    Only on the error path: a cheap authenticated call that raises
+    RpcFailure(UNAUTHENTICATED) if the caller is not who it claims.
+    """
+    await upstream.call(upstream.tokens.ListTokens, pb.ListTokensRequest(page_size=1), request)
+
+
+InputFailure = BadBody | BodyTooLarge | InputError

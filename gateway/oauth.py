@@ -1,0 +1,78 @@
+"""``POST /oauth/introspect``: RFC 7662 over IntrospectToken.
+
+Form fields: ``token`` (required), ``token_type_hint`` (accepted, unused: we
+issue one kind of token) and, as an extension, ``client_ip`` for tokens
+restricted to some addresses. Errors use RFC 6749's ``error`` codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.legacy import Handler
+from gateway.status import http_status
+from gateway.upstream import RpcFailure, Upstream
+from tokengrpc.v1 import tokens_pb2 as pb
+
+
+def _error(status: int, code: str, description: str) -> Response:
+    headers = [(b"www-authenticate", b'Bearer error="invalid_token"')] if status == 401 else []
+    return json_response(status, {"error": code, "error_description": description}, headers=headers)
+
+
+def claims(answer: pb.IntrospectTokenResponse) -> dict[str, Any]:
+    if not answer.active:
+        return {"active": False}
+    token = answer.token
+    content: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+    if token.owner:
+        content["sub"] = token.owner
+    content["client_id"] = token.name
+    content["scope"] = " ".join(token.scopes)
+    if token.HasField("expire_time"):
+        content["exp"] = token.expire_time.seconds
+    content["iat"] = token.create_time.seconds
+    content["jti"] = str(token.id)
+    return content
+
+
+class OAuth:
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("POST", "/oauth/introspect", self.introspect)]
+
+    async def introspect(self, request: Request, _: dict[str, str]) -> Response:
+        try:
+            try:
+                form = await request.form()
+            except BodyTooLarge:
+                return _error(413, "invalid_request", "the request body is larger than 1 MiB")
+            except BadBody as bad:
+                return _error(400, "invalid_request", str(bad))
+            tokens = form.get("token", [])
+            if len(tokens) != 1 or not tokens[0]:
+                # Authenticate first, so a stranger only ever sees 401.
+                await self._upstream.call(
+                    self._upstream.tokens.ListTokens, pb.ListTokensRequest(page_size=1), request
+                )
+                return _error(400, "invalid_request", "give exactly one token parameter")
+            client_ip = (form.get("client_ip") or [""])[-1]
+            answer = await self._upstream.call(
+                self._upstream.tokens.IntrospectToken,
+                pb.IntrospectTokenRequest(token=tokens[0], client_ip=client_ip),
+                request,
+            )
+        except RpcFailure as failure:
+            if failure.code == grpc.StatusCode.UNAUTHENTICATED:
+                return _error(401, "invalid_token", "the bearer token is missing or invalid")
+            if failure.code == grpc.StatusCode.PERMISSION_DENIED:
+                return _error(403, "insufficient_scope", "introspection needs 'introspect'")
+            if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
+                return _error(400, "invalid_request", failure.message)
+            return _error(http_status(failure.code), "server_error", failure.message)
+        return json_response(200, claims(answer), headers=[(b"cache-control", b"no-store")])

@@ -1,0 +1,73 @@
+"""Dispatch by method and path template, most specific template first.
+
+Priority is by specificity (literal beats ``*`` beats ``**``), never by the
+order routes were added; a trailing ``/`` matches the route without it; a
+path that matches under other methods is 405 with ``Allow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.http import Request, Response
+from gateway.pattern import Template, compile_template
+
+Endpoint = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    template: Template
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    endpoint: Endpoint
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NotAllowed:
+    allow: tuple[str, ...]
+
+
+class AmbiguousRoute(ValueError):
+    """Two routes with the same method and the same template."""
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def add(self, method: str, template: Template | str, endpoint: Endpoint) -> None:
+        compiled = compile_template(template) if isinstance(template, str) else template
+        for route in self._routes:
+            same = (route.template.segments, route.template.verb) == (
+                compiled.segments,
+                compiled.verb,
+            )
+            if route.method == method and same:
+                raise AmbiguousRoute(f"{method} {compiled.source} is already routed")
+        self._routes.append(Route(method, compiled, endpoint))
+        self._routes.sort(key=lambda r: r.template.rank, reverse=True)
+
+    def resolve(self, method: str, raw_path: str) -> Match | NotAllowed | None:
+        """The endpoint for a request; NotAllowed or None (404) otherwise.
+
+        Raises BadPath for a malformed escape in a path that would match.
+        """
+        if len(raw_path) > 1 and raw_path.endswith("/"):
+            raw_path = raw_path[:-1]
+        allowed: list[str] = []
+        for route in self._routes:
+            variables = route.template.match(raw_path)
+            if variables is None:
+                continue
+            if route.method == method:
+                return Match(route.endpoint, variables)
+            if route.method not in allowed:
+                allowed.append(route.method)
+        return NotAllowed(tuple(allowed)) if allowed else None

@@ -1,0 +1,297 @@
+"""The canonical REST surface, generated from the ``google.api.http`` rules.
+
+At start-up every RPC's HttpRule (and its ``additional_bindings``) becomes a
+route; adding an annotated RPC needs no code here. Per request: path
+variables, then the body (``*`` or one field), then the query string for
+every field left unbound build the request message; the response (or its
+``response_body`` field) goes back as proto3 JSON. Errors are a
+``google.rpc.Status`` in JSON with the status from ``gateway.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.pattern import Template, compile_template
+from gateway.protojson import to_json
+from gateway.router import Endpoint
+from gateway.status import http_status
+from gateway.upstream import RpcFailure, Upstream
+
+log = logging.getLogger(__name__)
+
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# Well-known types whose JSON form is a string, so a query parameter can carry them.
+_STRING_FORM = {
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+}
+_WRAPPERS = {
+    f"google.protobuf.{name}Value": name
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+}
+_INTEGER_TYPES = {
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+class BadRequest(Exception):
+    """A request that cannot become a message; the text names the culprit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    method: MethodDescriptor
+    http_method: str
+    template: Template
+    body: str
+    response_body: str
+
+
+def bindings(service: ServiceDescriptor) -> Iterator[Binding]:
+    for method in service.methods:
+        options = method.GetOptions()
+        if not options.HasExtension(annotations_pb2.http):
+            continue
+        rule: http_pb2.HttpRule = options.Extensions[annotations_pb2.http]
+        for each in (rule, *rule.additional_bindings):
+            kind = each.WhichOneof("pattern")
+            if kind is None:
+                continue
+            if kind == "custom":
+                verb, path = each.custom.kind.upper(), each.custom.path
+            else:
+                verb, path = kind.upper(), getattr(each, kind)
+            yield Binding(method, verb, compile_template(path), each.body, each.response_body)
+
+
+def error_response(
+    code: grpc.StatusCode,
+    message: str,
+    status: status_pb2.Status | None = None,
+    *,
+    http: int | None = None,
+) -> Response:
+    """A google.rpc.Status as JSON, with the HTTP status of its code unless given."""
+    status = status or status_pb2.Status(code=code.value[0], message=message)
+    content = json_format.MessageToDict(status, always_print_fields_with_no_presence=True)
+    return json_response(http or http_status(code), content)
+
+
+def _parse_error_text(error: json_format.ParseError) -> str:
+    """ParseError's first clause names the field; the rest is noise for a client."""
+    return str(error).split(" at ", 1)[0].strip()
+
+
+def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    found = descriptor.fields_by_name.get(name)
+    if found is not None:
+        return found
+    return next((f for f in descriptor.fields if f.json_name == name), None)
+
+
+def _resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
+    """The fields along a dotted path (proto or JSON names); BadRequest if unknown."""
+    fields: list[FieldDescriptor] = []
+    current: Descriptor | None = descriptor
+    for part in path.split("."):
+        found = _field(current, part) if current is not None else None
+        if found is None:
+            raise BadRequest(f"unknown field {path!r}")
+        fields.append(found)
+        current = found.message_type
+    return fields
+
+
+def _scalar(field: FieldDescriptor, text: str, name: str) -> Any:
+    """A query or path string in the JSON form ParseDict expects for this field."""
+    kind = field.type
+    message_type = field.message_type
+    if message_type is not None:
+        full = message_type.full_name
+        if full in _STRING_FORM:
+            return text
+        if full in _WRAPPERS:
+            return _scalar(message_type.fields_by_name["value"], text, name)
+        raise BadRequest(f"{name!r} is a message and cannot be set from the URL")
+    if kind == FieldDescriptor.TYPE_BOOL:
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise BadRequest(f"{name!r} must be true or false, not {text!r}")
+    if kind in _INTEGER_TYPES:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise BadRequest(f"{name!r} must be an integer, not {text!r}") from None
+    if kind == FieldDescriptor.TYPE_ENUM:
+        return int(text) if text.lstrip("-").isdigit() else text
+    return text  # strings, bytes (base64), floats (JSON accepts "NaN" etc. as strings)
+
+
+def _place(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
+    for field in fields[:-1]:
+        nested = target.setdefault(field.name, {})
+        if not isinstance(nested, dict):
+            raise BadRequest(f"{field.name!r} is set twice")
+        target = nested
+    target[fields[-1].name] = value
+
+
+def _mask_paths(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") -> list[str]:
+    """Field paths present in a PATCH body, for an unset ``update_mask``."""
+    paths = []
+    for key, value in body.items():
+        field = _field(descriptor, key)
+        if field is None:
+            raise BadRequest(f"unknown field {prefix + key!r} in the body")
+        path = prefix + field.name
+        message = field.message_type
+        if (
+            isinstance(value, dict)
+            and message is not None
+            and not field.is_repeated
+            and not message.full_name.startswith("google.protobuf.")
+        ):
+            paths.extend(_mask_paths(message, value, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+class Transcoder:
+    """Turns each HttpRule binding of a service into an HTTP endpoint."""
+
+    def __init__(self, upstream: Upstream, service: ServiceDescriptor) -> None:
+        self._upstream = upstream
+        self._service = service
+
+    def routes(self) -> Iterator[tuple[str, Template, Endpoint]]:
+        for binding in bindings(self._service):
+            yield binding.http_method, binding.template, self._endpoint(binding)
+
+    def _endpoint(self, binding: Binding) -> Endpoint:
+        request_class = message_factory.GetMessageClass(binding.method.input_type)
+        response_class = message_factory.GetMessageClass(binding.method.output_type)
+        call = self._upstream.channel.unary_unary(
+            f"/{self._service.full_name}/{binding.method.name}",
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
+        response_key = ""
+        if binding.response_body:
+            response_key = _resolve(binding.method.output_type, binding.response_body)[-1].json_name
+
+        async def endpoint(request: Request, variables: dict[str, str]) -> Response:
+            try:
+                message = await self._build(binding, request_class, request, variables)
+            except BodyTooLarge:
+                return error_response(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "the request body is larger than 1 MiB",
+                    http=413,
+                )
+            except (BadBody, BadRequest) as error:
+                return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            try:
+                reply = await self._upstream.call(call, message, request)
+            except RpcFailure as failure:
+                return error_response(failure.code, failure.message, failure.status)
+            content = to_json(reply)
+            return json_response(200, content[response_key] if response_key else content)
+
+        return endpoint
+
+    async def _build(
+        self,
+        binding: Binding,
+        request_class: type[Message],
+        request: Request,
+        variables: dict[str, str],
+    ) -> Message:
+        descriptor = binding.method.input_type
+        payload: dict[str, Any] = {}
+        bound: set[str] = set()
+        if binding.body == "*":
+            payload = await request.json_object(allow_empty=True)
+        elif binding.body:
+            body_field = _resolve(descriptor, binding.body)[-1]
+            value = await request.json(allow_empty=True)
+            if value is not None:
+                payload[body_field.name] = value
+            bound.add(body_field.name)
+
+        query: dict[str, list[str]] = {}
+        for key, value in request.query():
+            query.setdefault(key, []).append(value)
+        for key, values in query.items():
+            if binding.body == "*":
+                raise BadRequest(f"unknown query parameter {key!r}: this call takes a JSON body")
+            fields = _resolve(descriptor, key)
+            if fields[0].name in bound or key in variables:
+                raise BadRequest(f"{key!r} is already bound by the path or the body")
+            leaf = fields[-1]
+            if leaf.is_repeated:
+                converted: Any = [_scalar(leaf, v, key) for v in values]
+            elif len(values) > 1:
+                raise BadRequest(f"{key!r} is given more than once but takes one value")
+            else:
+                converted = _scalar(leaf, values[0], key)
+            _place(payload, fields, converted)
+
+        mask = descriptor.fields_by_name.get("update_mask")
+        mask_type = mask.message_type if mask is not None else None
+        body_type = (
+            _resolve(descriptor, binding.body)[-1].message_type
+            if binding.body not in ("", "*")
+            else None
+        )
+        if (
+            request.method == "PATCH"
+            and body_type is not None
+            and mask_type is not None
+            and mask_type.full_name == "google.protobuf.FieldMask"
+            and "update_mask" not in query
+            and "updateMask" not in query
+            and isinstance(payload.get(binding.body), dict)
+        ):
+            # As grpc-gateway does: a PATCH without a mask changes what the body names.
+            payload["update_mask"] = ",".join(_mask_paths(body_type, payload[binding.body]))
+
+        for path, text in variables.items():
+            fields = _resolve(descriptor, path)
+            _place(payload, fields, _scalar(fields[-1], text, path))
+
+        message = request_class()
+        try:
+            json_format.ParseDict(payload, message)
+        except json_format.ParseError as error:
+            raise BadRequest(_parse_error_text(error)) from None
+        return message

@@ -1,0 +1,100 @@
+"""The gateway's only way to the service: a gRPC channel and its metadata.
+
+Every HTTP request becomes calls with the caller's ``authorization``, its
+``x-request-id``, its ``grpc-timeout`` as the deadline and the client's
+address as ``x-forwarded-for``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway.http import Request
+from tokengrpc.v1 import tokens_pb2_grpc
+
+R = TypeVar("R")
+
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    description: str
+    reason: str
+
+
+@dataclass
+class RpcFailure(Exception):
+    """A call that ended in a non-OK status, with its details decoded."""
+
+    code: grpc.StatusCode
+    message: str
+    status: status_pb2.Status
+    problems: list[FieldProblem] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, error: grpc.aio.AioRpcError) -> RpcFailure:
+        status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+        for key, value in error.trailing_metadata() or ():
+            if key == "grpc-status-details-bin" and isinstance(value, bytes):
+                status = status_pb2.Status.FromString(value)
+        problems: list[FieldProblem] = []
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                problems.extend(
+                    FieldProblem(v.field, v.description, v.reason) for v in bad.field_violations
+                )
+        return cls(error.code(), error.details() or "", status, problems)
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """A ``grpc-timeout`` header value (``100m``, ``5S``) in seconds."""
+    if not value:
+        return None
+    match = _TIMEOUT.match(value.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Upstream:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
+
+    @classmethod
+    def connect(cls, target: str) -> Upstream:
+        return cls(grpc.aio.insecure_channel(target))
+
+    @staticmethod
+    def metadata(request: Request) -> tuple[tuple[str, str], ...]:
+        headers = request.headers
+        pairs = [("x-forwarded-for", request.client_host or "")]
+        if "authorization" in headers:
+            pairs.append(("authorization", headers["authorization"]))
+        if "x-request-id" in headers:
+            pairs.append(("x-request-id", headers["x-request-id"]))
+        return tuple(pairs)
+
+    async def call(self, method: Callable[..., Awaitable[R]], message: Any, request: Request) -> R:
+        """Make one call for an HTTP request; raise RpcFailure on a non-OK status."""
+        try:
+            return await method(
+                message,
+                metadata=self.metadata(request),
+                timeout=parse_timeout(request.headers.get("grpc-timeout")),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise RpcFailure.of(error) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
