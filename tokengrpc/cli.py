@@ -25,15 +25,17 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """Installed before anything is announced, so a prompt SIGTERM is still clean."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _serve(settings: Settings) -> int:
+    stop = _stop_on_signals()
     core = await Core.open(settings)
     if core.bootstrap_path is not None:
         _say(f"bootstrap token written to {core.bootstrap_path}")
@@ -50,7 +52,7 @@ async def _serve(settings: Settings) -> int:
                 f"{host}:{port}", settings.http_listen, settings.trusted_proxies
             )
             _say(f"http listening on {http.address}")
-        await _wait_for_signal()
+        await stop.wait()
         _say("shutting down")
     finally:
         if http is not None:
@@ -63,10 +65,11 @@ async def _serve(settings: Settings) -> int:
 async def _gateway(upstream: str, settings: Settings) -> int:
     from gateway.app import start_http
 
+    stop = _stop_on_signals()
     http = await start_http(upstream, settings.http_listen, settings.trusted_proxies)
     _say(f"http listening on {http.address}")
     try:
-        await _wait_for_signal()
+        await stop.wait()
     finally:
         await http.stop()
     return 0

@@ -8,7 +8,6 @@ usage counts, close the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from tokengrpc.sealing import Sealer, load_or_create_key
 from tokengrpc.servicer import TokenServicer
 from tokengrpc.store.sqlite import SqliteStore
 from tokengrpc.tokens import TokenManager
-from tokengrpc.usage import UsageRecorder
+from tokengrpc.usage import UsageRecorder, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -74,6 +73,7 @@ class GrpcServer:
         self.server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(core.manager, core.authenticator), self.server
         )
@@ -86,15 +86,16 @@ class GrpcServer:
         """Report NOT_SERVING while the store does not answer, for /readyz and probes."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        while True:
+        while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self.core.store.ping(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self.core.store.ping()
                 status = serving
             except Exception:
                 log.exception("the store does not answer")
                 status = not_serving
             await self.health.set(SERVICE_NAME, status)
-            await asyncio.sleep(interval)
+            await wait_or_timeout(self._stopping, interval)
 
     async def start(self, listen: str) -> int:
         """Bind (port 0 picks one), start serving; return the bound port."""
@@ -113,9 +114,9 @@ class GrpcServer:
         return port
 
     async def stop(self, grace: float) -> None:
+        # A flag, not cancel(): on 3.11 a cancel can be swallowed mid-await.
+        self._stopping.set()
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await self._watchdog
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)

@@ -23,6 +23,7 @@ class UsageRecorder:
         self._interval = interval
         self._pending: dict[int, Usage] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     def record(self, token_id: int, when: int) -> None:
         use = self._pending.get(token_id)
@@ -46,28 +47,39 @@ class UsageRecorder:
         batch, self._pending = self._pending, {}
         try:
             await self._store.add_usage(batch)
-        except Exception:
-            log.exception("writing usage counts failed; keeping them for the next flush")
-            for token_id, use in batch.items():
-                later = self._pending.get(token_id)
-                if later is not None:
-                    use = Usage(
-                        use.count + later.count, max(use.last_use_time, later.last_use_time)
-                    )
-                self._pending[token_id] = use
+        except BaseException as error:
+            if isinstance(error, Exception):
+                log.exception("writing usage counts failed; keeping them for the next flush")
+            self._merge_back(batch)
+            if not isinstance(error, Exception):
+                raise
+
+    def _merge_back(self, batch: dict[int, Usage]) -> None:
+        for token_id, use in batch.items():
+            later = self._pending.get(token_id)
+            if later is not None:
+                use = Usage(use.count + later.count, max(use.last_use_time, later.last_use_time))
+            self._pending[token_id] = use
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-flush")
 
     async def stop(self) -> None:
+        """Write what is pending and end the timer (a flag, never a cancel mid-write)."""
+        self._closing.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._closing.is_set():
+            await wait_or_timeout(self._closing, self._interval)
             await self.flush()
+
+
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Sleep for ``seconds`` or until ``event`` is set, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
