@@ -211,7 +211,7 @@ class Transcoder:
 
         async def endpoint(request: Request, variables: dict[str, str]) -> Response:
             try:
-                message = await self._build(binding, request_class, request, variables)
+                message = await decode_request(binding, request_class, request, variables)
             except BodyTooLarge:
                 return error_response(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -229,69 +229,70 @@ class Transcoder:
 
         return endpoint
 
-    async def _build(
-        self,
-        binding: Binding,
-        request_class: type[Message],
-        request: Request,
-        variables: dict[str, str],
-    ) -> Message:
-        descriptor = binding.method.input_type
-        payload: dict[str, Any] = {}
-        bound: set[str] = set()
+
+async def decode_request(
+    binding: Binding,
+    request_class: type[Message],
+    request: Request,
+    variables: dict[str, str],
+) -> Message:
+    """The request message an HTTP request stands for; BadRequest/BadBody if none."""
+    descriptor = binding.method.input_type
+    payload: dict[str, Any] = {}
+    bound: set[str] = set()
+    if binding.body == "*":
+        payload = await request.json_object(allow_empty=True)
+    elif binding.body:
+        body_field = _resolve(descriptor, binding.body)[-1]
+        value = await request.json(allow_empty=True)
+        if value is not None:
+            payload[body_field.name] = value
+        bound.add(body_field.name)
+
+    query: dict[str, list[str]] = {}
+    for key, value in request.query():
+        query.setdefault(key, []).append(value)
+    for key, values in query.items():
         if binding.body == "*":
-            payload = await request.json_object(allow_empty=True)
-        elif binding.body:
-            body_field = _resolve(descriptor, binding.body)[-1]
-            value = await request.json(allow_empty=True)
-            if value is not None:
-                payload[body_field.name] = value
-            bound.add(body_field.name)
+            raise BadRequest(f"unknown query parameter {key!r}: this call takes a JSON body")
+        fields = _resolve(descriptor, key)
+        if fields[0].name in bound or key in variables:
+            raise BadRequest(f"{key!r} is already bound by the path or the body")
+        leaf = fields[-1]
+        if leaf.is_repeated:
+            converted: Any = [_scalar(leaf, v, key) for v in values]
+        elif len(values) > 1:
+            raise BadRequest(f"{key!r} is given more than once but takes one value")
+        else:
+            converted = _scalar(leaf, values[0], key)
+        _place(payload, fields, converted)
 
-        query: dict[str, list[str]] = {}
-        for key, value in request.query():
-            query.setdefault(key, []).append(value)
-        for key, values in query.items():
-            if binding.body == "*":
-                raise BadRequest(f"unknown query parameter {key!r}: this call takes a JSON body")
-            fields = _resolve(descriptor, key)
-            if fields[0].name in bound or key in variables:
-                raise BadRequest(f"{key!r} is already bound by the path or the body")
-            leaf = fields[-1]
-            if leaf.is_repeated:
-                converted: Any = [_scalar(leaf, v, key) for v in values]
-            elif len(values) > 1:
-                raise BadRequest(f"{key!r} is given more than once but takes one value")
-            else:
-                converted = _scalar(leaf, values[0], key)
-            _place(payload, fields, converted)
+    mask = descriptor.fields_by_name.get("update_mask")
+    mask_type = mask.message_type if mask is not None else None
+    body_type = (
+        _resolve(descriptor, binding.body)[-1].message_type
+        if binding.body not in ("", "*")
+        else None
+    )
+    if (
+        request.method == "PATCH"
+        and body_type is not None
+        and mask_type is not None
+        and mask_type.full_name == "google.protobuf.FieldMask"
+        and "update_mask" not in query
+        and "updateMask" not in query
+        and isinstance(payload.get(binding.body), dict)
+    ):
+        # As grpc-gateway does: a PATCH without a mask changes what the body names.
+        payload["update_mask"] = ",".join(_mask_paths(body_type, payload[binding.body]))
 
-        mask = descriptor.fields_by_name.get("update_mask")
-        mask_type = mask.message_type if mask is not None else None
-        body_type = (
-            _resolve(descriptor, binding.body)[-1].message_type
-            if binding.body not in ("", "*")
-            else None
-        )
-        if (
-            request.method == "PATCH"
-            and body_type is not None
-            and mask_type is not None
-            and mask_type.full_name == "google.protobuf.FieldMask"
-            and "update_mask" not in query
-            and "updateMask" not in query
-            and isinstance(payload.get(binding.body), dict)
-        ):
-            # As grpc-gateway does: a PATCH without a mask changes what the body names.
-            payload["update_mask"] = ",".join(_mask_paths(body_type, payload[binding.body]))
+    for path, text in variables.items():
+        fields = _resolve(descriptor, path)
+        _place(payload, fields, _scalar(fields[-1], text, path))
 
-        for path, text in variables.items():
-            fields = _resolve(descriptor, path)
-            _place(payload, fields, _scalar(fields[-1], text, path))
-
-        message = request_class()
-        try:
-            json_format.ParseDict(payload, message)
-        except json_format.ParseError as error:
-            raise BadRequest(_parse_error_text(error)) from None
-        return message
+    message = request_class()
+    try:
+        json_format.ParseDict(payload, message)
+    except json_format.ParseError as error:
+        raise BadRequest(_parse_error_text(error)) from None
+    return message

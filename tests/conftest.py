@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LiveService, start_service, stop_service
+from tests.helpers import (
+    LiveGateway,
+    LiveService,
+    start_gateway,
+    start_service,
+    stop_gateway,
+    stop_service,
+)
 
 
 @pytest.fixture
@@ -21,3 +28,12 @@ async def service(tmp_path: Path) -> AsyncIterator[LiveService]:
             for plaintext in live.plaintexts:
                 secret = plaintext.partition("|")[2].encode()
                 assert secret not in content, f"a plaintext secret was found in {path.name}"
+
+
+@pytest.fixture
+async def gateway(service: LiveService) -> AsyncIterator[LiveGateway]:
+    live = await start_gateway(service)
+    try:
+        yield live
+    finally:
+        await stop_gateway(live)

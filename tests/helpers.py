@@ -6,8 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx
 from google.rpc import error_details_pb2, status_pb2
 
 from tokengrpc.server import Core, GrpcServer
@@ -110,3 +112,37 @@ async def stop_service(service: LiveService) -> None:
     await service.channel.close()
     await service.server.stop(1)
     await service.core.close()
+
+
+@dataclass
+class LiveGateway:
+    """A live service with the HTTP gateway in front of it, and an httpx client."""
+
+    service: LiveService
+    http: Any
+    client: httpx.AsyncClient
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.service.admin_token}"}
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async def healthy(self) -> None:
+        """The gateway still answers a normal request after whatever came before."""
+        response = await self.client.get("/api/token", headers=self.admin)
+        assert response.status_code == 200, response.text
+
+
+async def start_gateway(service: LiveService) -> LiveGateway:
+    from gateway.app import start_http
+
+    http = await start_http(service.target, "127.0.0.1:0")
+    client = httpx.AsyncClient(base_url=f"http://{http.address}", timeout=30)
+    return LiveGateway(service, http, client)
+
+
+async def stop_gateway(live: LiveGateway) -> None:
+    await live.client.aclose()
+    await live.http.stop()
