@@ -166,13 +166,16 @@ def _place(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) ->
 
 
 def _mask_paths(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") -> list[str]:
-    """Field paths present in a PATCH body, for an unset ``update_mask``."""
+    """Field paths present in a PATCH body, for an unset ``update_mask``.
+
+    In the JSON form a FieldMask is written with lowerCamel names.
+    """
     paths = []
     for key, value in body.items():
         field = _field(descriptor, key)
         if field is None:
             raise BadRequest(f"unknown field {prefix + key!r} in the body")
-        path = prefix + field.name
+        path = prefix + field.json_name
         message = field.message_type
         if (
             isinstance(value, dict)

@@ -37,10 +37,14 @@ def same_shape(actual: Any, expected: Any, volatile: dict[str, str], path: str =
                 assert isinstance(actual[key], int), f"{path}.{key}: {actual[key]!r}"
             elif kind.rstrip("?") != "any":
                 pattern = FORMATS[kind.rstrip("?")]
-                assert pattern.match(str(actual[key])), f"{path}.{key}: {actual[key]!r} is not {kind}"
+                assert pattern.match(str(actual[key])), (
+                    f"{path}.{key}: {actual[key]!r} is not {kind}"
+                )
     elif isinstance(expected, list):
         assert isinstance(actual, list), f"{path}: expected a list, got {actual!r}"
-        assert len(actual) == len(expected), f"{path}: {len(actual)} items, expected {len(expected)}"
+        assert len(actual) == len(expected), (
+            f"{path}: {len(actual)} items, expected {len(expected)}"
+        )
         for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
             same_shape(a, e, volatile, f"{path}[{index}]")
     else:

@@ -173,3 +173,34 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     listed = run_cli("token", "list", "--data-dir", str(tmp_path))
     assert listed.returncode != 0
     assert "newer" in listed.stderr
+
+
+async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path) -> None:
+    import httpx
+
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", until="http",
+    )  # fmt: skip
+    token = (tmp_path / "bootstrap-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://{server.address('http')}") as client:
+        listed = await client.get("/api/token", headers=headers)
+        assert [t["name"] for t in listed.json()["tokens"]] == ["bootstrap"]
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokengrpc", "gateway", "--upstream", server.address("grpc"),
+        "--http-listen", "127.0.0.1:0",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()
+    assert line.startswith("http listening on 127.0.0.1:")
+    alone = Serving(process, [line.strip()])
+    async with httpx.AsyncClient(base_url=f"http://{alone.address('http')}") as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        me = await client.get("/api/v1/me/tokens", headers=headers)
+        assert me.json()["meta"]["total"] == 1
+    assert (await alone.stop())[0] == 0
+    assert (await server.stop())[0] == 0

@@ -62,7 +62,9 @@ async def test_an_item_with_expiry_and_addresses(gateway: LiveGateway) -> None:
     gateway.service.plaintexts.append(response.json()["plaintext"])
     assert set(response.json()) == {"data", "plaintext"}
     item = response.json()["data"]
-    same_shape(item, {**seeds.ME_ITEM_EXAMPLE, "last_used_at": None, "usage_count": 0}, ITEM_VOLATILE)
+    same_shape(
+        item, {**seeds.ME_ITEM_EXAMPLE, "last_used_at": None, "usage_count": 0}, ITEM_VOLATILE
+    )
     assert item["expires_at"] == expires
 
 
@@ -113,7 +115,9 @@ async def test_bad_page_numbers_mean_page_one(gateway: LiveGateway, raw: str, pa
 
 async def test_a_page_past_the_end(gateway: LiveGateway) -> None:
     caller = await _owner_with_tokens(gateway, "p", 3)
-    response = await gateway.client.get(PATH, params={"page": "99999"}, headers=gateway.auth(caller))
+    response = await gateway.client.get(
+        PATH, params={"page": "99999"}, headers=gateway.auth(caller)
+    )
     body = response.json()
     assert body["data"] == []
     assert (body["meta"]["from"], body["meta"]["to"]) == (None, None)
@@ -147,16 +151,24 @@ async def test_401_is_the_seed_problem(gateway: LiveGateway) -> None:
         assert response.headers["x-trace-id"] == body["trace_id"]
 
 
+def _must(field: str, rest: str) -> str:
+    return f"The {field} field must {rest}."
+
+
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
         ({}, "name", "The name field is required."),
-        ({"name": 1}, "name", "The name field must be a string."),
-        ({"name": "x", "expires_at": "tomorrow"}, "expires_at", "The expires at field must be a valid RFC 3339 date."),
-        ({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at", "The expires at field must be a date after now."),
-        ({"name": "x", "allowed_ips": "10.0.0.1"}, "allowed_ips", "The allowed ips field must be an array."),
-        ({"name": "x", "allowed_ips": [1]}, "allowed_ips", "The allowed ips field must be an array of strings."),
-        ({"name": "x", "scopes": [None]}, "scopes", "The scopes field must be an array of strings."),
+        ({"name": 1}, "name", _must("name", "be a string")),
+        ({"name": "x", "expires_at": "tomorrow"}, "expires_at",
+         _must("expires at", "be a valid RFC 3339 date")),
+        ({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at",
+         _must("expires at", "be a date after now")),
+        ({"name": "x", "allowed_ips": "10.0.0.1"}, "allowed_ips",
+         _must("allowed ips", "be an array")),
+        ({"name": "x", "allowed_ips": [1]}, "allowed_ips",
+         _must("allowed ips", "be an array of strings")),
+        ({"name": "x", "scopes": [None]}, "scopes", _must("scopes", "be an array of strings")),
     ],
 )  # fmt: skip
 async def test_validation_is_a_422_problem(

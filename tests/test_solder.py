@@ -10,7 +10,12 @@ from tests.helpers import LiveGateway, bearer
 from tests.shapes import same_shape
 from tokengrpc.v1 import tokens_pb2 as pb
 
-VOLATILE = {"id": "int", "created_at": "micro_z", "last_used_at": "micro_z", "plaintext": "plaintext"}
+VOLATILE = {
+    "id": "int",
+    "created_at": "micro_z",
+    "last_used_at": "micro_z",
+    "plaintext": "plaintext",
+}
 
 
 async def test_list_matches_the_seed(gateway: LiveGateway) -> None:
