@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,42 @@ class SqliteStore:
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(new.name) from exc
         return _record(next(iter(rows)))
+
+    async def insert_many(self, news: Sequence[NewToken]) -> range:
+        """Insert many rows in one transaction (imports, benchmarks); return their ids.
+
+        Ids are consecutive: the write lock and the transaction keep anyone
+        else from taking one in between.
+        """
+        rows = [
+            (
+                new.owner,
+                new.name,
+                new.secret_hash,
+                _json(new.scopes),
+                int(new.active),
+                new.expire_time,
+                _json(new.allowed_ips),
+                new.now,
+                new.now,
+                new.sealed_value,
+            )
+            for new in news
+        ]
+        insert = _INSERT.partition(" RETURNING")[0]
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                found = await self._writer.execute_fetchall(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0)"
+                )
+                first = int(next(iter(found))[0]) + 1
+                await self._writer.executemany(insert, rows)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+        return range(first, first + len(rows))
 
     async def get(self, token_id: int) -> TokenRecord | None:
         rows = await self._reader.execute_fetchall(_GET, (token_id,))

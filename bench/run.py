@@ -1,0 +1,349 @@
+"""``make bench``: the floors and the project, side by side, in one run.
+
+Servers and load generators run as separate processes, traffic goes to
+127.0.0.1 only, every run is bounded in time, and each figure is the median
+of several runs (min–max shown). Prints a table and writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import grpc
+import httpx
+
+from bench.seed import Group, seed_sync
+from bench.stats import Figure
+from tokengrpc import tokens as token_ops
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+PY = sys.executable
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    addresses: dict[str, str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else float("nan")
+
+
+@contextmanager
+def server(
+    args: Sequence[str], wait_for: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Start a server process and wait for its ``<kind> listening on`` lines."""
+    process = subprocess.Popen(
+        [PY, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    addresses: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    try:
+        while set(wait_for) - set(addresses):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{args} did not start")
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{args} exited: {process.wait()}")
+            match = re.match(r"(?:(\w+) )?listening on (\S+)", line.strip())
+            if match:
+                addresses[match.group(1) or "default"] = match.group(2)
+        yield Server(process, addresses)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def grpc_load(
+    target: str, call: str, concurrency: int, seconds: float, **extra: str
+) -> dict[str, float]:
+    command = [PY, "-m", "bench.load", "--target", target, "--call", call,
+               "--concurrency", str(concurrency), "--seconds", str(seconds)]  # fmt: skip
+    for key, value in extra.items():
+        command += [f"--{key.replace('_', '-')}", value]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 120, cwd=ROOT, check=True
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+_WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def wrk(
+    url: str, seconds: float, headers: dict[str, str], method: str = "GET", body: str = ""
+) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f"wrk.method = {json.dumps(method)}\n")
+        if body:
+            script.write(f"wrk.body = {json.dumps(body)}\n")
+        for key, value in headers.items():
+            script.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
+    try:
+        done = subprocess.run(
+            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "--latency",
+             "-s", script.name, url],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        )  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    latency = {q: float(v) * scale[u] for q, v, u in _WRK_LATENCY.findall(out)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} error responses\n{out}")
+    return {"calls_per_second": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
+
+
+@dataclass
+class Row:
+    section: str
+    what: str
+    rate: Figure | None = None
+    p50: Figure | None = None
+    p99: Figure | None = None
+    ratio: str = ""
+    note: str = ""
+
+
+def repeat(runs: int, measure: Callable[[], dict[str, float]]) -> tuple[Figure, Figure, Figure]:
+    results = [measure() for _ in range(runs)]
+    return (
+        Figure.of([r["calls_per_second"] for r in results]),
+        Figure.of([r["p50_ms"] for r in results]),
+        Figure.of([r["p99_ms"] for r in results]),
+    )
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    print("installing wrk (Debian package) ...", flush=True)
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, check=False, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
+        subprocess.run(install, check=True, capture_output=True)
+
+
+def serve_args(data_dir: Path, http: bool, extra: Sequence[str] = ()) -> list[str]:
+    args = ["-m", "tokengrpc", "serve", "--data-dir", str(data_dir), "--grpc-listen", "127.0.0.1:0"]
+    args += ["--http-listen", "127.0.0.1:0"] if http else ["--no-http"]
+    return [*args, *extra]
+
+
+def _of_floor(rate: Figure, floor: Figure) -> str:
+    return f"{rate.median / floor.median:.0%} of floor"
+
+
+def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers: int) -> None:
+    data = work / "grpc-100k"
+    groups = [Group("bench-list", 100), Group("sampled", 2001, samples=2000)]
+    seeded = seed_sync(data, groups, filler_owners=20_000, filler=100_000 - 2101)
+    tokens_file = work / "samples.txt"
+    tokens_file.write_text("\n".join(seeded.samples))
+    label = f" ({workers} workers)" if workers > 1 else ""
+    floor: dict[int, tuple[Figure, Figure, Figure]] = {}
+    with server(["-m", "bench.floors", "grpc-echo"], ["default"]) as echo:
+        for n in (1, 16, 64):
+            floor[n] = repeat(
+                runs, partial(grpc_load, echo.addresses["default"], "echo", n, seconds)
+            )
+            rows.append(Row("gRPC", f"floor: grpc.aio echo, {n} in flight", *floor[n]))
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    with server(serve_args(data, http=False, extra=extra), ["grpc"]) as svc:
+        target = svc.addresses["grpc"]
+        for n in (1, 16, 64):
+            introspect = partial(
+                grpc_load, target, "introspect", n, seconds,
+                tokens=str(tokens_file), caller=seeded.introspector,
+            )  # fmt: skip
+            rate, p50, p99 = repeat(runs, introspect)
+            ratio = f"{_of_floor(rate, floor[n][0])}; p99 ×{p99.median / floor[n][2].median:.2f}"
+            what = f"IntrospectToken{label}, {n} in flight"
+            rows.append(Row("gRPC", what, rate, p50, p99, ratio))
+        for n in (1, 16, 64):
+            listing = partial(
+                grpc_load, target, "list", n, seconds, caller=seeded.callers["bench-list"]
+            )
+            rate, p50, p99 = repeat(runs, listing)
+            what = f"ListTokens page of 20{label}, {n} in flight"
+            rows.append(Row("gRPC", what, rate, p50, p99, _of_floor(rate, floor[n][0])))
+        rows.append(Row("gRPC", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
+    write_data = work / "writes"
+    write_seed = seed_sync(write_data, [Group("writer", 1)])
+    with server(serve_args(write_data, http=False), ["grpc"]) as svc:
+        create = partial(
+            grpc_load, svc.addresses["grpc"], "create", 16, seconds,
+            caller=write_seed.callers["writer"],
+        )  # fmt: skip
+        rate, p50, p99 = repeat(runs, create)
+        what = "CreateToken, durable, 16 in flight"
+        rows.append(Row("Writes", what, rate, p50, p99, "target ≥ 1,000/s"))
+
+
+def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
+    ensure_wrk()
+    data = work / "http"
+    seeded = seed_sync(data, [Group("http", 5)], filler_owners=1000, filler=10_000)
+    auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
+    with server(["-m", "bench.floors", "http-json"], ["default"]) as bare:
+        bare_floor = repeat(runs, partial(wrk, f"http://{bare.addresses['default']}/", seconds, {}))
+        rows.append(Row("HTTP", "floor: bare uvicorn JSON, 64 connections", *bare_floor))
+    with server(["-m", "bench.floors", "http-grpc-echo"], ["default"]) as hop:
+        hop_floor = repeat(runs, partial(wrk, f"http://{hop.addresses['default']}/", seconds, {}))
+        rows.append(Row("HTTP", "floor: uvicorn → grpc.aio echo, 64 connections", *hop_floor))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    introspector = {"Authorization": f"Bearer {seeded.admin}"}
+    cases = [
+        ("GET /api/token", "/api/token", "GET", "", auth),
+        ("GET /api/v1/me/tokens?page=1", "/api/v1/me/tokens?page=1", "GET", "", auth),
+        ("POST /oauth/introspect", "/oauth/introspect", "POST",
+         f"token={seeded.introspector}", {**form, **introspector}),
+    ]  # fmt: skip
+    with server(serve_args(data, http=True), ["grpc", "http"]) as svc:
+        base = f"http://{svc.addresses['http']}"
+        for label, path, method, body, headers in cases:
+            rate, p50, p99 = repeat(runs, partial(wrk, base + path, seconds, headers, method, body))
+            ratio = (
+                f"{rate.median / hop_floor[0].median:.0%} of HTTP→gRPC floor,"
+                f" {rate.median / bare_floor[0].median:.0%} of bare"
+            )
+            rows.append(Row("HTTP", f"{label}, 64 connections", rate, p50, p99, ratio))
+
+
+def _timed(calls: int, fn: Callable[[], object]) -> float:
+    """Median milliseconds of ``calls`` sequential calls."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def _scale_one(rows: list[Row], work: Path, size: int) -> None:
+    data = work / f"scale-{size}"
+    seeded = seed_sync(data, [Group("scale", size)])
+    what = f"{size:,} tokens: seeding (bulk, one transaction)"
+    rows.append(Row("Scale", what, note=f"{seeded.seconds:.1f} s"))
+    caller = seeded.callers["scale"]
+    with server(serve_args(data, http=True), ["grpc", "http"]) as svc:
+        metadata = (("authorization", f"Bearer {caller}"),)
+        last_id = size + 1  # the bootstrap token is id 1; ours follow
+        first_page = pb.ListTokensRequest(page_size=20)
+        near_end = pb.ListTokensRequest(
+            page_size=20, page_token=token_ops._page_token(last_id - 40, "scale", False)
+        )
+        with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
+            list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
+            first = _timed(15, partial(list_tokens, first_page, metadata=metadata))
+            later = _timed(15, partial(list_tokens, near_end, metadata=metadata))
+        last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
+        headers = {"Authorization": f"Bearer {caller}"}
+        with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
+            me_first = _timed(9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers))
+            me_last = _timed(9, partial(client.get, last_page, headers=headers))
+        rss = svc.rss_mb()
+    db_mb = sum(p.stat().st_size for p in data.glob("tokens.db*")) / 1e6
+    rows += [
+        Row("Scale", f"{size:,} tokens: ListTokens page 1 / near the end (keyset)",
+            note=f"{first:.2f} ms / {later:.2f} ms (×{later / first:.2f})"),
+        Row("Scale", f"{size:,} tokens: /api/v1/me/tokens page 1 / last page",
+            note=f"{me_first:.2f} ms / {me_last:.2f} ms"),
+        Row("Scale", f"{size:,} tokens: server RSS, database size",
+            note=f"{rss:.0f} MB, {db_mb:.0f} MB"),
+    ]  # fmt: skip
+    shutil.rmtree(data)
+
+
+def scale_section(rows: list[Row], work: Path, sizes: Sequence[int]) -> None:
+    for size in sizes:
+        _scale_one(rows, work, size)
+
+
+def render(rows: list[Row], runs: int, seconds: float) -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}",
+        f"- each figure: median of {runs} runs of {seconds:g} s (min–max in brackets);"
+        " servers and load generators in separate processes, 127.0.0.1 only",
+        "",
+        "| section | what | calls/s | p50 ms | p99 ms | vs floor / note |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        cells = [row.rate.show() if row.rate else "", row.p50.show(2) if row.p50 else "",
+                 row.p99.show(2) if row.p99 else "", row.ratio or row.note]  # fmt: skip
+        lines.append(f"| {row.section} | {row.what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--only", choices=["grpc", "http", "scale"], action="append")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    sections = args.only or ["grpc", "http", "scale"]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
+        work = Path(tmp)
+        if "grpc" in sections:
+            grpc_section(rows, work, args.runs, args.seconds, args.workers)
+        if "http" in sections:
+            http_section(rows, work, args.runs, args.seconds)
+        if "scale" in sections:
+            scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
+    text = render(rows, args.runs, args.seconds)
+    print(text)
+    Path(args.output).write_text(text)
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
