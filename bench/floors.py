@@ -93,14 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["grpc-echo", "http-json", "http-grpc-echo"])
     parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--upstream")
     args = parser.parse_args()
     if args.kind == "grpc-echo":
         asyncio.run(grpc_echo(args.listen))
     else:
-        asyncio.run(
-            http_server(args.listen, args.upstream if args.kind == "http-grpc-echo" else None)
-        )
+        asyncio.run(http_server(args.listen, with_echo=args.kind == "http-grpc-echo"))
 
 
 if __name__ == "__main__":
