@@ -80,7 +80,7 @@ async def test_usage_batches_and_shutdown_flush(tmp_path: Path) -> None:
     usage.start()
     for when in (10, 30, 20):
         usage.record(token.id, when)
-    assert usage.overlay(token).usage_count == 3
+    assert usage.overlay(token)[0] == 3
     await usage.stop()  # the timer never fired: stop() must flush
     stored = await store.get(token.id)
     assert stored is not None

@@ -60,7 +60,7 @@ async def test_list_with_query_parameters(gateway: LiveGateway) -> None:
     first = await client.get("/v1/tokens?owner=q&pageSize=2", headers=admin)
     body = first.json()
     assert [t["name"] for t in body["tokens"]] == ["t0", "t1"]
-    assert body["totalSize"] == "3"
+    assert body["totalSize"] == "0", "counted only for page-number listings"
     second = await client.get(
         "/v1/tokens", params={"owner": "q", "page_size": "2", "page_token": body["nextPageToken"]},
         headers=admin,

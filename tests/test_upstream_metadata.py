@@ -61,7 +61,7 @@ async def test_headers_become_metadata(recorded: tuple[Recording, httpx.AsyncCli
     assert servicer.metadata["x-request-id"] == "req-1"
     assert servicer.metadata["x-forwarded-for"] == "127.0.0.1"
     assert servicer.time_remaining is not None
-    assert 0 < servicer.time_remaining <= 20
+    assert 15 < servicer.time_remaining < 21  # the header, give or take clock rounding
 
 
 async def test_forwarded_for_from_a_trusted_proxy(

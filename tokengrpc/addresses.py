@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -31,6 +32,7 @@ def parse_allowed(entry: str) -> str:
         raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
     try:
         address = ipaddress.ip_address(text.strip())
@@ -54,6 +56,7 @@ def address_allowed(address: IPAddress | None, networks: Sequence[IPNetwork]) ->
     return any(address.version == net.version and address in net for net in networks)
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_address(peer: str) -> IPAddress | None:
     """The address of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
     kind, _, rest = peer.partition(":")

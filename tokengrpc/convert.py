@@ -32,7 +32,11 @@ def micros(stamp: timestamp_pb2.Timestamp) -> int | None:
     return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
-def token_message(record: TokenRecord, now: int) -> tokens_pb2.Token:
+def token_message(
+    record: TokenRecord, now: int, usage: tuple[int, int | None] | None = None
+) -> tokens_pb2.Token:
+    """The message for a record; ``usage`` overrides its counters with pending uses."""
+    usage_count, last_use_time = usage or (record.usage_count, record.last_use_time)
     token = tokens_pb2.Token(
         id=record.id,
         name=record.name,
@@ -42,7 +46,7 @@ def token_message(record: TokenRecord, now: int) -> tokens_pb2.Token:
         allowed_ips=record.allowed_ips,
         create_time=timestamp(record.create_time),
         update_time=timestamp(record.update_time),
-        usage_count=record.usage_count,
+        usage_count=usage_count,
         status=_STATUS[status_of(record, now)],
         service_token=record.is_service,
     )
@@ -50,6 +54,6 @@ def token_message(record: TokenRecord, now: int) -> tokens_pb2.Token:
         token.expire_time.CopyFrom(timestamp(record.expire_time))
     if record.revoke_time is not None:
         token.revoke_time.CopyFrom(timestamp(record.revoke_time))
-    if record.last_use_time is not None:
-        token.last_use_time.CopyFrom(timestamp(record.last_use_time))
+    if last_use_time is not None:
+        token.last_use_time.CopyFrom(timestamp(last_use_time))
     return token

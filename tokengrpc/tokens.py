@@ -187,18 +187,20 @@ class TokenManager:
         records = await self._store.list(query)
         now = now_us()
         for record in records[:size]:
-            response.tokens.append(token_message(self._usage.overlay(record), now))
+            response.tokens.append(token_message(record, now, self._usage.overlay(record)))
         if len(records) > size:
             response.next_page_token = _page_token(
                 records[size - 1].id, owner, request.show_revoked
             )
-        if request.page or not request.page_token:
+        if request.page:
             response.total_size = await self._store.count(query)
         return response
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
         record = await self._find(caller, request)
-        return pb.GetTokenResponse(token=token_message(self._usage.overlay(record), now_us()))
+        return pb.GetTokenResponse(
+            token=token_message(record, now_us(), self._usage.overlay(record))
+        )
 
     async def update_token(
         self, caller: Caller, request: pb.UpdateTokenRequest
@@ -245,7 +247,9 @@ class TokenManager:
             raise AlreadyExists(f"a service token named {changes.name!r} already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        return pb.UpdateTokenResponse(token=token_message(self._usage.overlay(updated), now))
+        return pb.UpdateTokenResponse(
+            token=token_message(updated, now, self._usage.overlay(updated))
+        )
 
     async def revoke_token(
         self, caller: Caller, request: pb.RevokeTokenRequest
@@ -258,7 +262,9 @@ class TokenManager:
         revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
         if revoked is None:
             raise NotFound("token not found or already revoked")
-        return pb.RevokeTokenResponse(token=token_message(self._usage.overlay(revoked), now))
+        return pb.RevokeTokenResponse(
+            token=token_message(revoked, now, self._usage.overlay(revoked))
+        )
 
     async def get_token_value(
         self, caller: Caller, request: pb.GetTokenValueRequest
@@ -277,7 +283,7 @@ class TokenManager:
             raise FailedPrecondition("the stored value cannot be decrypted with the configured key")
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
-            token=token_message(self._usage.overlay(record), now_us()),
+            token=token_message(record, now_us(), self._usage.overlay(record)),
         )
 
     async def introspect_token(
@@ -296,7 +302,7 @@ class TokenManager:
         record = await self._auth.check(request.token, address)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        token = token_message(self._usage.overlay(record), now_us())
+        token = token_message(record, now_us(), self._usage.overlay(record))
         return pb.IntrospectTokenResponse(active=True, token=token)
 
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:

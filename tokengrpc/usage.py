@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 
 from tokengrpc.store import TokenRecord, TokenStore, Usage
@@ -32,16 +31,12 @@ class UsageRecorder:
         else:
             self._pending[token_id] = Usage(use.count + 1, max(use.last_use_time, when))
 
-    def overlay(self, record: TokenRecord) -> TokenRecord:
-        """The record as it will be once pending uses are written."""
+    def overlay(self, record: TokenRecord) -> tuple[int, int | None]:
+        """``usage_count`` and ``last_use_time`` as they will be once pending uses are written."""
         use = self._pending.get(record.id)
         if use is None:
-            return record
-        return dataclasses.replace(
-            record,
-            usage_count=record.usage_count + use.count,
-            last_use_time=max(record.last_use_time or 0, use.last_use_time),
-        )
+            return record.usage_count, record.last_use_time
+        return record.usage_count + use.count, max(record.last_use_time or 0, use.last_use_time)
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}

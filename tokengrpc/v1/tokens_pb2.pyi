@@ -310,7 +310,8 @@ class ListTokensResponse(_message.Message):
     """Pass as `page_token` to get the next page; empty on the last page."""
     total_size: _builtins.int
     """Number of tokens matching the request across all pages. Filled when the
-    request sets `page` or starts a listing (no `page_token`).
+    request sets `page` (counting costs a walk over the owner's tokens, which
+    keyset listings do not need).
     """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___Token]:
