@@ -237,15 +237,19 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
         ("POST /oauth/introspect", "/oauth/introspect", "POST",
          f"token={seeded.introspector}", {**form, **introspector}),
     ]  # fmt: skip
-    with server(serve_args(data, http=True), ["grpc", "http"]) as svc:
-        base = f"http://{svc.addresses['http']}"
-        for label, path, method, body, headers in cases:
-            rate, p50, p99 = repeat(runs, partial(wrk, base + path, seconds, headers, method, body))
-            ratio = (
-                f"{rate.median / hop_floor[0].median:.0%} of HTTP→gRPC floor,"
-                f" {rate.median / bare_floor[0].median:.0%} of bare"
-            )
-            rows.append(Row("HTTP", f"{label}, 64 connections", rate, p50, p99, ratio))
+    for mode in ("network", "in-process"):
+        extra = ["--http-upstream", mode]
+        with server(serve_args(data, http=True, extra=extra), ["grpc", "http"]) as svc:
+            base = f"http://{svc.addresses['http']}"
+            for label, path, method, body, headers in cases:
+                measure = partial(wrk, base + path, seconds, headers, method, body)
+                rate, p50, p99 = repeat(runs, measure)
+                ratio = (
+                    f"{rate.median / hop_floor[0].median:.0%} of HTTP→gRPC floor,"
+                    f" {rate.median / bare_floor[0].median:.0%} of bare"
+                )
+                what = f"{label}, gateway {mode}, 64 connections"
+                rows.append(Row("HTTP", what, rate, p50, p99, ratio))
 
 
 def _timed(calls: int, fn: Callable[[], object]) -> float:

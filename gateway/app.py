@@ -115,11 +115,15 @@ def _bind(listen: str) -> socket.socket:
 
 
 async def start_http(
-    upstream_target: str, listen: str, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
+    upstream: str | grpc.aio.Channel, listen: str, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
 ) -> HttpServer:
-    """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream_target``."""
-    upstream = Upstream.connect(upstream_target)
-    app = Gateway(upstream, trusted_proxies)
+    """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
+
+    ``upstream`` is a ``HOST:PORT`` to dial, or a channel (such as the
+    in-process one ``tokengrpc serve`` provides).
+    """
+    connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
+    app = Gateway(connection, trusted_proxies)
     sock = _bind(listen)
     config = uvicorn.Config(
         app,
@@ -138,4 +142,4 @@ async def start_http(
         await asyncio.sleep(0.01)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return HttpServer(server, task, upstream, f"{shown}:{port}")
+    return HttpServer(server, task, connection, f"{shown}:{port}")

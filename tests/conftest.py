@@ -30,9 +30,12 @@ async def service(tmp_path: Path) -> AsyncIterator[LiveService]:
                 assert secret not in content, f"a plaintext secret was found in {path.name}"
 
 
-@pytest.fixture
-async def gateway(service: LiveService) -> AsyncIterator[LiveGateway]:
-    live = await start_gateway(service)
+@pytest.fixture(params=["network", "in-process"])
+async def gateway(
+    service: LiveService, request: pytest.FixtureRequest
+) -> AsyncIterator[LiveGateway]:
+    """Every gateway test runs both ways: over a gRPC channel and in-process."""
+    live = await start_gateway(service, request.param)
     try:
         yield live
     finally:

@@ -135,10 +135,12 @@ class LiveGateway:
         assert response.status_code == 200, response.text
 
 
-async def start_gateway(service: LiveService) -> LiveGateway:
+async def start_gateway(service: LiveService, mode: str = "network") -> LiveGateway:
+    """The gateway over a real gRPC channel, or in-process as ``serve`` runs it."""
     from gateway.app import start_http
 
-    http = await start_http(service.target, "127.0.0.1:0")
+    upstream = service.server.in_process if mode == "in-process" else service.target
+    http = await start_http(upstream, "127.0.0.1:0")
     client = httpx.AsyncClient(base_url=f"http://{http.address}", timeout=30)
     return LiveGateway(service, http, client)
 

@@ -175,12 +175,13 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     assert "newer" in listed.stderr
 
 
-async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path) -> None:
+@pytest.mark.parametrize("upstream", ["in-process", "network"])
+async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path, upstream: str) -> None:
     import httpx
 
     server = await serve(
         "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0",
-        "--http-listen", "127.0.0.1:0", until="http",
+        "--http-listen", "127.0.0.1:0", "--http-upstream", upstream, until="http",
     )  # fmt: skip
     token = (tmp_path / "bootstrap-token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}

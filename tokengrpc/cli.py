@@ -48,9 +48,8 @@ async def _serve(settings: Settings) -> int:
         if settings.http_enabled:
             from gateway.app import start_http  # the gateway is optional at run time
 
-            http = await start_http(
-                f"{host}:{port}", settings.http_listen, settings.trusted_proxies
-            )
+            upstream = grpc_server.in_process if settings.http_in_process else f"{host}:{port}"
+            http = await start_http(upstream, settings.http_listen, settings.trusted_proxies)
             _say(f"http listening on {http.address}")
         await stop.wait()
         _say("shutting down")
@@ -161,6 +160,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-listen", help="HOST:PORT (TOKENGRPC_GRPC_LISTEN)")
     serve.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
+    serve.add_argument(
+        "--http-upstream",
+        choices=["in-process", "network"],
+        help="how the gateway reaches the service (TOKENGRPC_HTTP_UPSTREAM; default in-process)",
+    )
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway alone")
     gateway.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
@@ -203,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["http_listen"] = args.http_listen
     if getattr(args, "no_http", False):
         overrides["http_enabled"] = False
+    if getattr(args, "http_upstream", None):
+        overrides["http_in_process"] = args.http_upstream == "in-process"
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     try:
         if args.command == "serve":

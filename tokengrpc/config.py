@@ -17,6 +17,9 @@ class Settings:
     grpc_listen: str = "127.0.0.1:50051"
     http_listen: str = "127.0.0.1:8080"
     http_enabled: bool = True
+    #: The gateway inside ``serve`` calls the servicers directly (no network hop);
+    #: False makes it dial the gRPC port like a separate gateway would.
+    http_in_process: bool = True
     #: AES-256-GCM key for retrievable values; else ``<data_dir>/secret.key``.
     secret_key: str | None = None
     token_prefix: str = "tgr_"  # noqa: S105 (a label, not a secret)
@@ -42,6 +45,7 @@ class Settings:
             if trusted is not None
             else base.trusted_proxies,
             grace_period=float(env.get("TOKENGRPC_GRACE_PERIOD") or base.grace_period),
+            http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
         )
 
 

@@ -20,6 +20,7 @@ from tokengrpc.addresses import ClientAddressResolver
 from tokengrpc.auth import Authenticator
 from tokengrpc.bootstrap import ensure_bootstrap_token
 from tokengrpc.config import Settings
+from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.plaintext import valid_prefix
 from tokengrpc.sealing import Sealer, load_or_create_key
 from tokengrpc.servicer import TokenServicer
@@ -74,10 +75,13 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        tokens_pb2_grpc.add_TokenServiceServicer_to_server(
-            TokenServicer(core.manager, core.authenticator), self.server
-        )
+        servicer = TokenServicer(core.manager, core.authenticator)
+        tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        #: The same handlers, for an in-process gateway.
+        self.in_process = InProcessChannel()
+        self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
+        self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
