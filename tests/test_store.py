@@ -10,7 +10,7 @@ import pytest
 
 from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
 from tokengrpc.store import ListQuery, NameTaken, NewToken, Usage
-from tokengrpc.store.sqlite import _COUNT, _GET, _LIST, SqliteStore
+from tokengrpc.store.sqlite import _COUNT, _COUNT_UP_TO, _GET, _LIST, SqliteStore
 from tokengrpc.usage import UsageRecorder
 
 
@@ -35,7 +35,7 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
         assert "SCAN tokens" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
-    for sql in _COUNT.values():
+    for sql in (*_COUNT.values(), *_COUNT_UP_TO.values()):
         assert "INDEX tokens_" in _plan(db, sql, ("o",))
 
 
@@ -130,3 +130,15 @@ def test_secret_key_from_the_environment() -> None:
     assert decode_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") == bytes(32)
     with pytest.raises(SecretKeyError):
         decode_key("too short")
+
+
+async def test_counts_above_the_inline_limit_are_exact(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    try:
+        await store.insert_many([_new(f"t{i}", owner="big") for i in range(1234)])
+        await store.insert_many([_new(f"t{i}", owner="small") for i in range(7)])
+        query = ListQuery(owner="big", include_revoked=False, limit=1)
+        assert await store.count(query) == 1234
+        assert await store.count(ListQuery(owner="small", include_revoked=True, limit=1)) == 7
+    finally:
+        await store.close()

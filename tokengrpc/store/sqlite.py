@@ -76,6 +76,15 @@ _COUNT = {
     + ("" if include_revoked else " AND revoke_time IS NULL")
     for include_revoked in (False, True)
 }
+# Counting stops after this many rows, so it can run on the loop thread; an
+# owner with more is counted in the reader thread.
+_INLINE_COUNT = 1000
+_COUNT_UP_TO = {
+    include_revoked: f"SELECT count(*) FROM (SELECT 1 FROM tokens WHERE owner = ?"
+    + ("" if include_revoked else " AND revoke_time IS NULL")
+    + f" LIMIT {_INLINE_COUNT + 1})"
+    for include_revoked in (False, True)
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -128,7 +137,8 @@ async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
     return connection
 
 
-#: Pages up to this size are read on the loop thread; bigger ones in the reader thread.
+#: Pages up to this size (plus the one row that tells whether more follow)
+#: are read on the loop thread; bigger ones in the reader thread.
 _INLINE_PAGE = 200
 
 
@@ -240,7 +250,7 @@ class SqliteStore:
         params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
         if not keyset:
             params += (query.offset,)
-        if keyset and query.limit <= _INLINE_PAGE:
+        if keyset and query.limit <= _INLINE_PAGE + 1:
             rows = await self._read(sql, params)
         else:
             # An offset walks the index up to it: too long to hold the loop.
