@@ -80,7 +80,7 @@ _COUNT = {
 # owner with more is counted in the reader thread.
 _INLINE_COUNT = 1000
 _COUNT_UP_TO = {
-    include_revoked: f"SELECT count(*) FROM (SELECT 1 FROM tokens WHERE owner = ?"
+    include_revoked: "SELECT count(*) FROM (SELECT 1 FROM tokens WHERE owner = ?"
     + ("" if include_revoked else " AND revoke_time IS NULL")
     + f" LIMIT {_INLINE_COUNT + 1})"
     for include_revoked in (False, True)
