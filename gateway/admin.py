@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from gateway import legacy
-from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.http import BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
 from gateway.upstream import RpcFailure, Upstream
@@ -32,7 +32,7 @@ def _error(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
-def _failure(failure: RpcFailure) -> Response:
+def _failure(_: Request, failure: RpcFailure) -> Response:
     if failure.code == grpc.StatusCode.UNAUTHENTICATED:
         return _error(401, "Unauthenticated.")
     if failure.code == grpc.StatusCode.PERMISSION_DENIED:
@@ -63,6 +63,12 @@ def described(token: pb.Token) -> dict[str, Any]:
         "last_used_at": legacy.optional_time(token, "last_use_time", legacy.millis),
         "usage_count": token.usage_count,
     }
+
+
+def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
+    if isinstance(bad, BodyTooLarge):
+        return _error(413, "The request body is larger than 1 MiB.")
+    return _error(400, str(bad))
 
 
 class _Fields:
@@ -104,19 +110,7 @@ class Admin:
         ]
 
     def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: Request, variables: dict[str, str]) -> Response:
-            try:
-                try:
-                    return await handler(request, variables)
-                except (BadBody, BodyTooLarge, InputError) as bad:
-                    await legacy.authenticated_first(self._upstream, request)
-                    if isinstance(bad, BodyTooLarge):
-                        return _error(413, "The request body is larger than 1 MiB.")
-                    return _error(400, str(bad))
-            except RpcFailure as failure:
-                return _failure(failure)
-
-        return guarded
+        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
         fields = _Fields(await request.json_object())

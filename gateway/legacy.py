@@ -161,3 +161,27 @@ async def authenticated_first(upstream: Upstream, request: Request) -> None:
 
 
 InputFailure = BadBody | BodyTooLarge | InputError
+
+
+def guarded(
+    upstream: Upstream,
+    handler: Handler,
+    bad_input: Callable[[Request, InputFailure], Response],
+    failed: Callable[[Request, RpcFailure], Response],
+) -> Handler:
+    """Run a family's handler, turning bad input and failed calls into its error shape.
+
+    On bad input the caller is authenticated first, so a stranger sees 401.
+    """
+
+    async def run(request: Request, variables: dict[str, str]) -> Response:
+        try:
+            try:
+                return await handler(request, variables)
+            except (BadBody, BodyTooLarge, InputError) as problem:
+                await authenticated_first(upstream, request)
+                return bad_input(request, problem)
+        except RpcFailure as failure:
+            return failed(request, failure)
+
+    return run

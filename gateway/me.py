@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from gateway import legacy
-from gateway.http import BadBody, BodyTooLarge, Request, Response, empty_response, json_response
+from gateway.http import BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
 from gateway.upstream import RpcFailure, Upstream
@@ -191,6 +191,14 @@ def _rfc3339(text: str) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
+    if isinstance(bad, BodyTooLarge):
+        return problem(request, 413, "The request body is larger than 1 MiB.")
+    if isinstance(bad, InputError):
+        return problem(request, 422, "The given data was invalid.", bad.errors)
+    return problem(request, 400, str(bad))
+
+
 class Me:
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
@@ -203,21 +211,7 @@ class Me:
         ]
 
     def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: Request, variables: dict[str, str]) -> Response:
-            try:
-                try:
-                    return await handler(request, variables)
-                except (BadBody, BodyTooLarge, InputError) as bad:
-                    await legacy.authenticated_first(self._upstream, request)
-                    if isinstance(bad, BodyTooLarge):
-                        return problem(request, 413, "The request body is larger than 1 MiB.")
-                    if isinstance(bad, InputError):
-                        return problem(request, 422, "The given data was invalid.", bad.errors)
-                    return problem(request, 400, str(bad))
-            except RpcFailure as failure:
-                return _failure(request, failure)
-
-        return guarded
+        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         pages = [value for key, value in request.query() if key == "page"]

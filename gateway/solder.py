@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 
 from gateway import legacy
-from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.http import BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
 from gateway.upstream import RpcFailure, Upstream
@@ -19,7 +19,7 @@ from tokengrpc.v1 import tokens_pb2 as pb
 _NOT_FOUND = {"error": "Token not found."}
 
 
-def _error(failure: RpcFailure) -> Response:
+def _failure(_: Request, failure: RpcFailure) -> Response:
     if failure.code == grpc.StatusCode.UNAUTHENTICATED:
         return json_response(401, {"error": "Unauthenticated."})
     if failure.code == grpc.StatusCode.PERMISSION_DENIED:
@@ -40,6 +40,14 @@ def _listed(token: pb.Token) -> dict[str, object]:
     }
 
 
+def _bad_input(request: Request, problem: legacy.InputFailure) -> Response:
+    if isinstance(problem, BodyTooLarge):
+        return json_response(413, {"error": "The request body is too large."})
+    if isinstance(problem, InputError):
+        return json_response(422, {"error": problem.errors})
+    return json_response(400, {"error": str(problem)})
+
+
 class Solder:
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
@@ -52,21 +60,7 @@ class Solder:
         ]
 
     def _guard(self, handler: Handler) -> Handler:
-        async def guarded(request: Request, variables: dict[str, str]) -> Response:
-            try:
-                try:
-                    return await handler(request, variables)
-                except (BadBody, BodyTooLarge, InputError) as problem:
-                    await legacy.authenticated_first(self._upstream, request)
-                    if isinstance(problem, BodyTooLarge):
-                        return json_response(413, {"error": "The request body is too large."})
-                    if isinstance(problem, InputError):
-                        return json_response(422, {"error": problem.errors})
-                    return json_response(400, {"error": str(problem)})
-            except RpcFailure as failure:
-                return _error(failure)
-
-        return guarded
+        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         tokens = await legacy.all_tokens(self._upstream, request, pb.ListTokensRequest())

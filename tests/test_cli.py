@@ -36,7 +36,12 @@ class Serving:
 
     async def stop(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
+        try:
+            out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
+        except TimeoutError:
+            self.process.kill()  # never leave a server behind a failed test
+            await self.process.wait()
+            raise
         return self.process.returncode or 0, out.decode()
 
 

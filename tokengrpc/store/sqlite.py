@@ -116,6 +116,21 @@ def _json(values: tuple[str, ...]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
+def _insert_params(new: NewToken) -> tuple[object, ...]:
+    return (
+        new.owner,
+        new.name,
+        new.secret_hash,
+        _json(new.scopes),
+        int(new.active),
+        new.expire_time,
+        _json(new.allowed_ips),
+        new.now,
+        new.now,
+        new.sealed_value,
+    )
+
+
 def _prepare(path: Path) -> None:
     """Set WAL and migrate, on a plain connection before serving starts."""
     # Hashes and sealed values are nobody else's business: create it 0600.
@@ -181,18 +196,7 @@ class SqliteStore:
             return list(await self._reader.execute_fetchall(sql, params))
 
     async def insert(self, new: NewToken) -> TokenRecord:
-        params = (
-            new.owner,
-            new.name,
-            new.secret_hash,
-            _json(new.scopes),
-            int(new.active),
-            new.expire_time,
-            _json(new.allowed_ips),
-            new.now,
-            new.now,
-            new.sealed_value,
-        )
+        params = _insert_params(new)
         async with self._write_lock:
             try:
                 rows = await self._writer.execute_fetchall(_INSERT, params)
@@ -206,21 +210,7 @@ class SqliteStore:
         Ids are consecutive: the write lock and the transaction keep anyone
         else from taking one in between.
         """
-        rows = [
-            (
-                new.owner,
-                new.name,
-                new.secret_hash,
-                _json(new.scopes),
-                int(new.active),
-                new.expire_time,
-                _json(new.allowed_ips),
-                new.now,
-                new.now,
-                new.sealed_value,
-            )
-            for new in news
-        ]
+        rows = [_insert_params(new) for new in news]
         insert = _INSERT.partition(" RETURNING")[0]
         async with self._write_lock:
             await self._writer.execute("BEGIN IMMEDIATE")
