@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -16,6 +16,7 @@ from gateway.upstream import FieldProblem, RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class InputError(Exception):
@@ -99,24 +100,25 @@ def errors_by_field(failure: RpcFailure, names: dict[str, str]) -> dict[str, lis
 # Input shapes.
 
 
-def optional_string(body: dict[str, Any], field: str, errors: dict[str, list[str]]) -> str | None:
+def _optional(
+    body: dict[str, Any], field: str, errors: dict[str, list[str]], kind: type[T], words: str
+) -> T | None:
+    """The field's value if it has the JSON type ``kind``; None if absent or wrong."""
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, str):
-        errors.setdefault(field, []).append(must_be(field, "a string"))
+    if not isinstance(value, kind):
+        errors.setdefault(field, []).append(must_be(field, words))
         return None
     return value
+
+
+def optional_string(body: dict[str, Any], field: str, errors: dict[str, list[str]]) -> str | None:
+    return _optional(body, field, errors, str, "a string")
 
 
 def optional_bool(body: dict[str, Any], field: str, errors: dict[str, list[str]]) -> bool | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        errors.setdefault(field, []).append(must_be(field, "true or false"))
-        return None
-    return value
+    return _optional(body, field, errors, bool, "true or false")
 
 
 def optional_strings(
