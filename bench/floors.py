@@ -26,22 +26,22 @@ from gateway.app import _bind
 SMALL_JSON = json.dumps({"tokens": [{"id": 1, "name": "bench", "last_used_at": None}]}).encode()
 
 
-async def start_grpc_echo(listen: str) -> tuple[grpc.aio.Server, str]:
+async def start_grpc_echo(listen: str, reuse_port: bool = False) -> tuple[grpc.aio.Server, str]:
     async def echo(request: bytes, context: object) -> bytes:
         return request
 
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     )
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    server = grpc.aio.server(options=(("grpc.so_reuseport", int(reuse_port)),))
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(listen)
     await server.start()
     return server, f"{listen.rpartition(':')[0]}:{port}"
 
 
-async def grpc_echo(listen: str) -> None:
-    server, address = await start_grpc_echo(listen)
+async def grpc_echo(listen: str, reuse_port: bool) -> None:
+    server, address = await start_grpc_echo(listen, reuse_port)
     print(f"listening on {address}", flush=True)
     await server.wait_for_termination()
 
@@ -93,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["grpc-echo", "http-json", "http-grpc-echo"])
     parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with others")
     args = parser.parse_args()
     if args.kind == "grpc-echo":
-        asyncio.run(grpc_echo(args.listen))
+        asyncio.run(grpc_echo(args.listen, args.reuse_port))
     else:
         asyncio.run(http_server(args.listen, with_echo=args.kind == "http-grpc-echo"))
 

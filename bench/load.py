@@ -54,24 +54,31 @@ def _call_factory(
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        call = _call_factory(args, channel)
+    # Several connections when asked: SO_REUSEPORT spreads connections, not calls.
+    options = (("grpc.use_local_subchannel_pool", 1),)
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)
+    ]
+    calls = [_call_factory(args, channel) for channel in channels]
+    for call in calls:
         for _ in range(min(50, args.concurrency * 5)):  # warm up the connection and caches
             await call()
-        latencies: list[float] = []
-        deadline = time.perf_counter() + args.seconds
+    latencies: list[float] = []
+    deadline = time.perf_counter() + args.seconds
 
-        async def worker() -> None:
-            while True:
-                start = time.perf_counter()
-                if start >= deadline:
-                    return
-                await call()
-                latencies.append(time.perf_counter() - start)
+    async def worker(call: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            start = time.perf_counter()
+            if start >= deadline:
+                return
+            await call()
+            latencies.append(time.perf_counter() - start)
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(calls[i % len(calls)]) for i in range(args.concurrency)))
+    elapsed = time.perf_counter() - began
+    for channel in channels:
+        await channel.close()
     latencies.sort()
     return {
         "calls": len(latencies),
@@ -91,6 +98,7 @@ def main() -> None:
     parser.add_argument("--tokens")
     parser.add_argument("--caller")
     parser.add_argument("--payload", type=int, default=160)
+    parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--page-size", type=int, default=20)
     parser.add_argument("--page-token", default="")
     args = parser.parse_args()

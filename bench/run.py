@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -172,26 +172,41 @@ def _of_floor(rate: Figure, floor: Figure) -> str:
     return f"{rate.median / floor.median:.0%} of floor"
 
 
+@contextmanager
+def echo_floor(processes: int) -> Iterator[str]:
+    """The gRPC echo floor, as one process or several sharing the port."""
+    reuse = ["--reuse-port"] if processes > 1 else []
+    with server(["-m", "bench.floors", "grpc-echo", *reuse], ["default"]) as first:
+        address = first.addresses["default"]
+        with ExitStack() as more:
+            for _ in range(processes - 1):
+                more.enter_context(
+                    server(["-m", "bench.floors", "grpc-echo", "--listen", address, *reuse],
+                           ["default"])
+                )  # fmt: skip
+            yield address
+
+
 def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers: int) -> None:
-    data = work / "grpc-100k"
+    data = work / f"grpc-100k-{workers}"
     groups = [Group("bench-list", 100), Group("sampled", 2001, samples=2000)]
     seeded = seed_sync(data, groups, filler_owners=20_000, filler=100_000 - 2101)
     tokens_file = work / "samples.txt"
     tokens_file.write_text("\n".join(seeded.samples))
-    label = f" ({workers} workers)" if workers > 1 else ""
+    label = f" ({workers} processes)" if workers > 1 else ""
+    channels = str(4 * workers if workers > 1 else 1)
     floor: dict[int, tuple[Figure, Figure, Figure]] = {}
-    with server(["-m", "bench.floors", "grpc-echo"], ["default"]) as echo:
+    with echo_floor(workers) as echo:
         for n in (1, 16, 64):
-            floor[n] = repeat(
-                runs, partial(grpc_load, echo.addresses["default"], "echo", n, seconds)
-            )
-            rows.append(Row("gRPC", f"floor: grpc.aio echo, {n} in flight", *floor[n]))
+            measure = partial(grpc_load, echo, "echo", n, seconds, channels=channels)
+            floor[n] = repeat(runs, measure)
+            rows.append(Row("gRPC", f"floor: grpc.aio echo{label}, {n} in flight", *floor[n]))
     extra = ["--workers", str(workers)] if workers > 1 else []
     with server(serve_args(data, http=False, extra=extra), ["grpc"]) as svc:
         target = svc.addresses["grpc"]
         for n in (1, 16, 64):
             introspect = partial(
-                grpc_load, target, "introspect", n, seconds,
+                grpc_load, target, "introspect", n, seconds, channels=channels,
                 tokens=str(tokens_file), caller=seeded.introspector,
             )  # fmt: skip
             rate, p50, p99 = repeat(runs, introspect)
@@ -200,12 +215,16 @@ def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers
             rows.append(Row("gRPC", what, rate, p50, p99, ratio))
         for n in (1, 16, 64):
             listing = partial(
-                grpc_load, target, "list", n, seconds, caller=seeded.callers["bench-list"]
-            )
+                grpc_load, target, "list", n, seconds, channels=channels,
+                caller=seeded.callers["bench-list"],
+            )  # fmt: skip
             rate, p50, p99 = repeat(runs, listing)
             what = f"ListTokens page of 20{label}, {n} in flight"
             rows.append(Row("gRPC", what, rate, p50, p99, _of_floor(rate, floor[n][0])))
-        rows.append(Row("gRPC", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
+        if workers == 1:
+            rows.append(Row("gRPC", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
+    if workers > 1:
+        return
     write_data = work / "writes"
     write_seed = seed_sync(write_data, [Group("writer", 1)])
     with server(serve_args(write_data, http=False), ["grpc"]) as svc:
@@ -330,7 +349,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--only", choices=["grpc", "http", "scale"], action="append")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
+    )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     sections = args.only or ["grpc", "http", "scale"]
@@ -338,7 +359,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
         if "grpc" in sections:
-            grpc_section(rows, work, args.runs, args.seconds, args.workers)
+            for workers in (int(w) for w in args.workers.split(",")):
+                grpc_section(rows, work, args.runs, args.seconds, workers)
         if "http" in sections:
             http_section(rows, work, args.runs, args.seconds)
         if "scale" in sections:

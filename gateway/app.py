@@ -95,7 +95,7 @@ class HttpServer:
         await self.upstream.close()
 
 
-def _bind(listen: str) -> socket.socket:
+def _bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -104,6 +104,8 @@ def _bind(listen: str) -> socket.socket:
     # response waits 40 ms for a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # several worker processes share the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, int(port)))
     except (OSError, ValueError) as error:
@@ -115,7 +117,11 @@ def _bind(listen: str) -> socket.socket:
 
 
 async def start_http(
-    upstream: str | grpc.aio.Channel, listen: str, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
+    upstream: str | grpc.aio.Channel,
+    listen: str,
+    trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
+    *,
+    reuse_port: bool = False,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
@@ -124,7 +130,7 @@ async def start_http(
     """
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
     app = Gateway(connection, trusted_proxies)
-    sock = _bind(listen)
+    sock = _bind(listen, reuse_port=reuse_port)
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -210,3 +210,49 @@ async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path, upstream: 
         assert me.json()["meta"]["total"] == 1
     assert (await alone.stop())[0] == 0
     assert (await server.stop())[0] == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_workers_share_the_ports_and_revocation(tmp_path: Path) -> None:
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
+        "--workers", "2",
+    )  # fmt: skip
+    workers = _children(server.process.pid)
+    assert len(workers) == 1, "one extra process next to the parent"
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    address = server.address("grpc")
+    # Separate connections, so the kernel spreads them over both processes.
+    options = (("grpc.use_local_subchannel_pool", 1),)
+
+    async def list_with(token: str) -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            stub = tokens_pb2_grpc.TokenServiceStub(channel)
+            try:
+                await stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        created = await stub.CreateToken(pb.CreateTokenRequest(name="w"), metadata=bearer(admin))
+        assert {await list_with(created.plaintext) for _ in range(12)} == {grpc.StatusCode.OK}
+        await stub.RevokeToken(pb.RevokeTokenRequest(id=created.token.id), metadata=bearer(admin))
+    codes = {await list_with(created.plaintext) for _ in range(12)}
+    assert codes == {grpc.StatusCode.UNAUTHENTICATED}
+    code, _ = await server.stop()
+    assert code == 0
+    assert not set(_children(server.process.pid)) & set(workers), "the workers stopped too"

@@ -36,29 +36,77 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def _serve(settings: Settings) -> int:
     stop = _stop_on_signals()
-    core = await Core.open(settings)
+    core = await Core.open(settings, bootstrap=not settings.is_worker)
     if core.bootstrap_path is not None:
         _say(f"bootstrap token written to {core.bootstrap_path}")
-    grpc_server = GrpcServer(core)
+    shared = settings.workers > 1 or settings.is_worker
+    grpc_server = GrpcServer(core, reuse_port=shared)
     http = None
+    workers: list[asyncio.subprocess.Process] = []
     try:
         port = await grpc_server.start(settings.grpc_listen)
         host = settings.grpc_listen.rpartition(":")[0]
-        _say(f"grpc listening on {host}:{port}")
+        grpc_address = f"{host}:{port}"
         if settings.http_enabled:
             from gateway.app import start_http  # the gateway is optional at run time
 
-            upstream = grpc_server.in_process if settings.http_in_process else f"{host}:{port}"
-            http = await start_http(upstream, settings.http_listen, settings.trusted_proxies)
+            upstream = grpc_server.in_process if settings.http_in_process else grpc_address
+            http = await start_http(
+                upstream, settings.http_listen, settings.trusted_proxies, reuse_port=shared
+            )
+        if settings.workers > 1:
+            http_address = http.address if http is not None else None
+            workers = await _start_workers(settings, grpc_address, http_address)
+        _say(f"grpc listening on {grpc_address}")
+        if http is not None:
             _say(f"http listening on {http.address}")
         await stop.wait()
         _say("shutting down")
     finally:
+        await _stop_workers(workers, settings.grace_period)
         if http is not None:
             await http.stop()
         await grpc_server.stop(settings.grace_period)
         await core.close()
     return 0
+
+
+async def _start_workers(
+    settings: Settings, grpc_address: str, http_address: str | None
+) -> list[asyncio.subprocess.Process]:
+    """Start ``workers - 1`` more processes on the same ports and store; wait until they serve."""
+    command = [
+        sys.executable, "-m", "tokengrpc", "serve", "--worker",
+        "--data-dir", str(settings.data_dir), "--grpc-listen", grpc_address,
+        "--http-upstream", "in-process" if settings.http_in_process else "network",
+    ]  # fmt: skip
+    command += ["--http-listen", http_address] if http_address else ["--no-http"]
+    ready = "http listening" if http_address else "grpc listening"
+    started = []
+    for _ in range(settings.workers - 1):
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        started.append(process)
+        assert process.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+            if not line:
+                await _stop_workers(started, 0)
+                raise OSError("a worker process failed to start")
+            if line.startswith(ready):
+                break
+    return started
+
+
+async def _stop_workers(workers: list[asyncio.subprocess.Process], grace: float) -> None:
+    for process in workers:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    for process in workers:
+        try:
+            await asyncio.wait_for(process.communicate(), timeout=grace + 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 async def _gateway(upstream: str, settings: Settings) -> int:
@@ -161,6 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
     serve.add_argument(
+        "--workers", type=int, help="server processes sharing the ports (TOKENGRPC_WORKERS)"
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
         "--http-upstream",
         choices=["in-process", "network"],
         help="how the gateway reaches the service (TOKENGRPC_HTTP_UPSTREAM; default in-process)",
@@ -207,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["http_listen"] = args.http_listen
     if getattr(args, "no_http", False):
         overrides["http_enabled"] = False
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
+    if getattr(args, "worker", False):
+        overrides["is_worker"] = True
+        overrides["workers"] = 1
     if getattr(args, "http_upstream", None):
         overrides["http_in_process"] = args.http_upstream == "in-process"
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]

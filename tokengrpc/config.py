@@ -29,6 +29,11 @@ class Settings:
     grace_period: float = 10.0
     #: Seconds between writes of batched usage counts (at most 1).
     usage_flush_interval: float = 0.5
+    #: Server processes sharing the ports (SO_REUSEPORT) and the store (WAL).
+    workers: int = 1
+    #: Set in the extra processes ``serve --workers`` starts: no bootstrap, no
+    #: further workers, and the ports are shared.
+    is_worker: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -46,6 +51,7 @@ class Settings:
             else base.trusted_proxies,
             grace_period=float(env.get("TOKENGRPC_GRACE_PERIOD") or base.grace_period),
             http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
+            workers=int(env.get("TOKENGRPC_WORKERS") or base.workers),
         )
 
 

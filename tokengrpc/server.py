@@ -67,11 +67,11 @@ class Core:
 class GrpcServer:
     """grpc.aio server with TokenService, health and reflection."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, *, reuse_port: bool = False) -> None:
         self.core = core
-        # No SO_REUSEPORT: a second server on a busy port must fail loudly,
-        # not quietly take half the traffic.
-        self.server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+        # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
+        # server on a busy port must fail loudly, not quietly take half the traffic.
+        self.server = grpc.aio.server(options=(("grpc.so_reuseport", int(reuse_port)),))
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
