@@ -292,7 +292,7 @@ def _scale_one(rows: list[Row], work: Path, size: int) -> None:
         last_id = size + 1  # the bootstrap token is id 1; ours follow
         first_page = pb.ListTokensRequest(page_size=20)
         near_end = pb.ListTokensRequest(
-            page_size=20, page_token=token_ops._page_token(last_id - 40, "scale", False)
+            page_size=20, page_token=token_ops.encode_page_token(last_id - 40, "scale", False)
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens

@@ -56,8 +56,11 @@ def _expiry(
     return value
 
 
-def _page_token(after_id: int, owner: str, include_revoked: bool) -> str:
-    # Opaque to clients; the digest ties it to the listing it came from.
+def encode_page_token(after_id: int, owner: str, include_revoked: bool) -> str:
+    """The keyset position after ``after_id``, opaque to clients.
+
+    The digest ties a token to the listing it came from (owner, revoked or not).
+    """
     digest = _listing_digest(owner, include_revoked)
     return base64.urlsafe_b64encode(f"{after_id}:{digest}".encode()).decode().rstrip("=")
 
@@ -66,7 +69,8 @@ def _listing_digest(owner: str, include_revoked: bool) -> str:
     return hashlib.sha256(f"{owner}\0{include_revoked}".encode()).hexdigest()[:16]
 
 
-def _after_id(token: str, owner: str, include_revoked: bool) -> int | None:
+def decode_page_token(token: str, owner: str, include_revoked: bool) -> int | None:
+    """The ``after_id`` of a page token of this listing; None for anything else."""
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         after, digest = text.split(":")
@@ -164,7 +168,7 @@ class TokenManager:
             problems.add("page", "give either page or page_token, not both")
         after_id = 0
         if request.page_token:
-            found = _after_id(request.page_token, owner, request.show_revoked)
+            found = decode_page_token(request.page_token, owner, request.show_revoked)
             if found is None:
                 problems.add("page_token", "is not a page token of this listing")
             else:
@@ -189,7 +193,7 @@ class TokenManager:
         for record in records[:size]:
             response.tokens.append(token_message(record, now, self._usage.overlay(record)))
         if len(records) > size:
-            response.next_page_token = _page_token(
+            response.next_page_token = encode_page_token(
                 records[size - 1].id, owner, request.show_revoked
             )
         if request.page:
