@@ -31,7 +31,6 @@ class Caller:
 
     owner: str
     scopes: frozenset[str]
-    token_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -98,4 +97,4 @@ class Authenticator:
         record = await self.check(bearer(authorization), address)
         if record is None:
             raise Unauthenticated()
-        return Caller(owner=record.owner, scopes=frozenset(record.scopes), token_id=record.id)
+        return Caller(owner=record.owner, scopes=frozenset(record.scopes))

@@ -53,11 +53,3 @@ class Settings:
             http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
             workers=int(env.get("TOKENGRPC_WORKERS") or base.workers),
         )
-
-
-def split_host_port(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` into its parts; ValueError if malformed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{listen!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)

@@ -17,7 +17,6 @@ from tokengrpc.store import TokenRecord
 WRITE = "write"
 ADMIN = "admin"
 INTROSPECT = "introspect"
-RESERVED_SCOPES = frozenset({WRITE, ADMIN, INTROSPECT})
 
 MAX_NAME = 255
 MAX_OWNER = 255
