@@ -44,9 +44,7 @@ def _failure(_: Request, failure: RpcFailure) -> Response:
     if failure.problems:
         names = {"expire_time": "expiration_date"}
         text = "; ".join(
-            f"{names.get(p.field.removeprefix('token.'), p.field.removeprefix('token.'))}:"
-            f" {p.description}"
-            for p in failure.problems
+            f"{legacy.family_field(p.field, names)}: {p.description}" for p in failure.problems
         )
         return _error(400, text)
     return _error(http_status(failure.code), failure.message)

@@ -88,11 +88,17 @@ def laravel_message(field: str, problem: FieldProblem) -> str:
     return f"The {attribute(field)} field is invalid: {text}."
 
 
+def family_field(field: str, names: dict[str, str]) -> str:
+    """A service field path (``token.expire_time``) as the family calls it."""
+    bare = field.removeprefix("token.")
+    return names.get(bare, bare)
+
+
 def errors_by_field(failure: RpcFailure, names: dict[str, str]) -> dict[str, list[str]]:
     """Field violations keyed by the family's own field names."""
     errors: dict[str, list[str]] = {}
     for problem in failure.problems:
-        field = names.get(problem.field.removeprefix("token."), problem.field)
+        field = family_field(problem.field, names)
         errors.setdefault(field, []).append(laravel_message(field, problem))
     return errors
 
