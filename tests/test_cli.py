@@ -256,3 +256,27 @@ async def test_workers_share_the_ports_and_revocation(tmp_path: Path) -> None:
     code, _ = await server.stop()
     assert code == 0
     assert not set(_children(server.process.pid)) & set(workers), "the workers stopped too"
+
+
+async def test_a_revocation_by_the_cli_stops_a_serving_process_at_once(tmp_path: Path) -> None:
+    """The server caches the rows it reads; a write by another process still counts at once."""
+    server = await serve("--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http")
+    try:
+        admin = (tmp_path / "bootstrap-token").read_text().strip()
+        async with grpc.aio.insecure_channel(server.address("grpc")) as channel:
+            stub = tokens_pb2_grpc.TokenServiceStub(channel)
+            created = await stub.CreateToken(
+                pb.CreateTokenRequest(name="cli-revoked"), metadata=bearer(admin)
+            )
+            for _ in range(3):  # read, then answered from the cache
+                await stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(created.plaintext))
+            revoked = await asyncio.to_thread(
+                run_cli, "token", "revoke", "--data-dir", str(tmp_path), str(created.token.id)
+            )
+            assert revoked.returncode == 0, revoked.stderr
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(created.plaintext))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        code, _ = await server.stop()
+    assert code == 0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
 from tokengrpc.store import ListQuery, NameTaken, NewToken, Usage
+from tokengrpc.store.freshness import Generation
 from tokengrpc.store.sqlite import _COUNT, _COUNT_UP_TO, _GET, _LIST, SqliteStore
 from tokengrpc.usage import UsageRecorder
 
@@ -140,5 +143,102 @@ async def test_counts_above_the_inline_limit_are_exact(tmp_path: Path) -> None:
         query = ListQuery(owner="big", include_revoked=False, limit=1)
         assert await store.count(query) == 1234
         assert await store.count(ListQuery(owner="small", include_revoked=True, limit=1)) == 7
+    finally:
+        await store.close()
+
+
+async def test_a_write_in_another_store_is_seen_by_the_very_next_read(tmp_path: Path) -> None:
+    """Two stores on one data dir stand for two processes: reads are cached, never stale."""
+    here, there = await SqliteStore.open(tmp_path), await SqliteStore.open(tmp_path)
+    try:
+        token = await here.insert(_new("shared"))
+        page = ListQuery(owner="o", include_revoked=False, limit=10)
+        for _ in range(2):  # the second answer comes from the cache
+            assert (await here.get(token.id)) == token
+            assert [r.id for r in await here.list(page)] == [token.id]
+        added = await there.insert(_new("later"))
+        assert [r.id for r in await here.list(page)] == [token.id, added.id]
+        await there.revoke(token.id, 9)
+        seen = await here.get(token.id)
+        assert seen is not None
+        assert seen.revoke_time == 9
+        await there.add_usage({added.id: Usage(4, 11)})
+        used = await here.get(added.id)
+        assert used is not None
+        assert (used.usage_count, used.last_use_time) == (4, 11)
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_a_cancelled_write_is_still_announced(tmp_path: Path) -> None:
+    """A caller gone mid-write (a deadline) must not leave a commit other caches miss."""
+    here, there = await SqliteStore.open(tmp_path), await SqliteStore.open(tmp_path)
+    blocker = sqlite3.connect(tmp_path / "tokens.db", isolation_level=None)
+    try:
+        token = await here.insert(_new("doomed"))
+        blocker.execute("BEGIN IMMEDIATE")  # the revoke below waits in SQLite for this lock
+        revoking = asyncio.create_task(there.revoke(token.id, 9))
+        await asyncio.sleep(0.1)
+        revoking.cancel()
+        await asyncio.sleep(0.1)
+        assert (await here.get(token.id)) == token  # read, and cached, before the commit
+        blocker.execute("ROLLBACK")  # the revoke goes on without its caller and commits
+        # Nothing to await: the write has no caller left, so poll.
+        async with asyncio.timeout(5):
+            while (seen := await here.get(token.id)) is not None and seen.revoke_time is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert seen is not None
+        assert seen.revoke_time == 9
+    finally:
+        blocker.close()
+        await here.close()
+        await there.close()
+
+
+def test_the_generation_is_shared_and_only_grows(tmp_path: Path) -> None:
+    one, two = Generation(tmp_path / "g"), Generation(tmp_path / "g")
+    try:
+        start = one.current()
+        one.bump()
+        two.bump()
+        assert (one.current(), two.current()) == (start + 2, start + 2)
+        assert (tmp_path / "g").stat().st_mode & 0o777 == 0o600
+    finally:
+        one.close()
+        two.close()
+        one.close()  # closing twice is harmless
+
+
+async def test_own_usage_writes_are_carried_into_the_cache_once(tmp_path: Path) -> None:
+    """Cached rows get this process's usage batch added, rows read mid-write do not."""
+    store = await SqliteStore.open(tmp_path)
+    try:
+        token = await store.insert(_new("counted"))
+        assert (await store.get(token.id)) == token  # cached before the write
+        writer = store._writer  # a slow disk on demand: hold the write after its commit
+        real_execute = writer.execute
+        committed, release = asyncio.Event(), asyncio.Event()
+
+        async def held(sql: str, *args: Any) -> Any:
+            result = await real_execute(sql, *args)
+            if sql == "COMMIT":
+                committed.set()
+                await release.wait()
+            return result
+
+        writer.execute = held  # type: ignore[method-assign,assignment]
+        writing = asyncio.create_task(store.add_usage({token.id: Usage(2, 50)}))
+        await asyncio.wait_for(committed.wait(), 5)
+        page = ListQuery(owner="o", include_revoked=False, limit=10)
+        (mid_write,) = await store.list(page)  # a fresh read: it already holds the batch
+        assert mid_write.usage_count == 2
+        release.set()
+        await writing
+        for _ in range(2):
+            (listed,) = await store.list(page)
+            got = await store.get(token.id)
+            assert got is not None
+            assert (listed.usage_count, got.usage_count, got.last_use_time) == (2, 2, 50)
     finally:
         await store.close()

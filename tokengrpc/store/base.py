@@ -6,7 +6,7 @@ are the rows whose owner is the empty string.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -93,7 +93,7 @@ class TokenStore(Protocol):
         """The live (not revoked) service token with this name."""
         ...
 
-    async def list(self, query: ListQuery) -> list[TokenRecord]: ...
+    async def list(self, query: ListQuery) -> Sequence[TokenRecord]: ...
 
     async def count(self, query: ListQuery) -> int: ...
 

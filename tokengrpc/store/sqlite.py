@@ -9,20 +9,24 @@ aiosqlite thread hop: a read-only connection on the event loop's own thread
 answers it in microseconds, where the hop costs about 150 µs. A WAL reader
 does not wait for writers; should SQLite still say "busy" (a recovery or
 checkpoint in progress), the read goes to the thread instead of blocking the
-loop. Every read still sees the latest commit of every process, so a
-revocation is effective on the very next request.
+loop.
+
+Answers to those reads are kept until any process writes (``freshness``): a
+write commits, bumps a shared counter, then returns, so a revocation is
+effective on the very next request in every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -35,9 +39,13 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
+from tokengrpc.store.freshness import Generation, ReadCache
 from tokengrpc.store.migrations import migrate
 
 DB_FILE = "tokens.db"
+GENERATION_FILE = "tokens.db-generation"
+
+T = TypeVar("T")
 
 _COLUMNS = (
     "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
@@ -172,10 +180,13 @@ class SqliteStore:
         reader: aiosqlite.Connection,
         writer: aiosqlite.Connection,
         inline: sqlite3.Connection,
+        generation: Generation,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._inline = inline
+        self._generation = generation
+        self._cache = ReadCache(generation)
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -186,6 +197,7 @@ class SqliteStore:
             await _connect(path, writer=False),
             await _connect(path, writer=True),
             _inline_reader(path),
+            Generation(data_dir / GENERATION_FILE),
         )
 
     async def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
@@ -195,14 +207,69 @@ class SqliteStore:
         except sqlite3.OperationalError:
             return list(await self._reader.execute_fetchall(sql, params))
 
+    async def _records(self, sql: str, params: tuple[object, ...]) -> tuple[TokenRecord, ...]:
+        """A short read, answered from the cache while no process has written."""
+        key = (sql, params)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        mark = self._cache.mark()
+        records = tuple(_record(row) for row in await self._read(sql, params))
+        self._cache.put(key, records, mark)
+        return records
+
+    async def _write(
+        self,
+        work: Callable[[], Awaitable[T]],
+        in_place: Callable[[TokenRecord], TokenRecord] | None = None,
+    ) -> T:
+        """Run a write to its end, then tell every process's cache about it.
+
+        Shielded: a caller cancelled mid-write (a client's deadline) must not
+        leave a transaction open, or a commit that no bump announces.
+        ``in_place`` applies a write that only changes rows in place to this
+        process's cache, so it need not read them all again.
+        """
+
+        async def locked() -> T:
+            async with self._write_lock:
+                with self._cache.own_write():
+                    return await announced()
+
+        async def announced() -> T:
+            done = False
+            try:
+                result = await work()
+                done = True
+                return result
+            finally:
+                before = self._generation.bump()
+                if done and in_place is not None:
+                    self._cache.carry_over(before, in_place)
+
+        return await asyncio.shield(locked())
+
+    async def _transaction(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work`` in one immediate transaction: one fsync for many statements."""
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            result = await work()
+        except BaseException:
+            await self._writer.execute("ROLLBACK")
+            raise
+        await self._writer.execute("COMMIT")
+        return result
+
     async def insert(self, new: NewToken) -> TokenRecord:
         params = _insert_params(new)
-        async with self._write_lock:
+
+        async def insert() -> Iterable[Any]:
             try:
-                rows = await self._writer.execute_fetchall(_INSERT, params)
+                return await self._writer.execute_fetchall(_INSERT, params)
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(new.name) from exc
-        return _record(next(iter(rows)))
+
+        return _record(next(iter(await self._write(insert))))
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Insert many rows in one transaction (imports, benchmarks); return their ids.
@@ -212,39 +279,35 @@ class SqliteStore:
         """
         rows = [_insert_params(new) for new in news]
         insert = _INSERT.partition(" RETURNING")[0]
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                found = await self._writer.execute_fetchall(
-                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0)"
-                )
-                first = int(next(iter(found))[0]) + 1
-                await self._writer.executemany(insert, rows)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+
+        async def insert_all() -> int:
+            found = await self._writer.execute_fetchall(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0)"
+            )
+            await self._writer.executemany(insert, rows)
+            return int(next(iter(found))[0]) + 1
+
+        first = await self._write(functools.partial(self._transaction, insert_all))
         return range(first, first + len(rows))
 
     async def get(self, token_id: int) -> TokenRecord | None:
-        rows = await self._read(_GET, (token_id,))
-        return _record(rows[0]) if rows else None
+        records = await self._records(_GET, (token_id,))
+        return records[0] if records else None
 
     async def get_service_token(self, name: str) -> TokenRecord | None:
-        rows = await self._read(_GET_SERVICE, (name,))
-        return _record(rows[0]) if rows else None
+        records = await self._records(_GET_SERVICE, (name,))
+        return records[0] if records else None
 
-    async def list(self, query: ListQuery) -> list[TokenRecord]:
+    async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         keyset = query.offset == 0
         sql = _LIST[query.include_revoked, keyset]
         params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
         if not keyset:
             params += (query.offset,)
         if keyset and query.limit <= _INLINE_PAGE + 1:
-            rows = await self._read(sql, params)
-        else:
-            # An offset walks the index up to it: too long to hold the loop.
-            rows = list(await self._reader.execute_fetchall(sql, params))
+            return await self._records(sql, params)
+        # An offset walks the index up to it: too long to hold the loop.
+        rows = await self._reader.execute_fetchall(sql, params)
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
@@ -271,31 +334,41 @@ class SqliteStore:
             f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
         )
         params.append(token_id)
-        async with self._write_lock:
+
+        async def update() -> Iterable[Any]:
             try:
-                rows = await self._writer.execute_fetchall(sql, params)
+                return await self._writer.execute_fetchall(sql, params)
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(changes.name or "") from exc
-        return next((_record(row) for row in rows), None)
+
+        return next((_record(row) for row in await self._write(update)), None)
 
     async def revoke(self, token_id: int, now: int) -> TokenRecord | None:
-        async with self._write_lock:
-            rows = await self._writer.execute_fetchall(_REVOKE, (now, now, token_id))
+        rows = await self._write(
+            functools.partial(self._writer.execute_fetchall, _REVOKE, (now, now, token_id))
+        )
         return next((_record(row) for row in rows), None)
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
         params = [(use.count, use.last_use_time, token_id) for token_id, use in uses.items()]
-        async with self._write_lock:
-            # One transaction, so a batch costs one fsync, not one per token.
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                await self._writer.executemany(_ADD_USAGE, params)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+
+        async def add() -> None:
+            await self._writer.executemany(_ADD_USAGE, params)
+
+        def counted(record: TokenRecord) -> TokenRecord:
+            use = uses.get(record.id)
+            if use is None:
+                return record
+            return dataclasses.replace(
+                record,
+                usage_count=record.usage_count + use.count,
+                last_use_time=max(record.last_use_time or 0, use.last_use_time),
+            )
+
+        # One transaction, so a batch costs one fsync, not one per token.
+        await self._write(functools.partial(self._transaction, add), counted)
 
     async def is_empty(self) -> bool:
         rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
@@ -308,6 +381,7 @@ class SqliteStore:
         self._inline.close()
         await self._reader.close()
         await self._writer.close()
+        self._generation.close()
 
 
 __all__ = ["DB_FILE", "SERVICE_OWNER", "SqliteStore"]
