@@ -30,14 +30,23 @@ class InputError(Exception):
 # Times, each family its own way.
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _utc(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
+    # Naive UTC by arithmetic: about half the cost of ToDatetime + strftime,
+    # and listings render two of these per token.
+    return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
 def micro_z(stamp: timestamp_pb2.Timestamp) -> str:
     """``2026-03-31T12:00:00.000000Z`` (solder)."""
-    return stamp.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{_utc(stamp).isoformat(timespec='microseconds')}Z"
 
 
 def seconds_z(stamp: timestamp_pb2.Timestamp) -> str:
     """``2024-04-11T14:35:05Z`` (me)."""
-    return stamp.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{_utc(stamp).isoformat(timespec='seconds')}Z"
 
 
 def millis(stamp: timestamp_pb2.Timestamp) -> int:

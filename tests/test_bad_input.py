@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -27,6 +30,11 @@ class World:
     by_state: dict[str, str]
 
 
+def _set_column(data_dir: Path, token_id: int, column: str, value: int) -> None:
+    with contextlib.closing(sqlite3.connect(data_dir / "tokens.db")) as db, db:
+        db.execute(f"UPDATE tokens SET {column} = ? WHERE id = ?", (value, token_id))  # noqa: S608
+
+
 @pytest.fixture
 async def world(service: LiveService) -> World:
     _, user = await service.create("alice", owner="alice", scopes=["write", "read"])
@@ -37,13 +45,15 @@ async def world(service: LiveService) -> World:
     states: dict[str, str] = {}
     for state in ("revoked", "expired", "inactive"):
         token_id, states[state] = await service.create(state, scopes=["admin", "write"])
-        with sqlite3.connect(service.data_dir / "tokens.db") as db:
-            column, value = {
-                "revoked": ("revoke_time", 1),
-                "expired": ("expire_time", 1),
-                "inactive": ("active", 0),
-            }[state]
-            db.execute(f"UPDATE tokens SET {column} = ? WHERE id = ?", (value, token_id))  # noqa: S608
+        column, value = {
+            "revoked": ("revoke_time", 1),
+            "expired": ("expire_time", 1),
+            "inactive": ("active", 0),
+        }[state]
+        # In a thread: the service's writer may be mid-transaction, waiting for this loop.
+        await asyncio.to_thread(_set_column, service.data_dir, token_id, column, value)
+    # Those writes went behind the service's back; this create announces a change,
+    # so no process keeps a cached copy of the rows from before them.
     _, states["ip-disallowed"] = await service.create(
         "elsewhere", scopes=["admin", "write"], allowed_ips=["192.0.2.0/24"]
     )

@@ -14,7 +14,7 @@ from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.clock import now_us
-from tokengrpc.convert import micros, token_message
+from tokengrpc.convert import micros, token_fields, token_message
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
@@ -176,11 +176,10 @@ class TokenManager:
                 after_id = found
         problems.raise_if_any()
 
-        response = pb.ListTokensResponse()
         epoch = self._usage.epoch
         if owner == SERVICE_OWNER and not caller.is_admin:
             # A service token without admin owns nothing it may see.
-            return response
+            return pb.ListTokensResponse()
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = (request.page - 1) * size if request.page > 1 else 0
         query = ListQuery(
@@ -195,8 +194,10 @@ class TokenManager:
             epoch = await self._settled_epoch()
             records = await self._store.list(query)
         now = now_us()
+        overlay = self._usage.overlay
+        response = pb.ListTokensResponse()
         for record in records[:size]:
-            response.tokens.append(token_message(record, now, self._usage.overlay(record)))
+            response.tokens.add(**token_fields(record, now, overlay(record)))
         if len(records) > size:
             response.next_page_token = encode_page_token(
                 records[size - 1].id, owner, request.show_revoked
