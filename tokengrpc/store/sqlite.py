@@ -311,8 +311,16 @@ class SqliteStore:
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
-        rows = await self._reader.execute_fetchall(_COUNT[query.include_revoked], (query.owner,))
-        return int(next(iter(rows))[0])
+        # Most owners have a handful of tokens: count those inline, and leave
+        # the thread hop to the few with more than _INLINE_COUNT.
+        rows = await self._read(_COUNT_UP_TO[query.include_revoked], (query.owner,))
+        counted = int(rows[0][0])
+        if counted <= _INLINE_COUNT:
+            return counted
+        rows = list(
+            await self._reader.execute_fetchall(_COUNT[query.include_revoked], (query.owner,))
+        )
+        return int(rows[0][0])
 
     async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:
         assignments = ["update_time = ?"]
