@@ -9,9 +9,9 @@ eight bytes of shared memory drops nothing.
 The protocol, which keeps a revocation effective on the very next request in
 every process:
 
-- every write through the store commits, then ``bump()``\\ s the counter, and
-  only then returns; bumps are serialised with ``flock``, so the counter only
-  ever grows and no value repeats;
+- every write through the store commits, then bumps the counter, and only
+  then returns; bumps are serialised with ``flock``, so the counter only ever
+  grows and no value repeats;
 - a reader keeps rows only if the counter was the same before and after it
   read them, and answers from them only while the counter has not moved.
 
