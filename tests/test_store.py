@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
-from tokengrpc.store import ListQuery, NameTaken, NewToken, Usage
+from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord, Usage
 from tokengrpc.store.freshness import Generation
 from tokengrpc.store.sqlite import _COUNT, _COUNT_UP_TO, _GET, _LIST, SqliteStore
 from tokengrpc.usage import UsageRecorder
@@ -242,3 +243,12 @@ async def test_own_usage_writes_are_carried_into_the_cache_once(tmp_path: Path) 
             assert (listed.usage_count, got.usage_count, got.last_use_time) == (2, 2, 50)
     finally:
         await store.close()
+
+
+def test_with_usage_changes_only_the_usage_figures() -> None:
+    record = TokenRecord(
+        1, "o", "n", b"h", ("s",), False, 2, ("10.0.0.0/8",), 3, 4, 5, 6, 7, b"sealed"
+    )
+    assert record.with_usage(70, 60) == dataclasses.replace(
+        record, usage_count=70, last_use_time=60
+    )

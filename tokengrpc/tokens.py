@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import replace
 
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
@@ -335,9 +334,7 @@ class TokenManager:
             epoch = await self._settled_epoch()
             fresh = await self._store.get(record.id)
             if fresh is not None:
-                record = replace(
-                    record, usage_count=fresh.usage_count, last_use_time=fresh.last_use_time
-                )
+                record = record.with_usage(fresh.usage_count, fresh.last_use_time)
         return record
 
     async def _settled_epoch(self) -> int:

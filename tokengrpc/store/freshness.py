@@ -115,7 +115,7 @@ class ReadCache:
         if before != self._valid_at:
             return
         for key, records in self._entries.items():
-            self._entries[key] = tuple(change(record) for record in records)
+            self._entries[key] = tuple(map(change, records))
         self._valid_at = before + 1
 
     def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:

@@ -19,7 +19,6 @@ effective on the very next request in every process.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import json
 import os
@@ -369,10 +368,9 @@ class SqliteStore:
             use = uses.get(record.id)
             if use is None:
                 return record
-            return dataclasses.replace(
-                record,
-                usage_count=record.usage_count + use.count,
-                last_use_time=max(record.last_use_time or 0, use.last_use_time),
+            return record.with_usage(
+                record.usage_count + use.count,
+                max(record.last_use_time or 0, use.last_use_time),
             )
 
         # One transaction, so a batch costs one fsync, not one per token.
