@@ -13,7 +13,7 @@ import pytest
 
 from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
 from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord, Usage
-from tokengrpc.store.freshness import Generation
+from tokengrpc.store.freshness import Generation, ReadCache
 from tokengrpc.store.sqlite import _COUNT, _COUNT_UP_TO, _GET, _LIST, SqliteStore
 from tokengrpc.usage import UsageRecorder
 
@@ -252,3 +252,18 @@ def test_with_usage_changes_only_the_usage_figures() -> None:
     assert record.with_usage(70, 60) == dataclasses.replace(
         record, usage_count=70, last_use_time=60
     )
+
+
+def test_the_read_cache_is_bounded_even_for_empty_answers(tmp_path: Path) -> None:
+    generation = Generation(tmp_path / "g")
+    try:
+        cache = ReadCache(generation, max_rows=3)
+        for token_id in range(5):  # made-up ids: each answer is "no such token"
+            key = ("get", token_id)
+            assert cache.get(key) is None
+            cache.put(key, (), cache.mark())
+        assert [cache.get(("get", i)) for i in range(5)] == [(), (), (), None, None]
+        generation.bump()  # any write empties it
+        assert cache.get(("get", 0)) is None
+    finally:
+        generation.close()

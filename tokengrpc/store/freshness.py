@@ -69,9 +69,9 @@ class Generation:
 class ReadCache:
     """Rows of recent reads, all dropped the moment any process writes.
 
-    Bounded by rows held, not entries, so a few large pages cannot take the
-    memory of many small answers; when full it stops adding until the next
-    write empties it.
+    Bounded by rows held (an empty answer counts as one), so neither a few
+    large pages nor a flood of made-up ids can grow it without end; when full
+    it stops adding until the next write empties it.
     """
 
     def __init__(self, generation: Generation, max_rows: int = 20_000) -> None:
@@ -121,7 +121,8 @@ class ReadCache:
     def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:
         if self._own_writes or mark != self._valid_at or self._generation.current() != mark:
             return
-        if self._rows + len(records) > self._max_rows:
+        cost = len(records) or 1  # "no such token" answers take room too
+        if self._rows + cost > self._max_rows:
             return
         self._entries[key] = records
-        self._rows += len(records)
+        self._rows += cost
