@@ -21,7 +21,7 @@ from gateway import legacy
 from gateway.http import BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
-from gateway.upstream import RpcFailure, Upstream
+from gateway.upstream import RpcFailure
 from tokengrpc.v1 import tokens_pb2 as pb
 
 WRITE = "write"
@@ -94,21 +94,18 @@ class _Fields:
             raise InputError(errors)
 
 
-class Admin:
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
+class Admin(legacy.Family):
+    bad_input = staticmethod(_bad_input)
+    failed = staticmethod(_failure)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
-            ("POST", "/_/token", self._guard(self.create)),
-            ("GET", "/_/token", self._guard(self.list)),
-            ("PUT", "/_/token", self._guard(self.update)),
-            ("DELETE", "/_/token", self._guard(self.delete)),
-            ("GET", "/_/token/value", self._guard(self.value)),
+            ("POST", "/_/token", self.guard(self.create)),
+            ("GET", "/_/token", self.guard(self.list)),
+            ("PUT", "/_/token", self.guard(self.update)),
+            ("DELETE", "/_/token", self.guard(self.delete)),
+            ("GET", "/_/token/value", self.guard(self.value)),
         ]
-
-    def _guard(self, handler: Handler) -> Handler:
-        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
         fields = _Fields(await request.json_object())

@@ -202,3 +202,20 @@ def guarded(
             return failed(request, failure)
 
     return run
+
+
+class Family:
+    """A legacy route family: a table of routes, each guarded into the family's error shapes.
+
+    A family names its two error renderers and lists its routes; the guard
+    (authenticate first on bad input, map failed calls) is the same for all.
+    """
+
+    bad_input: staticmethod[[Request, InputFailure], Response]
+    failed: staticmethod[[Request, RpcFailure], Response]
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    def guard(self, handler: Handler) -> Handler:
+        return guarded(self._upstream, handler, self.bad_input, self.failed)

@@ -23,7 +23,7 @@ from gateway import legacy
 from gateway.http import BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
-from gateway.upstream import RpcFailure, Upstream
+from gateway.upstream import RpcFailure
 from tokengrpc.v1 import tokens_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -199,19 +199,16 @@ def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
     return problem(request, 400, str(bad))
 
 
-class Me:
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
+class Me(legacy.Family):
+    bad_input = staticmethod(_bad_input)
+    failed = staticmethod(_failure)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
-            ("GET", PATH, self._guard(self.list)),
-            ("POST", PATH, self._guard(self.create)),
-            ("DELETE", PATH + "/{id}", self._guard(self.revoke)),
+            ("GET", PATH, self.guard(self.list)),
+            ("POST", PATH, self.guard(self.create)),
+            ("DELETE", PATH + "/{id}", self.guard(self.revoke)),
         ]
-
-    def _guard(self, handler: Handler) -> Handler:
-        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         pages = [value for key, value in request.query() if key == "page"]

@@ -13,7 +13,7 @@ from gateway import legacy
 from gateway.http import BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
-from gateway.upstream import RpcFailure, Upstream
+from gateway.upstream import RpcFailure
 from tokengrpc.v1 import tokens_pb2 as pb
 
 _NOT_FOUND = {"error": "Token not found."}
@@ -48,19 +48,16 @@ def _bad_input(request: Request, problem: legacy.InputFailure) -> Response:
     return json_response(400, {"error": str(problem)})
 
 
-class Solder:
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
+class Solder(legacy.Family):
+    bad_input = staticmethod(_bad_input)
+    failed = staticmethod(_failure)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
-            ("GET", "/api/token", self._guard(self.list)),
-            ("POST", "/api/token", self._guard(self.create)),
-            ("DELETE", "/api/token/{tokenId}", self._guard(self.revoke)),
+            ("GET", "/api/token", self.guard(self.list)),
+            ("POST", "/api/token", self.guard(self.create)),
+            ("DELETE", "/api/token/{tokenId}", self.guard(self.revoke)),
         ]
-
-    def _guard(self, handler: Handler) -> Handler:
-        return legacy.guarded(self._upstream, handler, _bad_input, _failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         tokens = await legacy.all_tokens(self._upstream, request, pb.ListTokensRequest())
