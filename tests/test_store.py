@@ -211,8 +211,9 @@ def test_the_generation_is_shared_and_only_grows(tmp_path: Path) -> None:
         one.close()  # closing twice is harmless
 
 
-async def test_own_usage_writes_are_carried_into_the_cache_once(tmp_path: Path) -> None:
-    """Cached rows get this process's usage batch added, rows read mid-write do not."""
+async def test_own_usage_writes_are_counted_once_cached_or_not(tmp_path: Path) -> None:
+    """Cached rows count a batch from the moment it is handed over; fresh reads
+    made while it is written wait for it; rows kept afterwards do not count it twice."""
     store = await SqliteStore.open(tmp_path)
     try:
         token = await store.insert(_new("counted"))
@@ -231,16 +232,27 @@ async def test_own_usage_writes_are_carried_into_the_cache_once(tmp_path: Path) 
         writer.execute = held  # type: ignore[method-assign,assignment]
         writing = asyncio.create_task(store.add_usage({token.id: Usage(2, 50)}))
         await asyncio.wait_for(committed.wait(), 5)
+        cached = await store.get(token.id)
+        assert cached is not None
+        assert (cached.usage_count, cached.last_use_time) == (2, 50)
         page = ListQuery(owner="o", include_revoked=False, limit=10)
-        (mid_write,) = await store.list(page)  # a fresh read: it already holds the batch
-        assert mid_write.usage_count == 2
+        fresh = asyncio.create_task(store.list(page))  # not cached: may or may not hold it
+        await asyncio.sleep(0.05)
+        assert not fresh.done()
         release.set()
         await writing
-        for _ in range(2):
+        (listed,) = await fresh
+        assert listed.usage_count == 2
+        for _ in range(2):  # the second time, both answers come from the cache
             (listed,) = await store.list(page)
             got = await store.get(token.id)
             assert got is not None
             assert (listed.usage_count, got.usage_count, got.last_use_time) == (2, 2, 50)
+        await store.add_usage({token.id: Usage(1, 60)})
+        (listed,) = await store.list(page)
+        got = await store.get(token.id)
+        assert got is not None
+        assert (listed.usage_count, got.usage_count, got.last_use_time) == (3, 3, 60)
     finally:
         await store.close()
 

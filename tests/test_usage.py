@@ -1,20 +1,23 @@
 """Usage counts read while a flush is writing them: each use counted once.
 
-A read that overlaps a flush may see the row before or after the batch
-lands. The store's ``add_usage`` is held (before or after its commit) to
-make both orders happen on demand.
+The store starts counting a batch in its answers the moment the flush hands
+it over. A cached answer knows it does not hold the batch yet and adds it at
+once; a fresh read may or may not hold it (whether the commit came first), so
+it waits for the flush and reads again. The flush's COMMIT is held (before or
+after it runs) to make both orders happen on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
 from tests.helpers import LiveService, bearer
-from tokengrpc.store import Usage
+from tokengrpc.store.freshness import Generation
+from tokengrpc.store.sqlite import GENERATION_FILE
 from tokengrpc.v1 import tokens_pb2 as pb
 
 Reader = Callable[[LiveService, int, str], Coroutine[Any, Any, pb.Token]]
@@ -43,49 +46,59 @@ async def _introspect(service: LiveService, token_id: int, token: str) -> pb.Tok
     return answer.token
 
 
+@pytest.mark.parametrize("cache", ["cached", "announced-elsewhere"])
 @pytest.mark.parametrize("commit", ["held-before-commit", "held-after-commit"])
 @pytest.mark.parametrize(
     ("read", "uses"),
     # Introspecting a token is one more successful use of it.
-    [(_get, 1), (_list, 1), (_introspect, 2)],
+    [(_get, 0), (_list, 0), (_introspect, 1)],
     ids=["GetToken", "ListTokens", "IntrospectToken"],
 )
 async def test_a_read_during_a_flush_counts_each_use_once(
-    service: LiveService, commit: str, read: Reader, uses: int
+    service: LiveService, cache: str, commit: str, read: Reader, uses: int
 ) -> None:
     token_id, token = await service.create("counted", owner="counted", scopes=["write"])
     store = service.core.store
-    real_add = store.add_usage
+    await service.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))  # one use
+    await read(service, token_id, token)  # the answer is cached now
+    writer = store._writer  # a slow disk, on demand
+    real_execute = writer.execute
     reached, release = asyncio.Event(), asyncio.Event()
 
-    async def held(uses: Mapping[int, Usage]) -> None:
-        if token_id not in uses:
-            await real_add(uses)
-            return
-        if commit == "held-after-commit":
-            await real_add(uses)
+    async def held(sql: str, *args: Any) -> Any:
+        if sql != "COMMIT" or reached.is_set():
+            return await real_execute(sql, *args)
+        result = await real_execute(sql, *args) if commit == "held-after-commit" else None
         reached.set()
         await release.wait()
         if commit == "held-before-commit":
-            await real_add(uses)
+            result = await real_execute(sql, *args)
+        return result
 
-    store.add_usage = held  # type: ignore[method-assign]  # a slow disk, on demand
-    await service.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))
+    writer.execute = held  # type: ignore[method-assign,assignment]
     flushing = asyncio.create_task(service.core.usage.flush())
     await asyncio.wait_for(reached.wait(), 5)
+    if cache == "announced-elsewhere":  # another process wrote: the cache is dropped
+        elsewhere = Generation(service.data_dir / GENERATION_FILE)
+        elsewhere.bump()
+        elsewhere.close()
 
     reading = asyncio.create_task(read(service, token_id, token))
     try:
         await asyncio.sleep(0.05)
-        assert not reading.done(), "a read racing the flush must wait for it, not guess"
+        if cache == "cached":
+            assert reading.done(), "a cached answer knows what it holds: no need to wait"
+        else:
+            assert not reading.done(), "a fresh read racing the flush must wait, not guess"
     finally:
         release.set()
         await flushing
+        writer.execute = real_execute  # type: ignore[method-assign]
     got = await asyncio.wait_for(reading, 5)
-    assert got.usage_count == uses
+    expected = 1 + 2 * uses
+    assert got.usage_count == expected
     assert got.HasField("last_use_time")
-    store.add_usage = real_add  # type: ignore[method-assign]
     await service.core.usage.flush()
     stored = await store.get(token_id)
     assert stored is not None
-    assert stored.usage_count == uses
+    assert stored.usage_count == expected

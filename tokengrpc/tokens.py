@@ -175,7 +175,6 @@ class TokenManager:
                 after_id = found
         problems.raise_if_any()
 
-        epoch = self._usage.epoch
         if owner == SERVICE_OWNER and not caller.is_admin:
             # A service token without admin owns nothing it may see.
             return pb.ListTokensResponse()
@@ -189,9 +188,6 @@ class TokenManager:
             offset=offset,
         )
         records = await self._store.list(query)
-        while not self._usage.steady_since(epoch):
-            epoch = await self._settled_epoch()
-            records = await self._store.list(query)
         now = now_us()
         overlay = self._usage.overlay
         response = pb.ListTokensResponse()
@@ -206,8 +202,7 @@ class TokenManager:
         return response
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
-        epoch = self._usage.epoch
-        record = await self._settle(await self._find(caller, request), epoch)
+        record = await self._find(caller, request)
         return pb.GetTokenResponse(
             token=token_message(record, now_us(), self._usage.overlay(record))
         )
@@ -251,14 +246,12 @@ class TokenManager:
         record = await self._find_by_id(caller, token.id)
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        epoch = self._usage.epoch
         try:
             updated = await self._store.update(record.id, changes, now)
         except NameTaken:
             raise AlreadyExists(f"a service token named {changes.name!r} already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        updated = await self._settle(updated, epoch)
         return pb.UpdateTokenResponse(
             token=token_message(updated, now, self._usage.overlay(updated))
         )
@@ -271,11 +264,9 @@ class TokenManager:
         if request.caller_owner_only and (record.is_service or record.owner != caller.owner):
             raise NotFound()
         now = now_us()
-        epoch = self._usage.epoch
         revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
         if revoked is None:
             raise NotFound("token not found or already revoked")
-        revoked = await self._settle(revoked, epoch)
         return pb.RevokeTokenResponse(
             token=token_message(revoked, now, self._usage.overlay(revoked))
         )
@@ -284,8 +275,7 @@ class TokenManager:
         self, caller: Caller, request: pb.GetTokenValueRequest
     ) -> pb.GetTokenValueResponse:
         _require(caller, rules.ADMIN, "reading a token's value")
-        epoch = self._usage.epoch
-        record = await self._settle(await self._find(caller, request), epoch)
+        record = await self._find(caller, request)
         if not record.is_service or record.sealed_value is None:
             raise FailedPrecondition(
                 "only a service token's value can be read back;"
@@ -314,32 +304,11 @@ class TokenManager:
             if address is None:
                 problems.add("client_ip", f"{request.client_ip!r} is not an IP address")
         problems.raise_if_any()
-        epoch = self._usage.epoch
         record = await self._auth.check(request.token, address)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        record = await self._settle(record, epoch)
         token = token_message(record, now_us(), self._usage.overlay(record))
         return pb.IntrospectTokenResponse(active=True, token=token)
-
-    async def _settle(self, record: TokenRecord, epoch: int) -> TokenRecord:
-        """``record`` with its usage read again if a usage flush overlapped the read.
-
-        Such a read may or may not hold the flush's batch, so its overlay could
-        miss or double those uses; read after the flush, it cannot. Only the
-        usage is taken from the second read: the answer stays about the row the
-        call checked.
-        """
-        while not self._usage.steady_since(epoch):
-            epoch = await self._settled_epoch()
-            fresh = await self._store.get(record.id)
-            if fresh is not None:
-                record = record.with_usage(fresh.usage_count, fresh.last_use_time)
-        return record
-
-    async def _settled_epoch(self) -> int:
-        await self._usage.settled()
-        return self._usage.epoch
 
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
         missing = rules.grantable(scopes, caller.scopes)

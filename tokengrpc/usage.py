@@ -4,10 +4,10 @@ An authentication must not cost a database write. Counts are flushed at
 least every ``interval`` seconds and on shutdown; a failed flush keeps its
 counts for the next one.
 
-Readers add the pending counts to what they read (``overlay``). While a flush
-is writing, a row read may or may not already hold its batch, so the
-``epoch`` changes when a flush starts and when it ends: a reader that sees it
-change (or odd) around its read waits for ``settled`` and reads again.
+Readers add the pending counts to what they read (``overlay``). A batch
+handed to the store leaves the pending counts in the same step as the store
+starts counting it in its answers (``TokenStore.add_usage``), so every use is
+counted exactly once, flush or no flush.
 """
 
 from __future__ import annotations
@@ -29,22 +29,6 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._epoch = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @property
-    def epoch(self) -> int:
-        """Odd while a flush is writing; changes at every flush start and end."""
-        return self._epoch
-
-    def steady_since(self, epoch: int) -> bool:
-        """Whether a read begun at ``epoch`` overlapped no flush, so ``overlay`` is exact."""
-        return epoch == self._epoch and not epoch & 1
-
-    async def settled(self) -> None:
-        """Return once no flush is writing."""
-        await self._idle.wait()
 
     def record(self, token_id: int, when: int) -> None:
         use = self._pending.get(token_id)
@@ -65,8 +49,6 @@ class UsageRecorder:
             if not self._pending:
                 return
             batch, self._pending = self._pending, {}
-            self._epoch += 1
-            self._idle.clear()
             try:
                 await self._store.add_usage(batch)
             except BaseException as error:
@@ -75,9 +57,6 @@ class UsageRecorder:
                 self._merge_back(batch)
                 if not isinstance(error, Exception):
                     raise
-            finally:
-                self._epoch += 1
-                self._idle.set()
 
     def _merge_back(self, batch: dict[int, Usage]) -> None:
         for token_id, use in batch.items():

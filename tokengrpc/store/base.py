@@ -117,7 +117,14 @@ class TokenStore(Protocol):
         """The revoked record; None if there is no such token or it was revoked."""
         ...
 
-    async def add_usage(self, uses: Mapping[int, Usage]) -> None: ...
+    async def add_usage(self, uses: Mapping[int, Usage]) -> None:
+        """Add counted uses to their tokens.
+
+        From the call on, every record the store returns holds these uses,
+        exactly once, unless the call raises: the caller drops them from its
+        pending counts in the same step and adds them back if it fails.
+        """
+        ...
 
     async def is_empty(self) -> bool: ...
 

@@ -21,14 +21,13 @@ the counter; ``docs/decisions.md`` says so.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
-from tokengrpc.store.base import TokenRecord
+from tokengrpc.store.base import TokenRecord, Usage
 
 _SIZE = 8
 
@@ -67,7 +66,12 @@ class Generation:
 
 
 class ReadCache:
-    """Rows of recent reads, all dropped the moment any process writes.
+    """Rows of recent reads, all dropped the moment another process writes.
+
+    This process's own usage batches do not drop them: they are added to the
+    rows on the way out (``counted``) from the moment the write begins, so
+    hits never wait for a flush and a flush never rebuilds the cache. Rows
+    are kept without those batches, so each is counted exactly once.
 
     Bounded by rows held (an empty answer counts as one), so neither a few
     large pages nor a flood of made-up ids can grow it without end; when full
@@ -80,49 +84,79 @@ class ReadCache:
         self._entries: dict[Hashable, tuple[TokenRecord, ...]] = {}
         self._rows = 0
         self._valid_at = generation.current()
-        self._own_writes = 0
+        self._writes = 0
+        #: This process's usage batches begun since the entries were read.
+        self._counted: dict[int, Usage] = {}
 
-    @contextlib.contextmanager
-    def own_write(self) -> Iterator[None]:
-        """Around this process's writes: rows read meanwhile may hold the write, so
-        they are not kept, and ``carry_over`` applies it only to rows read before."""
-        self._own_writes += 1
-        try:
-            yield
-        finally:
-            self._own_writes -= 1
+    def begin_write(self) -> None:
+        """A write of this process is waiting or running: rows read until it
+        ends may or may not hold it, so none are kept."""
+        self._writes += 1
+
+    def end_write(self) -> None:
+        self._writes -= 1
+
+    def count_usage(self, uses: Mapping[int, Usage]) -> None:
+        """This process begins writing ``uses`` (inside ``begin_write``):
+        answers from the entries include them from now on."""
+        counted = self._counted
+        for token_id, use in uses.items():
+            before = counted.get(token_id)
+            if before is not None:
+                use = Usage(before.count + use.count, max(before.last_use_time, use.last_use_time))
+            counted[token_id] = use
+
+    def usage_announced(self, before: int) -> None:
+        """This process's usage write bumped the counter from ``before``; the
+        entries hold it already, so they stay valid if nothing else was announced."""
+        if before == self._valid_at:
+            self._valid_at = before + 1
 
     def get(self, key: Hashable) -> tuple[TokenRecord, ...] | None:
         now = self._generation.current()
         if now != self._valid_at:
             self._entries.clear()
+            self._counted.clear()
             self._rows = 0
             self._valid_at = now
             return None
-        return self._entries.get(key)
+        found = self._entries.get(key)
+        if found is None or not self._counted:
+            return found
+        return _shifted(found, self._counted, 1)
 
     def mark(self) -> int:
         """Call before reading rows to ``put``; a write in between makes ``put`` a no-op."""
         return self._generation.current()
 
-    def carry_over(self, before: int, change: Callable[[TokenRecord], TokenRecord]) -> None:
-        """Keep the entries across this process's own write, which bumped ``before``.
-
-        Only if nothing else was announced since they were read, and only for a
-        write that changes rows in place (usage counts), never which rows a
-        query returns. Otherwise the next ``get`` drops them as usual.
-        """
-        if before != self._valid_at:
-            return
-        for key, records in self._entries.items():
-            self._entries[key] = tuple(map(change, records))
-        self._valid_at = before + 1
-
     def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:
-        if self._own_writes or mark != self._valid_at or self._generation.current() != mark:
+        if self._writes or mark != self._valid_at or self._generation.current() != mark:
             return
         cost = len(records) or 1  # "no such token" answers take room too
         if self._rows + cost > self._max_rows:
             return
-        self._entries[key] = records
+        # Read after the counted batches committed: keep them out of the row,
+        # since ``get`` adds them back.
+        self._entries[key] = _shifted(records, self._counted, -1) if self._counted else records
         self._rows += cost
+
+
+def _shifted(
+    records: tuple[TokenRecord, ...], counted: Mapping[int, Usage], sign: int
+) -> tuple[TokenRecord, ...]:
+    """``records`` with the counted uses added (1) or taken out (-1).
+
+    The last use only ever grows, so a maximum serves both ways.
+    """
+    if not any(record.id in counted for record in records):
+        return records
+    shifted = []
+    for record in records:
+        use = counted.get(record.id)
+        if use is not None:
+            record = record.with_usage(
+                record.usage_count + sign * use.count,
+                max(record.last_use_time or 0, use.last_use_time),
+            )
+        shifted.append(record)
+    return tuple(shifted)

@@ -45,6 +45,7 @@ DB_FILE = "tokens.db"
 GENERATION_FILE = "tokens.db-generation"
 
 T = TypeVar("T")
+Rows = TypeVar("Rows", bound=Sequence[TokenRecord])
 
 _COLUMNS = (
     "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
@@ -187,6 +188,8 @@ class SqliteStore:
         self._generation = generation
         self._cache = ReadCache(generation)
         self._write_lock = asyncio.Lock()
+        #: This process's usage batches being written, each with its end.
+        self._usage_writes: list[tuple[Mapping[int, Usage], asyncio.Event]] = []
 
     @classmethod
     async def open(cls, data_dir: Path) -> SqliteStore:
@@ -215,25 +218,49 @@ class SqliteStore:
         mark = self._cache.mark()
         records = tuple(_record(row) for row in await self._read(sql, params))
         self._cache.put(key, records, mark)
+        if self._usage_writes:
+            return await self._exact(records, functools.partial(self._records, sql, params))
         return records
 
+    async def _exact(self, records: Rows, again: Callable[[], Awaitable[Rows]]) -> Rows:
+        """``records``, read again if a usage write of ours touching them is in flight.
+
+        Such a read may or may not hold that batch (it depends on whether the
+        commit came first), so it waits for the write and reads once more.
+        Cache hits never come here: they know they do not hold it.
+        """
+        while True:
+            writes = [
+                done
+                for uses, done in self._usage_writes
+                if any(record.id in uses for record in records)
+            ]
+            if not writes:
+                return records
+            for done in writes:
+                await done.wait()
+            records = await again()
+
     async def _write(
-        self,
-        work: Callable[[], Awaitable[T]],
-        in_place: Callable[[TokenRecord], TokenRecord] | None = None,
+        self, work: Callable[[], Awaitable[T]], usage: Mapping[int, Usage] | None = None
     ) -> T:
         """Run a write to its end, then tell every process's cache about it.
 
         Shielded: a caller cancelled mid-write (a client's deadline) must not
-        leave a transaction open, or a commit that no bump announces.
-        ``in_place`` applies a write that only changes rows in place to this
-        process's cache, so it need not read them all again.
+        leave a transaction open, or a commit that no bump announces. A
+        ``usage`` write only adds those counts, which this process's cache
+        already counts, so it keeps the cache.
         """
+        self._cache.begin_write()  # now, not when the task first runs
+        if usage is not None:
+            self._cache.count_usage(usage)
 
         async def locked() -> T:
-            async with self._write_lock:
-                with self._cache.own_write():
+            try:
+                async with self._write_lock:
                     return await announced()
+            finally:
+                self._cache.end_write()
 
         async def announced() -> T:
             done = False
@@ -243,8 +270,8 @@ class SqliteStore:
                 return result
             finally:
                 before = self._generation.bump()
-                if done and in_place is not None:
-                    self._cache.carry_over(before, in_place)
+                if done and usage is not None:
+                    self._cache.usage_announced(before)
 
         return await asyncio.shield(locked())
 
@@ -307,7 +334,8 @@ class SqliteStore:
             return await self._records(sql, params)
         # An offset walks the index up to it: too long to hold the loop.
         rows = await self._reader.execute_fetchall(sql, params)
-        return [_record(row) for row in rows]
+        records = [_record(row) for row in rows]
+        return await self._exact(records, functools.partial(self.list, query))
 
     async def count(self, query: ListQuery) -> int:
         # Most owners have a handful of tokens: count those inline, and leave
@@ -348,13 +376,28 @@ class SqliteStore:
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(changes.name or "") from exc
 
-        return next((_record(row) for row in await self._write(update)), None)
+        return await self._returned(await self._write(update))
 
     async def revoke(self, token_id: int, now: int) -> TokenRecord | None:
         rows = await self._write(
             functools.partial(self._writer.execute_fetchall, _REVOKE, (now, now, token_id))
         )
-        return next((_record(row) for row in rows), None)
+        return await self._returned(rows)
+
+    async def _returned(self, rows: Iterable[Any]) -> TokenRecord | None:
+        """The row a write returned, with its usage exact (see ``_exact``)."""
+        record = next((_record(row) for row in rows), None)
+        if record is None or not self._usage_writes:
+            return record
+
+        async def usage_again() -> tuple[TokenRecord]:
+            fresh = await self.get(record.id)
+            if fresh is None:
+                return (record,)
+            return (record.with_usage(fresh.usage_count, fresh.last_use_time),)
+
+        (exact,) = await self._exact((record,), usage_again)
+        return exact
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
@@ -364,17 +407,19 @@ class SqliteStore:
         async def add() -> None:
             await self._writer.executemany(_ADD_USAGE, params)
 
-        def counted(record: TokenRecord) -> TokenRecord:
-            use = uses.get(record.id)
-            if use is None:
-                return record
-            return record.with_usage(
-                record.usage_count + use.count,
-                max(record.last_use_time or 0, use.last_use_time),
-            )
-
-        # One transaction, so a batch costs one fsync, not one per token.
-        await self._write(functools.partial(self._transaction, add), counted)
+        # Counted in every answer from this moment: the caller has just taken
+        # these uses out of its pending counts.
+        done = asyncio.Event()
+        writing = (uses, done)
+        self._usage_writes.append(writing)
+        try:
+            # One transaction, so a batch costs one fsync, not one per token.
+            await self._write(functools.partial(self._transaction, add), usage=uses)
+        finally:
+            # In the caller's own step, so a failed batch goes straight back
+            # to its pending counts with no answer in between missing it.
+            self._usage_writes.remove(writing)
+            done.set()
 
     async def is_empty(self) -> bool:
         rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
