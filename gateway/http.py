@@ -34,6 +34,9 @@ class Trust:
     """Which peers may tell us the real client (X-Forwarded-*)."""
 
     proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    #: Answers by peer: the same few peers connect again and again, and
+    #: parsing an address costs microseconds.
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, ranges: Iterable[str]) -> Trust:
@@ -42,6 +45,14 @@ class Trust:
     def trusts(self, host: str | None) -> bool:
         if host is None:
             return True  # a unix socket: a local process
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= 1024:
+                self._known.clear()
+            known = self._known[host] = self._check(host)
+        return known
+
+    def _check(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

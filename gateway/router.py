@@ -3,6 +3,9 @@
 Priority is by specificity (literal beats ``*`` beats ``**``), never by the
 order routes were added; a trailing ``/`` matches the route without it; a
 path that matches under other methods is 405 with ``Allow``.
+
+A path that is exactly an all-literal template (most legacy routes) is
+found by one dictionary lookup: no template can be more specific than it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.http import Request, Response
-from gateway.pattern import Template, compile_template
+from gateway.pattern import LITERAL, Template, compile_template
 
 Endpoint = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -41,6 +44,8 @@ class AmbiguousRoute(ValueError):
 class Router:
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        #: All-literal templates: path -> method -> endpoint.
+        self._exact: dict[str, dict[str, Endpoint]] = {}
 
     def add(self, method: str, template: Template | str, endpoint: Endpoint) -> None:
         compiled = compile_template(template) if isinstance(template, str) else template
@@ -53,6 +58,8 @@ class Router:
                 raise AmbiguousRoute(f"{method} {compiled.source} is already routed")
         self._routes.append(Route(method, compiled, endpoint))
         self._routes.sort(key=lambda r: r.template.rank, reverse=True)
+        if all(kind == LITERAL for kind, _ in compiled.segments):
+            self._exact.setdefault(compiled.source, {})[method] = endpoint
 
     def resolve(self, method: str, raw_path: str) -> Match | NotAllowed | None:
         """The endpoint for a request; NotAllowed or None (404) otherwise.
@@ -61,6 +68,9 @@ class Router:
         """
         if len(raw_path) > 1 and raw_path.endswith("/"):
             raw_path = raw_path[:-1]
+        exact = self._exact.get(raw_path)
+        if exact is not None and method in exact:
+            return Match(exact[method], {})
         allowed: list[str] = []
         for route in self._routes:
             variables = route.template.match(raw_path)

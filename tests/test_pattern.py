@@ -103,3 +103,16 @@ def test_the_same_route_twice_is_refused() -> None:
     with pytest.raises(AmbiguousRoute):
         router.add("GET", "/v1/{b}", _endpoint("b"))  # type: ignore[arg-type]
     router.add("POST", "/v1/{b}", _endpoint("b"))  # type: ignore[arg-type]
+
+
+def test_an_exact_literal_path_defers_to_other_methods_and_escapes() -> None:
+    """All-literal routes are looked up directly; everything else still scans."""
+    router = Router()
+    router.add("GET", "/v1/tokens", _endpoint("literal"))  # type: ignore[arg-type]
+    router.add("POST", "/v1/{id}", _endpoint("wild"))  # type: ignore[arg-type]
+    assert _label(router.resolve("GET", "/v1/tokens")) == "literal"
+    assert _label(router.resolve("POST", "/v1/tokens")) == "wild"
+    assert _label(router.resolve("GET", "/v1/%74okens")) == "literal"
+    result = router.resolve("PUT", "/v1/tokens")
+    assert isinstance(result, NotAllowed)
+    assert result.allow == ("GET", "POST")
