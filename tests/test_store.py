@@ -143,8 +143,37 @@ async def test_counts_above_the_inline_limit_are_exact(tmp_path: Path) -> None:
         await store.insert_many([_new(f"t{i}", owner="small") for i in range(7)])
         query = ListQuery(owner="big", include_revoked=False, limit=1)
         assert await store.count(query) == 1234
+        assert await store.count(query) == 1234  # from the cache
         assert await store.count(ListQuery(owner="small", include_revoked=True, limit=1)) == 7
+        await store.insert(_new("one more", owner="big"))
+        assert await store.count(query) == 1235
     finally:
+        await store.close()
+
+
+async def test_cached_counts_follow_every_write_in_any_process(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    other = await SqliteStore.open(tmp_path)  # another process on the same data dir
+    try:
+        live = ListQuery(owner="o", include_revoked=False, limit=1)
+        every = ListQuery(owner="o", include_revoked=True, limit=1)
+        first = await store.insert(_new("a"))
+        assert (await store.count(live), await store.count(every)) == (1, 1)
+        await store.add_usage({first.id: Usage(3, 7)})  # usage keeps counts (and the cache)
+        assert (await store.count(live), await store.count(every)) == (1, 1)
+        with sqlite3.connect(tmp_path / "tokens.db") as shell:  # unannounced: still cached
+            shell.execute(
+                "INSERT INTO tokens (owner, name, secret_hash, scopes, allowed_ips, active,"
+                " create_time, update_time) VALUES ('o', 'behind', x'00', '[]', '[]', 1, 1, 1)"
+            )
+        shell.close()
+        assert (await store.count(live), await store.count(every)) == (1, 1)
+        await other.insert(_new("b"))
+        assert (await store.count(live), await store.count(every)) == (3, 3)
+        await other.revoke(first.id, 9)
+        assert (await store.count(live), await store.count(every)) == (2, 3)
+    finally:
+        await other.close()
         await store.close()
 
 

@@ -82,6 +82,7 @@ class ReadCache:
         self._generation = generation
         self._max_rows = max_rows
         self._entries: dict[Hashable, tuple[TokenRecord, ...]] = {}
+        self._counts: dict[Hashable, int] = {}
         self._rows = 0
         self._valid_at = generation.current()
         self._writes = 0
@@ -112,13 +113,20 @@ class ReadCache:
         if before == self._valid_at:
             self._valid_at = before + 1
 
-    def get(self, key: Hashable) -> tuple[TokenRecord, ...] | None:
+    def _still_valid(self) -> bool:
+        """Whether no other process has written since the entries were read; empties them if so."""
         now = self._generation.current()
-        if now != self._valid_at:
-            self._entries.clear()
-            self._counted.clear()
-            self._rows = 0
-            self._valid_at = now
+        if now == self._valid_at:
+            return True
+        self._entries.clear()
+        self._counts.clear()
+        self._counted.clear()
+        self._rows = 0
+        self._valid_at = now
+        return False
+
+    def get(self, key: Hashable) -> tuple[TokenRecord, ...] | None:
+        if not self._still_valid():
             return None
         found = self._entries.get(key)
         if found is None or not self._counted:
@@ -129,11 +137,23 @@ class ReadCache:
         """Call before reading rows to ``put``; a write in between makes ``put`` a no-op."""
         return self._generation.current()
 
-    def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:
+    def get_count(self, key: Hashable) -> int | None:
+        """A row count read before (usage writes do not change counts)."""
+        return self._counts.get(key) if self._still_valid() else None
+
+    def put_count(self, key: Hashable, count: int, mark: int) -> None:
+        if self._keeps(1, mark):
+            self._counts[key] = count
+            self._rows += 1
+
+    def _keeps(self, cost: int, mark: int) -> bool:
         if self._writes or mark != self._valid_at or self._generation.current() != mark:
-            return
+            return False
+        return self._rows + cost <= self._max_rows
+
+    def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:
         cost = len(records) or 1  # "no such token" answers take room too
-        if self._rows + cost > self._max_rows:
+        if not self._keeps(cost, mark):
             return
         # Read after the counted batches committed: keep them out of the row,
         # since ``get`` adds them back.

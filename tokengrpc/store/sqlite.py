@@ -338,16 +338,20 @@ class SqliteStore:
         return await self._exact(records, functools.partial(self.list, query))
 
     async def count(self, query: ListQuery) -> int:
+        key = (_COUNT[query.include_revoked], query.owner)
+        found = self._cache.get_count(key)
+        if found is not None:
+            return found
+        mark = self._cache.mark()
         # Most owners have a handful of tokens: count those inline, and leave
         # the thread hop to the few with more than _INLINE_COUNT.
         rows = await self._read(_COUNT_UP_TO[query.include_revoked], (query.owner,))
         counted = int(rows[0][0])
-        if counted <= _INLINE_COUNT:
-            return counted
-        rows = list(
-            await self._reader.execute_fetchall(_COUNT[query.include_revoked], (query.owner,))
-        )
-        return int(rows[0][0])
+        if counted > _INLINE_COUNT:
+            rows = list(await self._reader.execute_fetchall(key[0], (query.owner,)))
+            counted = int(rows[0][0])
+        self._cache.put_count(key, counted, mark)
+        return counted
 
     async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:
         assignments = ["update_time = ?"]
