@@ -286,6 +286,27 @@ async def test_own_usage_writes_are_counted_once_cached_or_not(tmp_path: Path) -
         await store.close()
 
 
+async def test_many_usage_batches_stay_exact_in_the_cache(tmp_path: Path) -> None:
+    """Batches are folded into cached rows on demand; past a bound the rows are read again."""
+    store = await SqliteStore.open(tmp_path)
+    try:
+        token = await store.insert(_new("counted"))
+        page = ListQuery(owner="o", include_revoked=False, limit=10)
+        for batch in range(1, 151):
+            await store.add_usage({token.id: Usage(1, batch)})
+            if batch % 7 == 0:  # some batches land on rows cached long before
+                got = await store.get(token.id)
+                (listed,) = await store.list(page)
+                assert got is not None
+                assert (got.usage_count, listed.usage_count, got.last_use_time) == (
+                    batch,
+                    batch,
+                    batch,
+                )
+    finally:
+        await store.close()
+
+
 def test_with_usage_changes_only_the_usage_figures() -> None:
     record = TokenRecord(
         1, "o", "n", b"h", ("s",), False, 2, ("10.0.0.0/8",), 3, 4, 5, 6, 7, b"sealed"

@@ -87,6 +87,8 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         deadline = None if budget is None else asyncio.get_running_loop().time() + budget
         context = _Context(metadata, deadline)
         try:
+            if deadline is None:  # most calls: skip the timeout's bookkeeping
+                return await self._handler(request, context)
             async with asyncio.timeout_at(deadline):
                 return await self._handler(request, context)
         except _Abort as abort:

@@ -65,13 +65,19 @@ class Generation:
             os.close(self._fd)
 
 
+#: Usage batches kept for folding into entries; past this, the entries are
+#: read again instead (a flush twice a second: about half a minute).
+_MAX_BATCHES = 64
+
+
 class ReadCache:
     """Rows of recent reads, all dropped the moment another process writes.
 
-    This process's own usage batches do not drop them: they are added to the
-    rows on the way out (``counted``) from the moment the write begins, so
-    hits never wait for a flush and a flush never rebuilds the cache. Rows
-    are kept without those batches, so each is counted exactly once.
+    This process's own usage batches do not drop them: from the moment such a
+    write begins, an entry read before it gets the batch folded in the next
+    time it is asked for (once per entry and batch), so hits never wait for a
+    flush and a flush never rebuilds the cache. Rows read later already hold
+    the batches, so each use is counted exactly once.
 
     Bounded by rows held (an empty answer counts as one), so neither a few
     large pages nor a flood of made-up ids can grow it without end; when full
@@ -81,13 +87,14 @@ class ReadCache:
     def __init__(self, generation: Generation, max_rows: int = 20_000) -> None:
         self._generation = generation
         self._max_rows = max_rows
-        self._entries: dict[Hashable, tuple[TokenRecord, ...]] = {}
+        #: Each entry with how many of ``_batches`` its rows hold.
+        self._entries: dict[Hashable, tuple[tuple[TokenRecord, ...], int]] = {}
         self._counts: dict[Hashable, int] = {}
         self._rows = 0
         self._valid_at = generation.current()
         self._writes = 0
-        #: This process's usage batches begun since the entries were read.
-        self._counted: dict[int, Usage] = {}
+        #: This process's usage batches begun since the entries were emptied.
+        self._batches: list[Mapping[int, Usage]] = []
 
     def begin_write(self) -> None:
         """A write of this process is waiting or running: rows read until it
@@ -100,12 +107,9 @@ class ReadCache:
     def count_usage(self, uses: Mapping[int, Usage]) -> None:
         """This process begins writing ``uses`` (inside ``begin_write``):
         answers from the entries include them from now on."""
-        counted = self._counted
-        for token_id, use in uses.items():
-            before = counted.get(token_id)
-            if before is not None:
-                use = Usage(before.count + use.count, max(before.last_use_time, use.last_use_time))
-            counted[token_id] = use
+        if len(self._batches) >= _MAX_BATCHES:
+            self._empty()
+        self._batches.append(uses)
 
     def usage_announced(self, before: int) -> None:
         """This process's usage write bumped the counter from ``before``; the
@@ -113,25 +117,35 @@ class ReadCache:
         if before == self._valid_at:
             self._valid_at = before + 1
 
+    def _empty(self) -> None:
+        self._entries.clear()
+        self._counts.clear()
+        self._batches.clear()
+        self._rows = 0
+
     def _still_valid(self) -> bool:
         """Whether no other process has written since the entries were read; empties them if so."""
         now = self._generation.current()
         if now == self._valid_at:
             return True
-        self._entries.clear()
-        self._counts.clear()
-        self._counted.clear()
-        self._rows = 0
+        self._empty()
         self._valid_at = now
         return False
 
     def get(self, key: Hashable) -> tuple[TokenRecord, ...] | None:
         if not self._still_valid():
             return None
-        found = self._entries.get(key)
-        if found is None or not self._counted:
-            return found
-        return _shifted(found, self._counted, 1)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        records, held = entry
+        batches = self._batches
+        if held == len(batches):
+            return records
+        for uses in batches[held:]:
+            records = _counted(records, uses)
+        self._entries[key] = (records, len(batches))
+        return records
 
     def mark(self) -> int:
         """Call before reading rows to ``put``; a write in between makes ``put`` a no-op."""
@@ -153,30 +167,25 @@ class ReadCache:
 
     def put(self, key: Hashable, records: tuple[TokenRecord, ...], mark: int) -> None:
         cost = len(records) or 1  # "no such token" answers take room too
-        if not self._keeps(cost, mark):
-            return
-        # Read after the counted batches committed: keep them out of the row,
-        # since ``get`` adds them back.
-        self._entries[key] = _shifted(records, self._counted, -1) if self._counted else records
-        self._rows += cost
+        if self._keeps(cost, mark):
+            # No write of ours was pending, so every batch begun has committed
+            # and these rows hold them all.
+            self._entries[key] = (records, len(self._batches))
+            self._rows += cost
 
 
-def _shifted(
-    records: tuple[TokenRecord, ...], counted: Mapping[int, Usage], sign: int
+def _counted(
+    records: tuple[TokenRecord, ...], uses: Mapping[int, Usage]
 ) -> tuple[TokenRecord, ...]:
-    """``records`` with the counted uses added (1) or taken out (-1).
-
-    The last use only ever grows, so a maximum serves both ways.
-    """
-    if not any(record.id in counted for record in records):
+    """``records`` with a batch of uses added."""
+    if not any(record.id in uses for record in records):
         return records
-    shifted = []
+    counted = []
     for record in records:
-        use = counted.get(record.id)
+        use = uses.get(record.id)
         if use is not None:
             record = record.with_usage(
-                record.usage_count + sign * use.count,
-                max(record.last_use_time or 0, use.last_use_time),
+                record.usage_count + use.count, max(record.last_use_time or 0, use.last_use_time)
             )
-        shifted.append(record)
-    return tuple(shifted)
+        counted.append(record)
+    return tuple(counted)
