@@ -286,6 +286,43 @@ async def test_own_usage_writes_are_counted_once_cached_or_not(tmp_path: Path) -
         await store.close()
 
 
+async def test_concurrent_inserts_share_a_commit_and_keep_their_own_outcomes(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    writer = store._writer
+    real_fetch = writer.execute_fetchall
+    statements: list[str] = []
+
+    async def counted(sql: str, *args: Any) -> Any:
+        statements.append(sql)
+        return await real_fetch(sql, *args)
+
+    writer.execute_fetchall = counted  # type: ignore[method-assign]
+    try:
+        news = [_new(f"t{i}", now=i) for i in range(40)]
+        records = await asyncio.gather(*(store.insert(new) for new in news))
+        assert len(statements) <= 2, "the first row alone, then the other 39 together"
+        assert [(r.name, r.create_time) for r in records] == [(n.name, n.now) for n in news]
+        assert len({r.id for r in records}) == 40
+        for record in records:
+            assert await store.get(record.id) == record
+
+        # One duplicate service name in a group fails alone; the others land.
+        await store.insert(_new("deploy", owner=""))
+        mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
+        outcomes = await asyncio.gather(
+            *(store.insert(new) for new in mixed), return_exceptions=True
+        )
+        assert isinstance(outcomes[1], NameTaken)
+        landed = [o for o in outcomes if isinstance(o, TokenRecord)]
+        assert [r.name for r in landed] == ["a", "b"]
+        assert await store.count(ListQuery(owner="o", include_revoked=True, limit=1)) == 42
+    finally:
+        writer.execute_fetchall = real_fetch  # type: ignore[method-assign]
+        await store.close()
+
+
 async def test_many_usage_batches_stay_exact_in_the_cache(tmp_path: Path) -> None:
     """Batches are folded into cached rows on demand; past a bound the rows are read again."""
     store = await SqliteStore.open(tmp_path)

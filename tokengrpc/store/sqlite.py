@@ -55,10 +55,12 @@ _GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = ?"
 _GET_SERVICE = (
     f"SELECT {_COLUMNS} FROM tokens WHERE owner = '' AND revoke_time IS NULL AND name = ?"
 )
+_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Rows per group-commit statement: ten parameters each, well under SQLite's limit.
+_INSERT_BATCH = 500
 _INSERT = (
     "INSERT INTO tokens (owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
-    " create_time, update_time, sealed_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    f" RETURNING {_COLUMNS}"
+    f" create_time, update_time, sealed_value) VALUES {_INSERT_VALUES} RETURNING {_COLUMNS}"
 )
 _REVOKE = (
     "UPDATE tokens SET revoke_time = ?, update_time = ? WHERE id = ? AND revoke_time IS NULL"
@@ -188,6 +190,9 @@ class SqliteStore:
         self._generation = generation
         self._cache = ReadCache(generation)
         self._write_lock = asyncio.Lock()
+        #: Rows waiting for the next group commit, each with its caller's future.
+        self._queued: list[tuple[NewToken, asyncio.Future[TokenRecord]]] = []
+        self._inserting: set[asyncio.Task[None]] = set()
         #: This process's usage batches being written, each with its end.
         self._usage_writes: list[tuple[Mapping[int, Usage], asyncio.Event]] = []
 
@@ -287,15 +292,55 @@ class SqliteStore:
         return result
 
     async def insert(self, new: NewToken) -> TokenRecord:
-        params = _insert_params(new)
+        """Queue the row; rows queued together are written by one statement.
 
-        async def insert() -> Iterable[Any]:
+        A commit costs an fsync and a trip through the writer thread, so
+        concurrent creations share one (group commit) instead of queueing
+        for the write lock one by one.
+        """
+        landed = asyncio.get_running_loop().create_future()
+        self._queued.append((new, landed))
+        if len(self._queued) == 1:
+            task = asyncio.create_task(self._write(self._insert_queued))
+            self._inserting.add(task)
+            task.add_done_callback(self._inserting.discard)
+        record: TokenRecord = await landed
+        return record
+
+    async def _insert_queued(self) -> None:
+        """Insert every queued row (one statement, one commit) and answer each caller."""
+        batch, self._queued = self._queued, []
+        outcomes: list[TokenRecord | Exception] = []
+        for start in range(0, len(batch), _INSERT_BATCH):
+            news = [new for new, _ in batch[start : start + _INSERT_BATCH]]
             try:
-                return await self._writer.execute_fetchall(_INSERT, params)
-            except sqlite3.IntegrityError as exc:
-                raise NameTaken(new.name) from exc
+                outcomes += await self._insert_rows(news)
+            except Exception as error:
+                outcomes += [error] * len(news)
+        for (_, landed), outcome in zip(batch, outcomes, strict=True):
+            if landed.done():  # its caller gave up waiting
+                continue
+            if isinstance(outcome, TokenRecord):
+                landed.set_result(outcome)
+            else:
+                landed.set_exception(outcome)
 
-        return _record(next(iter(await self._write(insert))))
+    async def _insert_rows(self, news: Sequence[NewToken]) -> Sequence[TokenRecord | Exception]:
+        rows = [_insert_params(new) for new in news]
+        try:
+            if len(rows) == 1:
+                found = await self._writer.execute_fetchall(_INSERT, rows[0])
+            else:
+                values = ", ".join([_INSERT_VALUES] * len(rows))
+                sql = _INSERT.replace(_INSERT_VALUES, values)
+                found = await self._writer.execute_fetchall(sql, [v for row in rows for v in row])
+        except sqlite3.IntegrityError:
+            if len(rows) == 1:
+                return [NameTaken(news[0].name)]
+            # One duplicate name fails the whole statement: insert one by one.
+            return [(await self._insert_rows([new]))[0] for new in news]
+        # Rows get ascending ids in VALUES order; RETURNING's own order is unspecified.
+        return sorted((_record(row) for row in found), key=lambda record: record.id)
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Insert many rows in one transaction (imports, benchmarks); return their ids.
@@ -433,6 +478,8 @@ class SqliteStore:
         await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
 
     async def close(self) -> None:
+        while self._inserting:
+            await asyncio.gather(*self._inserting)
         self._inline.close()
         await self._reader.close()
         await self._writer.close()
