@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from tokengrpc import plaintext
@@ -15,6 +17,14 @@ def test_new_secret_has_prefix_random_and_checksum() -> None:
 
 def test_secrets_do_not_repeat() -> None:
     assert len({plaintext.new_secret("tgr_") for _ in range(200)}) == 200
+
+
+def test_secret_characters_are_spread_evenly() -> None:
+    """Every base62 character turns up about equally often (no modulo bias)."""
+    counts = Counter("".join(plaintext.new_secret("")[:40] for _ in range(10_000)))
+    expected = 10_000 * 40 / 62
+    assert set(counts) == set(plaintext.BASE62)
+    assert all(abs(count - expected) < expected / 10 for count in counts.values())
 
 
 def test_parse_round_trip() -> None:
