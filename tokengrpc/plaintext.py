@@ -47,7 +47,7 @@ def checksum(body: str) -> str:
 def _random_base62(length: int) -> str:
     """Uniform base62 characters from the OS's CSPRNG, one read for all of them.
 
-    Bytes below 248 (4 × 62) map evenly onto the alphabet; the rest are
+    Bytes below 248 (four times 62) map evenly onto the alphabet; the rest are
     dropped. Nine times faster than ``secrets.choice`` per character.
     """
     chars: list[str] = []
