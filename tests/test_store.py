@@ -298,7 +298,7 @@ async def test_concurrent_inserts_share_a_commit_and_keep_their_own_outcomes(
         statements.append(sql)
         return await real_fetch(sql, *args)
 
-    writer.execute_fetchall = counted  # type: ignore[method-assign]
+    writer.execute_fetchall = counted  # type: ignore[method-assign,assignment]
     try:
         news = [_new(f"t{i}", now=i) for i in range(40)]
         records = await asyncio.gather(*(store.insert(new) for new in news))
