@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import timestamp_pb2
 
@@ -37,10 +37,12 @@ def _stamp(micros: int) -> dict[str, int]:
 def token_fields(
     record: TokenRecord, now: int, usage: tuple[int, int | None] | None = None
 ) -> dict[str, Any]:
-    """A Token's fields, to build it where it goes: ``Token(**f)``, ``tokens.add(**f)``.
+    """A Token's fields, to build it where it goes: ``tokens.add(**f)``, or as
+    the ``token`` of a response (``Response(token=f)``).
 
     Plain values and dicts are much cheaper to hand to upb than messages,
     which it would copy (listings build many of these per call).
+    ``usage`` overrides the record's counters with pending uses.
     """
     usage_count, last_use_time = usage or (record.usage_count, record.last_use_time)
     fields: dict[str, Any] = {
@@ -65,8 +67,12 @@ def token_fields(
     return fields
 
 
-def token_message(
+def token_init(
     record: TokenRecord, now: int, usage: tuple[int, int | None] | None = None
 ) -> tokens_pb2.Token:
-    """The message for a record; ``usage`` overrides its counters with pending uses."""
-    return tokens_pb2.Token(**token_fields(record, now, usage))
+    """The ``token`` argument of a response constructor, and only that.
+
+    It is the fields dict, which upb builds the submessage from without the
+    copy a ready message costs; typed as the message it becomes there.
+    """
+    return cast(tokens_pb2.Token, token_fields(record, now, usage))

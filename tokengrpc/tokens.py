@@ -13,7 +13,7 @@ from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.clock import now_us
-from tokengrpc.convert import micros, token_fields, token_message
+from tokengrpc.convert import micros, token_fields, token_init
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
@@ -144,7 +144,7 @@ class TokenManager:
         except NameTaken:
             raise AlreadyExists(f"a service token named {name!r} already exists") from None
         return pb.CreateTokenResponse(
-            token=token_message(record, now), plaintext=plaintext.join(record.id, secret)
+            token=token_init(record, now), plaintext=plaintext.join(record.id, secret)
         )
 
     async def list_tokens(
@@ -203,9 +203,7 @@ class TokenManager:
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
         record = await self._find(caller, request)
-        return pb.GetTokenResponse(
-            token=token_message(record, now_us(), self._usage.overlay(record))
-        )
+        return pb.GetTokenResponse(token=token_init(record, now_us(), self._usage.overlay(record)))
 
     async def update_token(
         self, caller: Caller, request: pb.UpdateTokenRequest
@@ -252,9 +250,7 @@ class TokenManager:
             raise AlreadyExists(f"a service token named {changes.name!r} already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        return pb.UpdateTokenResponse(
-            token=token_message(updated, now, self._usage.overlay(updated))
-        )
+        return pb.UpdateTokenResponse(token=token_init(updated, now, self._usage.overlay(updated)))
 
     async def revoke_token(
         self, caller: Caller, request: pb.RevokeTokenRequest
@@ -267,9 +263,7 @@ class TokenManager:
         revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
         if revoked is None:
             raise NotFound("token not found or already revoked")
-        return pb.RevokeTokenResponse(
-            token=token_message(revoked, now, self._usage.overlay(revoked))
-        )
+        return pb.RevokeTokenResponse(token=token_init(revoked, now, self._usage.overlay(revoked)))
 
     async def get_token_value(
         self, caller: Caller, request: pb.GetTokenValueRequest
@@ -288,7 +282,7 @@ class TokenManager:
             raise FailedPrecondition("the stored value cannot be decrypted with the configured key")
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
-            token=token_message(record, now_us(), self._usage.overlay(record)),
+            token=token_init(record, now_us(), self._usage.overlay(record)),
         )
 
     async def introspect_token(
@@ -307,7 +301,7 @@ class TokenManager:
         record = await self._auth.check(request.token, address)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        token = token_message(record, now_us(), self._usage.overlay(record))
+        token = token_init(record, now_us(), self._usage.overlay(record))
         return pb.IntrospectTokenResponse(active=True, token=token)
 
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
