@@ -323,6 +323,26 @@ async def test_concurrent_inserts_share_a_commit_and_keep_their_own_outcomes(
         await store.close()
 
 
+async def test_a_large_usage_batch_lands_whole(tmp_path: Path) -> None:
+    """More tokens than one statement takes: every count lands, last uses only grow."""
+    store = await SqliteStore.open(tmp_path)
+    try:
+        ids = await store.insert_many([_new(f"t{i}") for i in range(1200)])
+        await store.add_usage({token_id: Usage(token_id % 7 + 1, 100) for token_id in ids})
+        await store.add_usage({token_id: Usage(1, 50) for token_id in ids[::2]})  # older
+        with sqlite3.connect(tmp_path / "tokens.db") as db:
+            stored = {
+                row[0]: row[1:]
+                for row in db.execute("SELECT id, usage_count, last_use_time FROM tokens")
+            }
+        db.close()
+        for token_id in ids:
+            expected = token_id % 7 + 1 + (1 if (token_id - ids[0]) % 2 == 0 else 0)
+            assert stored[token_id] == (expected, 100)
+    finally:
+        await store.close()
+
+
 async def test_many_usage_batches_stay_exact_in_the_cache(tmp_path: Path) -> None:
     """Batches are folded into cached rows on demand; past a bound the rows are read again."""
     store = await SqliteStore.open(tmp_path)

@@ -66,9 +66,13 @@ _REVOKE = (
     "UPDATE tokens SET revoke_time = ?, update_time = ? WHERE id = ? AND revoke_time IS NULL"
     f" RETURNING {_COLUMNS}"
 )
+# A usage batch as one statement per chunk: executemany would step once per
+# token, and every step releases the GIL (see docs/performance.md).
+_USAGE_CHUNK = 500
 _ADD_USAGE = (
-    "UPDATE tokens SET usage_count = usage_count + ?,"
-    " last_use_time = max(coalesce(last_use_time, 0), ?) WHERE id = ?"
+    "UPDATE tokens SET usage_count = usage_count + batch.column2,"
+    " last_use_time = max(coalesce(tokens.last_use_time, 0), batch.column3)"
+    " FROM (VALUES {rows}) AS batch WHERE tokens.id = batch.column1"
 )
 # The four listing shapes, built once: live or all, keyset or offset.
 _LIST = {
@@ -451,10 +455,13 @@ class SqliteStore:
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
-        params = [(use.count, use.last_use_time, token_id) for token_id, use in uses.items()]
+        params = [(token_id, use.count, use.last_use_time) for token_id, use in uses.items()]
 
         async def add() -> None:
-            await self._writer.executemany(_ADD_USAGE, params)
+            for start in range(0, len(params), _USAGE_CHUNK):
+                chunk = params[start : start + _USAGE_CHUNK]
+                sql = _ADD_USAGE.format(rows=", ".join(["(?, ?, ?)"] * len(chunk)))
+                await self._writer.execute(sql, [value for row in chunk for value in row])
 
         # Counted in every answer from this moment: the caller has just taken
         # these uses out of its pending counts.
