@@ -289,20 +289,22 @@ class TokenManager:
         self, caller: Caller, request: pb.IntrospectTokenRequest
     ) -> pb.IntrospectTokenResponse:
         _require(caller, rules.INTROSPECT, "introspecting a token")
-        problems = Violations()
-        if not request.token:
-            problems.add("token", "the token to introspect is required")
+        token, client_ip = request.token, request.client_ip
         address = None
-        if request.client_ip:
-            address = parse_address(request.client_ip)
-            if address is None:
-                problems.add("client_ip", f"{request.client_ip!r} is not an IP address")
-        problems.raise_if_any()
-        record = await self._auth.check(request.token, address)
+        if not token or client_ip:  # the hot path has neither problem nor address to parse
+            problems = Violations()
+            if not token:
+                problems.add("token", "the token to introspect is required")
+            if client_ip:
+                address = parse_address(client_ip)
+                if address is None:
+                    problems.add("client_ip", f"{client_ip!r} is not an IP address")
+            problems.raise_if_any()
+        record = await self._auth.check(token, address)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        token = token_init(record, now_us(), self._usage.overlay(record))
-        return pb.IntrospectTokenResponse(active=True, token=token)
+        fields = token_init(record, now_us(), self._usage.overlay(record))
+        return pb.IntrospectTokenResponse(active=True, token=fields)
 
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
         missing = rules.grantable(scopes, caller.scopes)
