@@ -94,7 +94,7 @@ class ReadCache:
         self._valid_at = generation.current()
         self._writes = 0
         #: This process's usage batches begun since the entries were emptied.
-        self._batches: list[Mapping[int, Usage]] = []
+        self._batches: list[dict[int, tuple[int, int]]] = []
 
     def begin_write(self) -> None:
         """A write of this process is waiting or running: rows read until it
@@ -109,7 +109,9 @@ class ReadCache:
         answers from the entries include them from now on."""
         if len(self._batches) >= _MAX_BATCHES:
             self._empty()
-        self._batches.append(uses)
+        # Kept as plain tuples of ints, which the garbage collector stops
+        # tracking: up to _MAX_BATCHES of these stay alive at once.
+        self._batches.append({key: (use.count, use.last_use_time) for key, use in uses.items()})
 
     def usage_announced(self, before: int) -> None:
         """This process's usage write bumped the counter from ``before``; the
@@ -175,17 +177,18 @@ class ReadCache:
 
 
 def _counted(
-    records: tuple[TokenRecord, ...], uses: Mapping[int, Usage]
+    records: tuple[TokenRecord, ...], uses: Mapping[int, tuple[int, int]]
 ) -> tuple[TokenRecord, ...]:
-    """``records`` with a batch of uses added."""
+    """``records`` with a batch of uses (count, last use time) added."""
     if not any(record.id in uses for record in records):
         return records
     counted = []
     for record in records:
         use = uses.get(record.id)
         if use is not None:
+            count, last_use_time = use
             record = record.with_usage(
-                record.usage_count + use.count, max(record.last_use_time or 0, use.last_use_time)
+                record.usage_count + count, max(record.last_use_time or 0, last_use_time)
             )
         counted.append(record)
     return tuple(counted)
