@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -145,13 +145,26 @@ class Row:
     note: str = ""
 
 
-def repeat(runs: int, measure: Callable[[], dict[str, float]]) -> tuple[Figure, Figure, Figure]:
-    results = [measure() for _ in range(runs)]
-    return (
-        Figure.of([r["calls_per_second"] for r in results]),
-        Figure.of([r["p50_ms"] for r in results]),
-        Figure.of([r["p99_ms"] for r in results]),
-    )
+Figures = tuple[Figure, Figure, Figure]
+
+
+def interleaved(
+    runs: int, measures: Mapping[str, Callable[[], dict[str, float]]]
+) -> dict[str, Figures]:
+    """Each measure ``runs`` times, taking turns, so a floor and the figures set
+    against it see the same moments of a shared, drifting machine."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in measures}
+    for _ in range(runs):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return {
+        name: (
+            Figure.of([r["calls_per_second"] for r in found]),
+            Figure.of([r["p50_ms"] for r in found]),
+            Figure.of([r["p99_ms"] for r in found]),
+        )
+        for name, found in results.items()
+    }
 
 
 def ensure_wrk() -> None:
@@ -197,32 +210,30 @@ def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers
     tokens_file.write_text("\n".join(seeded.samples))
     label = f" ({workers} processes)" if workers > 1 else ""
     channels = str(4 * workers if workers > 1 else 1)
-    floor: dict[int, tuple[Figure, Figure, Figure]] = {}
-    with echo_floor(workers) as echo:
-        for n in (1, 16, 64):
-            measure = partial(grpc_load, echo, "echo", n, seconds, channels=channels)
-            floor[n] = repeat(runs, measure)
-            rows.append(Row("gRPC", f"floor: grpc.aio echo{label}, {n} in flight", *floor[n]))
     extra = ["--workers", str(workers)] if workers > 1 else []
-    with server(serve_args(data, http=False, extra=extra), ["grpc"]) as svc:
+    with echo_floor(workers) as echo, server(serve_args(data, False, extra), ["grpc"]) as svc:
         target = svc.addresses["grpc"]
         for n in (1, 16, 64):
-            introspect = partial(
-                grpc_load, target, "introspect", n, seconds, channels=channels,
-                tokens=str(tokens_file), caller=seeded.introspector,
-            )  # fmt: skip
-            rate, p50, p99 = repeat(runs, introspect)
-            ratio = f"{_of_floor(rate, floor[n][0])}; p99 ×{p99.median / floor[n][2].median:.2f}"
-            what = f"IntrospectToken{label}, {n} in flight"
-            rows.append(Row("gRPC", what, rate, p50, p99, ratio))
-        for n in (1, 16, 64):
-            listing = partial(
-                grpc_load, target, "list", n, seconds, channels=channels,
-                caller=seeded.callers["bench-list"],
-            )  # fmt: skip
-            rate, p50, p99 = repeat(runs, listing)
-            what = f"ListTokens page of 20{label}, {n} in flight"
-            rows.append(Row("gRPC", what, rate, p50, p99, _of_floor(rate, floor[n][0])))
+            got = interleaved(runs, {
+                "floor": partial(grpc_load, echo, "echo", n, seconds, channels=channels),
+                "introspect": partial(
+                    grpc_load, target, "introspect", n, seconds, channels=channels,
+                    tokens=str(tokens_file), caller=seeded.introspector,
+                ),
+                "list": partial(
+                    grpc_load, target, "list", n, seconds, channels=channels,
+                    caller=seeded.callers["bench-list"],
+                ),
+            })  # fmt: skip
+            floor = got["floor"]
+            rate, p50, p99 = got["introspect"]
+            ratio = f"{_of_floor(rate, floor[0])}; p99 ×{p99.median / floor[2].median:.2f}"
+            rows += [
+                Row("gRPC", f"floor: grpc.aio echo{label}, {n} in flight", *floor),
+                Row("gRPC", f"IntrospectToken{label}, {n} in flight", rate, p50, p99, ratio),
+                Row("gRPC", f"ListTokens page of 20{label}, {n} in flight", *got["list"],
+                    _of_floor(got["list"][0], floor[0])),
+            ]  # fmt: skip
         if workers == 1:
             rows.append(Row("gRPC", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
     if workers > 1:
@@ -234,7 +245,7 @@ def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers
             grpc_load, svc.addresses["grpc"], "create", 16, seconds,
             caller=write_seed.callers["writer"],
         )  # fmt: skip
-        rate, p50, p99 = repeat(runs, create)
+        rate, p50, p99 = interleaved(runs, {"create": create})["create"]
         what = "CreateToken, durable, 16 in flight"
         rows.append(Row("Writes", what, rate, p50, p99, "target ≥ 1,000/s"))
 
@@ -244,12 +255,6 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
     data = work / "http"
     seeded = seed_sync(data, [Group("http", 5)], filler_owners=1000, filler=10_000)
     auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
-    with server(["-m", "bench.floors", "http-json"], ["default"]) as bare:
-        bare_floor = repeat(runs, partial(wrk, f"http://{bare.addresses['default']}/", seconds, {}))
-        rows.append(Row("HTTP", "floor: bare uvicorn JSON, 64 connections", *bare_floor))
-    with server(["-m", "bench.floors", "http-grpc-echo"], ["default"]) as hop:
-        hop_floor = repeat(runs, partial(wrk, f"http://{hop.addresses['default']}/", seconds, {}))
-        rows.append(Row("HTTP", "floor: uvicorn → grpc.aio echo, 64 connections", *hop_floor))
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     introspector = {"Authorization": f"Bearer {seeded.admin}"}
     cases = [
@@ -258,19 +263,35 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
         ("POST /oauth/introspect", "/oauth/introspect", "POST",
          f"token={seeded.introspector}", {**form, **introspector}),
     ]  # fmt: skip
-    for mode in ("network", "in-process"):
-        extra = ["--http-upstream", mode]
-        with server(serve_args(data, http=True, extra=extra), ["grpc", "http"]) as svc:
+    modes = ("network", "in-process")
+    with ExitStack() as servers:
+        bare = servers.enter_context(server(["-m", "bench.floors", "http-json"], ["default"]))
+        hop = servers.enter_context(server(["-m", "bench.floors", "http-grpc-echo"], ["default"]))
+        measures = {
+            "bare": partial(wrk, f"http://{bare.addresses['default']}/", seconds, {}),
+            "hop": partial(wrk, f"http://{hop.addresses['default']}/", seconds, {}),
+        }
+        for mode in modes:
+            # Both modes serve the same data dir at once, as two processes may.
+            svc = servers.enter_context(
+                server(serve_args(data, http=True, extra=["--http-upstream", mode]),
+                       ["grpc", "http"])
+            )  # fmt: skip
             base = f"http://{svc.addresses['http']}"
             for label, path, method, body, headers in cases:
-                measure = partial(wrk, base + path, seconds, headers, method, body)
-                rate, p50, p99 = repeat(runs, measure)
-                ratio = (
-                    f"{rate.median / hop_floor[0].median:.0%} of HTTP→gRPC floor,"
-                    f" {rate.median / bare_floor[0].median:.0%} of bare"
+                measures[f"{label}, gateway {mode}"] = partial(
+                    wrk, base + path, seconds, headers, method, body
                 )
-                what = f"{label}, gateway {mode}, 64 connections"
-                rows.append(Row("HTTP", what, rate, p50, p99, ratio))
+        got = interleaved(runs, measures)
+    bare_floor, hop_floor = got.pop("bare"), got.pop("hop")
+    rows.append(Row("HTTP", "floor: bare uvicorn JSON, 64 connections", *bare_floor))
+    rows.append(Row("HTTP", "floor: uvicorn → grpc.aio echo, 64 connections", *hop_floor))
+    for what, (rate, p50, p99) in got.items():
+        ratio = (
+            f"{rate.median / hop_floor[0].median:.0%} of HTTP→gRPC floor,"
+            f" {rate.median / bare_floor[0].median:.0%} of bare"
+        )
+        rows.append(Row("HTTP", f"{what}, 64 connections", rate, p50, p99, ratio))
 
 
 def _timed(calls: int, fn: Callable[[], object], before: Callable[[], object]) -> float:
