@@ -363,6 +363,7 @@ def render(rows: list[Row], runs: int, seconds: float) -> str:
         f"- CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}",
         f"- each figure: median of {runs} runs of {seconds:g} s (min–max in brackets);"
         " servers and load generators in separate processes, 127.0.0.1 only",
+        "- a floor and the figures set against it are measured in turns, run by run",
         "- the targets, and before/after figures for each optimisation: docs/performance.md",
         "",
         "| section | what | calls/s | p50 ms | p99 ms | vs floor / note |",
