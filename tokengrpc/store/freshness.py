@@ -81,7 +81,8 @@ class ReadCache:
 
     Bounded by rows held (an empty answer counts as one), so neither a few
     large pages nor a flood of made-up ids can grow it without end; when full
-    it stops adding until the next write empties it.
+    it stops adding until it is emptied: by any write other than this
+    process's usage batches, or once it holds ``_MAX_BATCHES`` of those.
     """
 
     def __init__(self, generation: Generation, max_rows: int = 20_000) -> None:
