@@ -343,6 +343,52 @@ async def test_a_large_usage_batch_lands_whole(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_an_insert_whose_caller_gives_up_still_lands(tmp_path: Path) -> None:
+    """A cancelled caller stops waiting; the group it joined is written all the same."""
+    store = await SqliteStore.open(tmp_path)
+    try:
+        inserts = [asyncio.create_task(store.insert(_new(f"t{i}"))) for i in range(5)]
+        await asyncio.sleep(0)  # all five are queued
+        inserts[2].cancel()
+        done = await asyncio.wait_for(asyncio.gather(*inserts, return_exceptions=True), 5)
+        assert isinstance(done[2], asyncio.CancelledError)
+        page = await store.list(ListQuery(owner="o", include_revoked=True, limit=10))
+        assert [r.name for r in page] == [f"t{i}" for i in range(5)]
+    finally:
+        await store.close()
+
+
+async def test_a_write_that_returns_a_row_counts_a_usage_batch_once(tmp_path: Path) -> None:
+    """A revocation holding the write lock when a usage batch begins returns the row
+    without that batch; it waits for the batch and reports the uses anyway."""
+    store = await SqliteStore.open(tmp_path)
+    writer = store._writer
+    real_fetch = writer.execute_fetchall
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_revoke(sql: str, *args: Any) -> Any:
+        if sql.startswith("UPDATE tokens SET revoke_time"):
+            reached.set()
+            await release.wait()
+        return await real_fetch(sql, *args)
+
+    try:
+        token = await store.insert(_new("counted"))
+        writer.execute_fetchall = slow_revoke  # type: ignore[method-assign,assignment]
+        revoking = asyncio.create_task(store.revoke(token.id, 99))
+        await asyncio.wait_for(reached.wait(), 5)
+        counting = asyncio.create_task(store.add_usage({token.id: Usage(2, 50)}))
+        await asyncio.sleep(0)  # the batch is handed over, and waits for the lock
+        release.set()
+        revoked = await revoking
+        await counting
+        assert revoked is not None
+        assert (revoked.revoke_time, revoked.usage_count, revoked.last_use_time) == (99, 2, 50)
+    finally:
+        writer.execute_fetchall = real_fetch  # type: ignore[method-assign]
+        await store.close()
+
+
 async def test_many_usage_batches_stay_exact_in_the_cache(tmp_path: Path) -> None:
     """Batches are folded into cached rows on demand; past a bound the rows are read again."""
     store = await SqliteStore.open(tmp_path)

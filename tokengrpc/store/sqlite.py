@@ -485,8 +485,8 @@ class SqliteStore:
         await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
 
     async def close(self) -> None:
-        while self._inserting:
-            await asyncio.gather(*self._inserting)
+        while self._inserting:  # queued creations land before the connections close
+            await asyncio.gather(*self._inserting, return_exceptions=True)
         self._inline.close()
         await self._reader.close()
         await self._writer.close()
