@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,22 @@ from tokengrpc.usage import UsageRecorder
 
 def _new(name: str, owner: str = "o", now: int = 1) -> NewToken:
     return NewToken(owner, name, b"h" * 32, (), True, None, (), now)
+
+
+Fetch = Callable[..., Awaitable[Any]]
+
+
+@contextlib.contextmanager
+def _fetch_through(store: SqliteStore, wrapper: Fetch) -> Iterator[None]:
+    """The writer's ``execute_fetchall`` through ``wrapper(real, sql, *args)``: a disk
+    watched or slowed on demand, for the block."""
+    writer = store._writer
+    real = writer.execute_fetchall
+    writer.execute_fetchall = functools.partial(wrapper, real)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        writer.execute_fetchall = real  # type: ignore[method-assign]
 
 
 def _plan(db: Path, sql: str, params: tuple[object, ...]) -> str:
@@ -290,36 +308,33 @@ async def test_concurrent_inserts_share_a_commit_and_keep_their_own_outcomes(
     tmp_path: Path,
 ) -> None:
     store = await SqliteStore.open(tmp_path)
-    writer = store._writer
-    real_fetch = writer.execute_fetchall
     statements: list[str] = []
 
-    async def counted(sql: str, *args: Any) -> Any:
+    async def counted(real: Fetch, sql: str, *args: Any) -> Any:
         statements.append(sql)
-        return await real_fetch(sql, *args)
+        return await real(sql, *args)
 
-    writer.execute_fetchall = counted  # type: ignore[method-assign,assignment]
     try:
-        news = [_new(f"t{i}", now=i) for i in range(40)]
-        records = await asyncio.gather(*(store.insert(new) for new in news))
-        assert len(statements) <= 2, "the first row alone, then the other 39 together"
-        assert [(r.name, r.create_time) for r in records] == [(n.name, n.now) for n in news]
-        assert len({r.id for r in records}) == 40
-        for record in records:
-            assert await store.get(record.id) == record
+        with _fetch_through(store, counted):
+            news = [_new(f"t{i}", now=i) for i in range(40)]
+            records = await asyncio.gather(*(store.insert(new) for new in news))
+            assert len(statements) <= 2, "the first row alone, then the other 39 together"
+            assert [(r.name, r.create_time) for r in records] == [(n.name, n.now) for n in news]
+            assert len({r.id for r in records}) == 40
+            for record in records:
+                assert await store.get(record.id) == record
 
-        # One duplicate service name in a group fails alone; the others land.
-        await store.insert(_new("deploy", owner=""))
-        mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
-        outcomes = await asyncio.gather(
-            *(store.insert(new) for new in mixed), return_exceptions=True
-        )
-        assert isinstance(outcomes[1], NameTaken)
-        landed = [o for o in outcomes if isinstance(o, TokenRecord)]
-        assert [r.name for r in landed] == ["a", "b"]
-        assert await store.count(ListQuery(owner="o", include_revoked=True, limit=1)) == 42
+            # One duplicate service name in a group fails alone; the others land.
+            await store.insert(_new("deploy", owner=""))
+            mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
+            outcomes = await asyncio.gather(
+                *(store.insert(new) for new in mixed), return_exceptions=True
+            )
+            assert isinstance(outcomes[1], NameTaken)
+            landed = [o for o in outcomes if isinstance(o, TokenRecord)]
+            assert [r.name for r in landed] == ["a", "b"]
+            assert await store.count(ListQuery(owner="o", include_revoked=True, limit=1)) == 42
     finally:
-        writer.execute_fetchall = real_fetch  # type: ignore[method-assign]
         await store.close()
 
 
@@ -362,30 +377,27 @@ async def test_a_write_that_returns_a_row_counts_a_usage_batch_once(tmp_path: Pa
     """A revocation holding the write lock when a usage batch begins returns the row
     without that batch; it waits for the batch and reports the uses anyway."""
     store = await SqliteStore.open(tmp_path)
-    writer = store._writer
-    real_fetch = writer.execute_fetchall
     reached, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_revoke(sql: str, *args: Any) -> Any:
+    async def slow_revoke(real: Fetch, sql: str, *args: Any) -> Any:
         if sql.startswith("UPDATE tokens SET revoke_time"):
             reached.set()
             await release.wait()
-        return await real_fetch(sql, *args)
+        return await real(sql, *args)
 
     try:
         token = await store.insert(_new("counted"))
-        writer.execute_fetchall = slow_revoke  # type: ignore[method-assign,assignment]
-        revoking = asyncio.create_task(store.revoke(token.id, 99))
-        await asyncio.wait_for(reached.wait(), 5)
-        counting = asyncio.create_task(store.add_usage({token.id: Usage(2, 50)}))
-        await asyncio.sleep(0)  # the batch is handed over, and waits for the lock
-        release.set()
-        revoked = await revoking
-        await counting
+        with _fetch_through(store, slow_revoke):
+            revoking = asyncio.create_task(store.revoke(token.id, 99))
+            await asyncio.wait_for(reached.wait(), 5)
+            counting = asyncio.create_task(store.add_usage({token.id: Usage(2, 50)}))
+            await asyncio.sleep(0)  # the batch is handed over, and waits for the lock
+            release.set()
+            revoked = await revoking
+            await counting
         assert revoked is not None
         assert (revoked.revoke_time, revoked.usage_count, revoked.last_use_time) == (99, 2, 50)
     finally:
-        writer.execute_fetchall = real_fetch  # type: ignore[method-assign]
         await store.close()
 
 
