@@ -36,7 +36,7 @@ class TokenRecord:
 
     def with_usage(self, usage_count: int, last_use_time: int | None) -> TokenRecord:
         """A copy with other usage figures; twice as fast as ``dataclasses.replace``,
-        which matters when a usage flush updates every cached row."""
+        which matters when each usage batch is folded into the cached rows."""
         return TokenRecord(
             self.id, self.owner, self.name, self.secret_hash, self.scopes, self.active,
             self.expire_time, self.allowed_ips, self.create_time, self.update_time,
