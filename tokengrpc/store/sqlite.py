@@ -481,6 +481,26 @@ class SqliteStore:
         rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(next(iter(rows))[0])
 
+    async def key_fingerprint(self) -> bytes | None:
+        rows = await self._reader.execute_fetchall("SELECT fingerprint FROM secret_key")
+        return next((bytes(row[0]) for row in rows), None)
+
+    async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
+        async def record() -> Iterable[Any]:
+            await self._writer.execute(
+                "INSERT OR IGNORE INTO secret_key (id, fingerprint) VALUES (1, ?)", (fingerprint,)
+            )
+            return await self._writer.execute_fetchall("SELECT fingerprint FROM secret_key")
+
+        rows = await self._write(functools.partial(self._transaction, record))
+        return bytes(next(iter(rows))[0])
+
+    async def sealed_sample(self) -> tuple[bytes, bytes] | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT sealed_value, secret_hash FROM tokens WHERE sealed_value IS NOT NULL LIMIT 1"
+        )
+        return next(((bytes(row[0]), bytes(row[1])) for row in rows), None)
+
     async def ping(self) -> None:
         await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
 
