@@ -23,6 +23,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
+#: Seconds a refused connection is drained before it is closed.
+_LINGER = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -54,9 +57,6 @@ class RateLimitedLog:
         self._last, self._skipped = now, 0
 
 
-_REFUSALS = RateLimitedLog()
-
-
 def _response_431() -> bytes:
     body = json.dumps(
         {"code": 3, "message": "request head too large", "details": []}, separators=(",", ":")
@@ -73,10 +73,13 @@ class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; see ``protocol_for``."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    #: Shared by the connections of one server: one line per interval, however many come.
+    refusals: ClassVar[RateLimitedLog] = RateLimitedLog()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turned_away = False
+        self._discarding = False
         #: Between a request's first byte (or the connection's start) and its complete head.
         self._in_head = True
         self._head_bytes = 0
@@ -86,7 +89,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self._turned_away = True
             transport.abort()
-            _REFUSALS.warning(
+            self.refusals.warning(
                 f"refusing HTTP connections: {self.limits.max_connections} already open"
             )
             return
@@ -100,10 +103,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self._discarding or self.transport.is_closing():
             return
-        if self._in_head:
-            self._head_bytes += len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -111,21 +112,24 @@ class GuardedProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()
         except httptools.HttpParserError:
             # Not uvicorn's warning per bad request: a client must not write our log at will.
-            if not self.transport.is_closing():  # else our own 431 stopped the parser
+            if not self._discarding:  # else our own 431 stopped the parser
                 self.send_400_response("Invalid HTTP request received.")
             return
-        # A head still incomplete past the limit: buffered bytes a client could grow forever.
-        if self._in_head and self._head_bytes > self.limits.max_head_bytes:
-            self._refuse_head()
+        # A head still incomplete past the limit: buffered bytes a client could grow for
+        # ever. (A chunk in which a head began counts whole: an over-count, never an under.)
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse_head()
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._head_bytes = 0
         self._arm_head_timer()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_bytes = 0
         self._disarm_head_timer()
         # The exact size of what was parsed, for a big head that came in one chunk with its body.
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -135,9 +139,14 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _refuse_head(self) -> None:
+        """Answer 431, then drain for a moment before closing (a lingering close):
+        closing on a client still sending would reset the connection and lose
+        the answer."""
         self._disarm_head_timer()
+        self._discarding = True
         self.transport.write(_response_431())
-        self.transport.close()
+        self.transport.write_eof()
+        self.loop.call_later(_LINGER, self.transport.close)
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -160,4 +169,6 @@ class _HeadTooLarge(Exception):
 
 def protocol_for(limits: ConnectionLimits) -> type[GuardedProtocol]:
     """A protocol class carrying ``limits`` (uvicorn instantiates the class itself)."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
+    return type(
+        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "refusals": RateLimitedLog()}
+    )
