@@ -170,12 +170,23 @@ async def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     grpc_address, http_address = server.address("grpc"), server.address("http")
     assert not _port_free(grpc_address)
     assert all(_alive(pid) for pid in workers)
+    handles = [os.pidfd_open(pid) for pid in workers]  # readable once the process has exited
 
     os.kill(server.process.pid, signal.SIGKILL)
     await server.process.wait()
     started = time.monotonic()
-    while any(_alive(pid) for pid in workers) and time.monotonic() - started < 10:
-        await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    try:
+        for handle in handles:
+            exited = asyncio.Event()
+            loop.add_reader(handle, exited.set)
+            try:
+                await asyncio.wait_for(exited.wait(), timeout=10)
+            finally:
+                loop.remove_reader(handle)
+    finally:
+        for handle in handles:
+            os.close(handle)
     took = time.monotonic() - started
     print(f"workers gone {took:.2f} s after the parent was killed")
     assert not any(_alive(pid) for pid in workers)

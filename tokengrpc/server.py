@@ -20,6 +20,7 @@ from tokengrpc.addresses import ClientAddressResolver
 from tokengrpc.auth import Authenticator
 from tokengrpc.bootstrap import ensure_bootstrap_token
 from tokengrpc.config import Settings
+from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
 from tokengrpc.plaintext import valid_prefix
@@ -122,14 +123,19 @@ class GrpcServer:
         )
 
     async def _watch_store(self, interval: float = 1.0) -> None:
-        """Report NOT_SERVING while the store does not answer, for /readyz and probes."""
+        """Report NOT_SERVING while the store does not answer or its disk refuses
+        writes (probing with a harmless write), for /readyz and probes."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(interval):
                     await self.core.store.ping()
+                    if not self.core.store.writable:
+                        await self.core.store.probe_write()
                 status = serving
+            except Unavailable:
+                status = not_serving  # the store logged why, once
             except Exception:
                 log.exception("the store does not answer")
                 status = not_serving

@@ -45,6 +45,8 @@ MIGRATIONS: tuple[str, ...] = (
         id          INTEGER PRIMARY KEY CHECK (id = 1),
         fingerprint BLOB    NOT NULL
     );
+    -- Scratch room for the full-disk probe: a row written, then deleted.
+    CREATE TABLE write_probe (data BLOB NOT NULL);
     """,
 )
 
