@@ -85,10 +85,6 @@ def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
             "grpc.http2.min_ping_interval_without_data_ms",
             int(settings.grpc_keepalive_min_time * 1000),
         ),
-        (
-            "grpc.http2.min_recv_ping_interval_without_data_ms",
-            int(settings.grpc_keepalive_min_time * 1000),
-        ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 0),
     )
