@@ -13,6 +13,7 @@ import grpc
 import uvicorn
 
 from gateway.admin import Admin
+from gateway.connections import ConnectionLimits, protocol_for
 from gateway.http import Receive, Request, Scope, Send, Trust, json_response
 from gateway.me import Me
 from gateway.oauth import OAuth
@@ -90,8 +91,15 @@ class HttpServer:
     address: str
 
     async def stop(self) -> None:
+        """Stop accepting; in-flight requests get the grace period, then every connection goes."""
         self.server.should_exit = True
         await self.task
+        # A client halfway through a body is still connected after its task was
+        # cancelled: its socket must not outlive the server.
+        for connection in list(self.server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
         await self.upstream.close()
 
 
@@ -122,12 +130,15 @@ async def start_http(
     trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
     *,
     reuse_port: bool = False,
+    limits: ConnectionLimits | None = None,
+    grace_period: float = 10.0,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
     ``upstream`` is a ``HOST:PORT`` to dial, or a channel (such as the
     in-process one ``tokengrpc serve`` provides).
     """
+    limits = limits or ConnectionLimits()
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
     app = Gateway(connection, trusted_proxies)
     sock = _bind(listen, reuse_port=reuse_port)
@@ -138,7 +149,14 @@ async def start_http(
         proxy_headers=False,  # we decide whom to trust, in gateway.http
         lifespan="off",
         server_header=False,
+        ws="none",
+        http=protocol_for(limits),
+        timeout_keep_alive=limits.keep_alive_timeout,
     )
+    # Without it uvicorn waits for every connection to close, and a client that
+    # stops halfway through a body would hold SIGTERM off for ever. (Typed int,
+    # used as a float by asyncio.wait_for.)
+    config.timeout_graceful_shutdown = grace_period  # type: ignore[assignment]
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     while not server.started:

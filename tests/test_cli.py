@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,72 +12,17 @@ import grpc
 import pytest
 
 from tests.helpers import bearer
+from tests.processes import Serving, clean_env, run_cli, serve
 from tokengrpc.store.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGRPC_")}
-    return env | extra
-
-
-class Serving:
-    def __init__(self, process: asyncio.subprocess.Process, lines: list[str]) -> None:
-        self.process = process
-        self.lines = lines
-
-    def address(self, kind: str) -> str:
-        prefix = f"{kind} listening on "
-        return next(line[len(prefix) :] for line in self.lines if line.startswith(prefix))
-
-    async def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
-        except TimeoutError:
-            self.process.kill()  # never leave a server behind a failed test
-            await self.process.wait()
-            raise
-        return self.process.returncode or 0, out.decode()
-
-
-async def serve(*args: str, env: dict[str, str] | None = None, until: str = "grpc") -> Serving:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tokengrpc",
-        "serve",
-        *args,
-        env=env or _env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    while not any(line.startswith(f"{until} listening on") for line in lines):
-        raw = await asyncio.wait_for(process.stdout.readline(), timeout=20)
-        assert raw, f"serve exited early: {lines}"
-        lines.append(raw.decode().rstrip("\n"))
-    return Serving(process, lines)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tokengrpc", *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_serve_prints_addresses_and_bootstrap_path_then_stops_cleanly(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    env = _env(TOKENGRPC_DATA_DIR=str(data), TOKENGRPC_GRPC_LISTEN="127.0.0.1:0")
+    env = clean_env(TOKENGRPC_DATA_DIR=str(data), TOKENGRPC_GRPC_LISTEN="127.0.0.1:0")
     server = await serve("--no-http", env=env)
     bootstrap = data / "bootstrap-token"
     assert f"bootstrap token written to {bootstrap}" in server.lines
@@ -115,7 +57,7 @@ async def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tokengrpc", "serve", "--data-dir", str(tmp_path),
         "--grpc-listen", busy, "--no-http",
-        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), timeout=20)
     assert process.returncode == 2
@@ -197,7 +139,7 @@ async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path, upstream: 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tokengrpc", "gateway", "--upstream", server.address("grpc"),
         "--http-listen", "127.0.0.1:0",
-        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
     line = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()

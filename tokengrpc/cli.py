@@ -10,20 +10,39 @@ import gc
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
 from tokengrpc.auth import OPERATOR
-from tokengrpc.config import Settings
+from tokengrpc.config import LIMITS, Settings, add_limit_flags, limit_overrides
 from tokengrpc.errors import DomainError
 from tokengrpc.server import Core, GrpcServer
+from tokengrpc.supervise import (
+    Worker,
+    WorkerPipes,
+    die_with_parent,
+    report_ready,
+    start_workers,
+    stop_workers,
+)
 from tokengrpc.v1 import tokens_pb2 as pb
+
+if TYPE_CHECKING:
+    from gateway.app import HttpServer
+    from gateway.connections import ConnectionLimits
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _warn(core: Core) -> None:
+    for notice in core.notices:
+        print(f"tokengrpc: {notice}", file=sys.stderr, flush=True)
 
 
 def _freeze_startup_objects() -> None:
@@ -45,15 +64,18 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> int:
     stop = _stop_on_signals()
+    if supervised is not None:
+        die_with_parent(supervised, stop)
     core = await Core.open(settings, bootstrap=not settings.is_worker)
+    _warn(core)
     if core.bootstrap_path is not None:
         _say(f"bootstrap token written to {core.bootstrap_path}")
     shared = settings.workers > 1 or settings.is_worker
-    grpc_server = GrpcServer(core, reuse_port=shared)
-    http = None
-    workers: list[asyncio.subprocess.Process] = []
+    grpc_server = GrpcServer(core, reuse_port=shared, settings=settings)
+    http: HttpServer | None = None
+    workers: list[Worker] = []
     try:
         port = await grpc_server.start(settings.grpc_listen)
         host = settings.grpc_listen.rpartition(":")[0]
@@ -63,75 +85,114 @@ async def _serve(settings: Settings) -> int:
 
             upstream = grpc_server.in_process if settings.http_in_process else grpc_address
             http = await start_http(
-                upstream, settings.http_listen, settings.trusted_proxies, reuse_port=shared
+                upstream,
+                settings.http_listen,
+                settings.trusted_proxies,
+                reuse_port=shared,
+                limits=_http_limits(settings),
+                grace_period=settings.grace_period,
             )
         if settings.workers > 1:
             http_address = http.address if http is not None else None
-            workers = await _start_workers(settings, grpc_address, http_address)
+            workers = await start_workers(
+                settings.workers - 1, _worker_command(settings, grpc_address, http_address)
+            )
         _freeze_startup_objects()
-        _say(f"grpc listening on {grpc_address}")
-        if http is not None:
-            _say(f"http listening on {http.address}")
+        if supervised is not None:
+            report_ready(supervised)
+        else:
+            _say(f"grpc listening on {grpc_address}")
+            if http is not None:
+                _say(f"http listening on {http.address}")
         await stop.wait()
         _say("shutting down")
     finally:
-        await _stop_workers(workers, settings.grace_period)
-        if http is not None:
-            await http.stop()
-        await grpc_server.stop(settings.grace_period)
+        _exit_anyway_after(settings.grace_period + 2)
+        await _shut_down(settings.grace_period, grpc_server, http, workers)
         await core.close()
     return 0
 
 
-async def _start_workers(
-    settings: Settings, grpc_address: str, http_address: str | None
-) -> list[asyncio.subprocess.Process]:
-    """Start ``workers - 1`` more processes on the same ports and store; wait until they serve."""
+async def _shut_down(
+    grace: float, grpc_server: GrpcServer, http: HttpServer | None, workers: list[Worker]
+) -> None:
+    """Stop serving within ``grace`` (plus a little), whatever clients do.
+
+    HTTP first, so requests it forwards over the network still find the gRPC
+    server; gRPC gets what is left of the grace period. Whatever still hangs
+    after that is abandoned: the usage flush and a clean exit matter more.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    stopping = asyncio.ensure_future(stop_workers(workers, grace))
+    try:
+        async with asyncio.timeout(grace + 1):
+            if http is not None:
+                await http.stop()
+            await grpc_server.stop(max(deadline - loop.time(), 0.1))
+            await stopping
+    except TimeoutError:
+        print("tokengrpc: shutdown passed the grace period; closing anyway", file=sys.stderr)
+        stopping.cancel()
+
+
+def _exit_anyway_after(seconds: float) -> None:
+    """The last resort, should anything hang past the deadline (a blocked loop, a stuck thread)."""
+
+    def give_up() -> None:
+        print("tokengrpc: shutdown hung; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+def _http_limits(settings: Settings) -> ConnectionLimits:
+    from gateway.connections import ConnectionLimits
+
+    return ConnectionLimits(
+        max_head_bytes=settings.http_max_head_bytes,
+        head_timeout=settings.http_head_timeout,
+        keep_alive_timeout=settings.http_keep_alive_timeout,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def _worker_command(settings: Settings, grpc_address: str, http_address: str | None) -> list[str]:
+    """The same serve, on the bound ports; limits and key reach it through the environment."""
     command = [
         sys.executable, "-m", "tokengrpc", "serve", "--worker",
         "--data-dir", str(settings.data_dir), "--grpc-listen", grpc_address,
         "--http-upstream", "in-process" if settings.http_in_process else "network",
     ]  # fmt: skip
     command += ["--http-listen", http_address] if http_address else ["--no-http"]
-    ready = "http listening" if http_address else "grpc listening"
-    started = []
-    for _ in range(settings.workers - 1):
-        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
-        started.append(process)
-        assert process.stdout is not None
-        while True:
-            line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
-            if not line:
-                await _stop_workers(started, 0)
-                raise OSError("a worker process failed to start")
-            if line.startswith(ready):
-                break
-    return started
-
-
-async def _stop_workers(workers: list[asyncio.subprocess.Process], grace: float) -> None:
-    for process in workers:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-    for process in workers:
-        try:
-            await asyncio.wait_for(process.communicate(), timeout=grace + 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+    for limit in LIMITS:
+        command += [limit.flag, str(getattr(settings, limit.field))]
+    return command
 
 
 async def _gateway(upstream: str, settings: Settings) -> int:
     from gateway.app import start_http
 
     stop = _stop_on_signals()
-    http = await start_http(upstream, settings.http_listen, settings.trusted_proxies)
+    http = await start_http(
+        upstream,
+        settings.http_listen,
+        settings.trusted_proxies,
+        limits=_http_limits(settings),
+        grace_period=settings.grace_period,
+    )
     _freeze_startup_objects()
     _say(f"http listening on {http.address}")
     try:
         await stop.wait()
     finally:
-        await http.stop()
+        try:
+            async with asyncio.timeout(settings.grace_period + 1):
+                await http.stop()
+        except TimeoutError:
+            print("tokengrpc: shutdown passed the grace period", file=sys.stderr)
     return 0
 
 
@@ -153,6 +214,7 @@ def _format_time(token: pb.Token, field: str) -> str:
 
 async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
     core = await Core.open(settings, bootstrap=False)
+    _warn(core)
     manager = core.manager
     try:
         if args.action == "create":
@@ -225,15 +287,19 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="server processes sharing the ports (TOKENGRPC_WORKERS)"
     )
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--supervised", type=WorkerPipes.decode, help=argparse.SUPPRESS)
     serve.add_argument(
         "--http-upstream",
         choices=["in-process", "network"],
         help="how the gateway reaches the service (TOKENGRPC_HTTP_UPSTREAM; default in-process)",
     )
+    add_limit_flags(serve)
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway alone")
     gateway.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
     gateway.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
+    add_limit_flags(gateway, prefix="grace")
+    add_limit_flags(gateway, prefix="http")
 
     token = commands.add_parser("token", help="administer tokens directly in the store")
     actions = token.add_subparsers(dest="action", required=True)
@@ -262,7 +328,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings.from_env(os.environ)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ValueError as error:
+        print(f"tokengrpc: a TOKENGRPC_ variable is not valid: {error}", file=sys.stderr)
+        return 2
     overrides: dict[str, object] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
@@ -279,10 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["workers"] = 1
     if getattr(args, "http_upstream", None):
         overrides["http_in_process"] = args.http_upstream == "in-process"
+    overrides |= limit_overrides(args)
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(settings))
+            return asyncio.run(_serve(settings, args.supervised))
         if args.command == "gateway":
             return asyncio.run(_gateway(args.upstream, settings))
         return asyncio.run(_token_command(args, settings))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,24 @@ class Settings:
     #: Set in the extra processes ``serve --workers`` starts: no bootstrap, no
     #: further workers, and the ports are shared.
     is_worker: bool = False
+    #: HTTP: bytes a request line and headers may take (431 beyond).
+    http_max_head_bytes: int = 16 * 1024
+    #: HTTP: seconds a connection may take to send a complete request head.
+    http_head_timeout: float = 10.0
+    #: HTTP: seconds an idle keep-alive connection is kept open.
+    http_keep_alive_timeout: int = 5
+    #: HTTP: open connections per process; more are closed as they arrive.
+    http_max_connections: int = 1000
+    #: gRPC: seconds a connection with no calls is kept open.
+    grpc_max_connection_idle: float = 300.0
+    #: gRPC: concurrent calls on one connection.
+    grpc_max_concurrent_streams: int = 100
+    #: gRPC: open connections per process.
+    grpc_max_connections: int = 1000
+    #: gRPC: bytes of one request message (the HTTP body limit is 1 MiB too).
+    grpc_max_receive_bytes: int = 1024 * 1024
+    #: gRPC: seconds a client must leave between keepalive pings.
+    grpc_keepalive_min_time: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -49,7 +68,77 @@ class Settings:
             trusted_proxies=tuple(p.strip() for p in trusted.split(",") if p.strip())
             if trusted is not None
             else base.trusted_proxies,
-            grace_period=float(env.get("TOKENGRPC_GRACE_PERIOD") or base.grace_period),
             http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
             workers=int(env.get("TOKENGRPC_WORKERS") or base.workers),
+            **{  # type: ignore[arg-type]  # each parser returns its field's type
+                limit.field: limit.parse(env[limit.variable])
+                for limit in LIMITS
+                if env.get(limit.variable)
+            },
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A number an operator may tune: one row gives the field, variable, flag and help."""
+
+    field: str
+    parse: Callable[[str], float | int]
+    help: str
+
+    @property
+    def variable(self) -> str:
+        return "TOKENGRPC_" + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    def default(self) -> object:
+        return getattr(Settings(), self.field)
+
+
+def _positive(kind: Callable[[str], float | int]) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if not value > 0:  # also refuses NaN
+            raise ValueError("must be a positive number")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
+#: The connection limits and the grace period, in the order ``--help`` shows them.
+LIMITS: tuple[Limit, ...] = (
+    Limit("grace_period", _positive(float), "seconds in-flight requests get on SIGTERM"),
+    Limit("http_max_head_bytes", _positive(int), "bytes of an HTTP request head (431 beyond)"),
+    Limit("http_head_timeout", _positive(float), "seconds to send a complete HTTP request head"),
+    Limit("http_keep_alive_timeout", _positive(int), "seconds an idle HTTP connection is kept"),
+    Limit("http_max_connections", _positive(int), "open HTTP connections; more are refused"),
+    Limit("grpc_max_connection_idle", _positive(float), "seconds an idle gRPC connection is kept"),
+    Limit("grpc_max_concurrent_streams", _positive(int), "concurrent calls per gRPC connection"),
+    Limit("grpc_max_connections", _positive(int), "open gRPC connections; more are refused"),
+    Limit("grpc_max_receive_bytes", _positive(int), "bytes of one gRPC request message"),
+    Limit("grpc_keepalive_min_time", _positive(float), "seconds a client must leave between pings"),
+)
+
+
+def add_limit_flags(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """``--flag`` for each limit whose field starts with ``prefix``."""
+    for limit in LIMITS:
+        if limit.field.startswith(prefix):
+            parser.add_argument(
+                limit.flag,
+                dest=limit.field,
+                type=limit.parse,
+                help=f"{limit.help} ({limit.variable}; default {limit.default()})",
+            )
+
+
+def limit_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        limit.field: getattr(args, limit.field)
+        for limit in LIMITS
+        if getattr(args, limit.field, None) is not None
+    }

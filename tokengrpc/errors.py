@@ -46,6 +46,12 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Unavailable(DomainError):
+    """The store cannot take the request now (a full disk, say); retrying later may work."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     field: str

@@ -11,8 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -41,12 +45,41 @@ def decode_key(text: str) -> bytes:
     raise SecretKeyError("the secret key must be 32 bytes, written as 64 hex digits or base64")
 
 
-def load_or_create_key(data_dir: Path, env_value: str | None) -> bytes:
+@dataclass(frozen=True, slots=True)
+class FoundKey:
+    key: bytes
+    #: Where it came from, in words for a message: the variable or the file.
+    origin: str
+    #: The key file is readable by group or others.
+    exposed: bool = False
+
+
+def find_key(data_dir: Path, env_value: str | None) -> FoundKey | None:
+    """The configured key, or None when neither the variable nor the key file has one."""
     if env_value:
-        return decode_key(env_value)
+        return FoundKey(decode_key(env_value), "TOKENGRPC_SECRET_KEY")
     path = data_dir / KEY_FILE
-    if path.exists():
-        return decode_key(path.read_text())
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    exposed = bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
+    return FoundKey(decode_key(text), str(path), exposed)
+
+
+def fingerprint(key: bytes) -> bytes:
+    """What the store keeps to recognise the key: an HMAC by the key, never the key."""
+    return hmac.new(key, b"tokengrpc key fingerprint", hashlib.sha256).digest()
+
+
+def load_or_create_key(data_dir: Path, env_value: str | None) -> bytes:
+    found = find_key(data_dir, env_value)
+    return found.key if found is not None else create_key(data_dir)
+
+
+def create_key(data_dir: Path) -> bytes:
+    """A new key in ``<data_dir>/secret.key`` (0600), or the one a racing process just wrote."""
+    path = data_dir / KEY_FILE
     key = secrets.token_bytes(32)
     # O_EXCL: two processes starting at once must not each write their own key.
     try:

@@ -20,9 +20,11 @@ from tokengrpc.addresses import ClientAddressResolver
 from tokengrpc.auth import Authenticator
 from tokengrpc.bootstrap import ensure_bootstrap_token
 from tokengrpc.config import Settings
+from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
+from tokengrpc.keycheck import checked_key
 from tokengrpc.plaintext import valid_prefix
-from tokengrpc.sealing import Sealer, load_or_create_key
+from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
 from tokengrpc.store.sqlite import SqliteStore
 from tokengrpc.tokens import TokenManager
@@ -43,35 +45,65 @@ class Core:
     authenticator: Authenticator
     manager: TokenManager
     bootstrap_path: Path | None
+    #: Warnings for the operator's stderr (a key file others can read).
+    notices: list[str]
 
     @classmethod
     async def open(cls, settings: Settings, *, bootstrap: bool = True) -> Core:
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = load_or_create_key(settings.data_dir, settings.secret_key)
         store = await SqliteStore.open(settings.data_dir)
+        try:
+            key = await checked_key(store, settings.data_dir, settings.secret_key)
+        except BaseException:
+            await store.close()
+            raise
         usage = UsageRecorder(store, settings.usage_flush_interval)
         authenticator = Authenticator(store, usage, ClientAddressResolver(settings.trusted_proxies))
-        manager = TokenManager(store, usage, authenticator, Sealer(key), settings.token_prefix)
+        manager = TokenManager(store, usage, authenticator, Sealer(key.key), settings.token_prefix)
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
-        return cls(store, usage, authenticator, manager, path)
+        return cls(store, usage, authenticator, manager, path, key.notices)
 
     async def close(self) -> None:
         await self.usage.stop()
         await self.store.close()
 
 
+def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """What one client may hold of the gRPC server: connections, streams, bytes, pings."""
+    return (
+        ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle * 1000)),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
+        ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+        # Keepalive enforcement: pings more often than this, or without calls,
+        # earn strikes, and two strikes close the connection (GOAWAY).
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.grpc_keepalive_min_time * 1000),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 0),
+    )
+
+
 class GrpcServer:
     """grpc.aio server with TokenService, health and reflection."""
 
-    def __init__(self, core: Core, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, core: Core, *, reuse_port: bool = False, settings: Settings | None = None
+    ) -> None:
         self.core = core
         # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
         # server on a busy port must fail loudly, not quietly take half the traffic.
-        self.server = grpc.aio.server(options=(("grpc.so_reuseport", int(reuse_port)),))
+        options = (
+            ("grpc.so_reuseport", int(reuse_port)),
+            *connection_options(settings or Settings()),
+        )
+        self.server = grpc.aio.server(options=options)
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -87,14 +119,19 @@ class GrpcServer:
         )
 
     async def _watch_store(self, interval: float = 1.0) -> None:
-        """Report NOT_SERVING while the store does not answer, for /readyz and probes."""
+        """Report NOT_SERVING while the store does not answer or its disk refuses
+        writes (probing with a harmless write), for /readyz and probes."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(interval):
                     await self.core.store.ping()
+                    if not self.core.store.writable:
+                        await self.core.store.probe_write()
                 status = serving
+            except Unavailable:
+                status = not_serving  # the store logged why, once
             except Exception:
                 log.exception("the store does not answer")
                 status = not_serving

@@ -29,6 +29,8 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        #: A flush failed and nothing has been written since: said once, not every interval.
+        self._failing = False
 
     def record(self, token_id: int, when: int) -> None:
         use = self._pending.get(token_id)
@@ -52,11 +54,14 @@ class UsageRecorder:
             try:
                 await self._store.add_usage(batch)
             except BaseException as error:
-                if isinstance(error, Exception):
+                if isinstance(error, Exception) and not self._failing:
+                    self._failing = True
                     log.exception("writing usage counts failed; keeping them for the next flush")
                 self._merge_back(batch)
                 if not isinstance(error, Exception):
                     raise
+            else:
+                self._failing = False
 
     def _merge_back(self, batch: dict[int, Usage]) -> None:
         for token_id, use in batch.items():

@@ -128,6 +128,19 @@ class TokenStore(Protocol):
 
     async def is_empty(self) -> bool: ...
 
+    async def key_fingerprint(self) -> bytes | None:
+        """The fingerprint of the secret key values are sealed with, once one is recorded."""
+        ...
+
+    async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
+        """Record ``fingerprint`` unless one is already there; return the one stored."""
+        ...
+
+    async def sealed_sample(self) -> tuple[bytes, bytes] | None:
+        """One sealed value and the hash it is bound to, to try a key on a store
+        that holds values but no fingerprint yet (written before it was kept)."""
+        ...
+
     async def ping(self) -> None:
         """Raises if the store cannot answer a query."""
         ...

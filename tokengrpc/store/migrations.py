@@ -38,6 +38,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX tokens_live_service_name ON tokens (name)
         WHERE owner = '' AND revoke_time IS NULL;
     """,
+    # 2: the secret key's fingerprint (one row). A process with another key,
+    # or with none, must refuse to start rather than seal with a new one.
+    """
+    CREATE TABLE secret_key (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        fingerprint BLOB    NOT NULL
+    );
+    -- Scratch room for the full-disk probe: a row written, then deleted.
+    CREATE TABLE write_probe (data BLOB NOT NULL);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

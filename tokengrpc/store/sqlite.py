@@ -19,16 +19,19 @@ effective on the very next request in every process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from tokengrpc.errors import Unavailable
 from tokengrpc.store.base import (
     SERVICE_OWNER,
     ListQuery,
@@ -40,6 +43,8 @@ from tokengrpc.store.base import (
 )
 from tokengrpc.store.freshness import Generation, ReadCache
 from tokengrpc.store.migrations import migrate
+
+log = logging.getLogger(__name__)
 
 DB_FILE = "tokens.db"
 GENERATION_FILE = "tokens.db-generation"
@@ -145,6 +150,27 @@ def _insert_params(new: NewToken) -> tuple[object, ...]:
     )
 
 
+#: Engine errors that say the disk or the file failed us, not the request.
+_DISK_FULL = {sqlite3.SQLITE_FULL}
+_UNUSABLE = {
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_READONLY,
+}
+
+
+def _unavailable(error: sqlite3.Error) -> Unavailable | None:
+    """The words a client may see for an engine failure (never SQLite's own text), or None."""
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in _DISK_FULL or "disk is full" in str(error):
+        return Unavailable("the store's disk is full; try again later")
+    if code in _UNUSABLE or isinstance(error, sqlite3.OperationalError):
+        return Unavailable("the store cannot be read or written right now; try again later")
+    return None
+
+
 def _prepare(path: Path) -> None:
     """Set WAL and migrate, on a plain connection before serving starts."""
     # Hashes and sealed values are nobody else's business: create it 0600.
@@ -199,6 +225,34 @@ class SqliteStore:
         self._inserting: set[asyncio.Task[None]] = set()
         #: This process's usage batches being written, each with its end.
         self._usage_writes: list[tuple[Mapping[int, Usage], asyncio.Event]] = []
+        #: False from a write the disk refused until one succeeds (``/readyz`` says so).
+        self.writable = True
+
+    @contextlib.contextmanager
+    def _engine_errors(self, *, writing: bool) -> Iterator[None]:
+        """Disk and file failures become ``Unavailable``; a write's outcome sets ``writable``."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as error:
+            mapped = _unavailable(error)
+            if mapped is None:
+                raise
+            if writing and self.writable:
+                self.writable = False
+                log.warning("the store refused a write: %s", mapped.message)
+            raise mapped from None
+
+    def _healed(self) -> None:
+        """A write that needed fresh room succeeded: an insert or ``probe_write``.
+
+        Not any write: a small one can fit in WAL frames already on disk while
+        a create still fails, and /readyz would flap.
+        """
+        if not self.writable:
+            self.writable = True
+            log.warning("the store takes writes again")
 
     @classmethod
     async def open(cls, data_dir: Path) -> SqliteStore:
@@ -216,7 +270,8 @@ class SqliteStore:
         try:
             return self._inline.execute(sql, params).fetchall()
         except sqlite3.OperationalError:
-            return list(await self._reader.execute_fetchall(sql, params))
+            with self._engine_errors(writing=False):
+                return list(await self._reader.execute_fetchall(sql, params))
 
     async def _records(self, sql: str, params: tuple[object, ...]) -> tuple[TokenRecord, ...]:
         """A short read, answered from the cache while no process has written."""
@@ -274,7 +329,8 @@ class SqliteStore:
         async def announced() -> T:
             done = False
             try:
-                result = await work()
+                with self._engine_errors(writing=True):
+                    result = await work()
                 done = True
                 return result
             finally:
@@ -290,7 +346,9 @@ class SqliteStore:
         try:
             result = await work()
         except BaseException:
-            await self._writer.execute("ROLLBACK")
+            # SQLite may have rolled back already (it does on a full disk).
+            if self._writer.in_transaction:
+                await self._writer.execute("ROLLBACK")
             raise
         await self._writer.execute("COMMIT")
         return result
@@ -318,7 +376,9 @@ class SqliteStore:
         for start in range(0, len(batch), _INSERT_BATCH):
             news = [new for new, _ in batch[start : start + _INSERT_BATCH]]
             try:
-                outcomes += await self._insert_rows(news)
+                with self._engine_errors(writing=True):
+                    outcomes += await self._insert_rows(news)
+                self._healed()
             except Exception as error:
                 outcomes += [error] * len(news)
         for (_, landed), outcome in zip(batch, outcomes, strict=True):
@@ -382,7 +442,8 @@ class SqliteStore:
         if keyset and query.limit <= _INLINE_PAGE + 1:
             return await self._records(sql, params)
         # An offset walks the index up to it: too long to hold the loop.
-        rows = await self._reader.execute_fetchall(sql, params)
+        with self._engine_errors(writing=False):
+            rows = await self._reader.execute_fetchall(sql, params)
         records = [_record(row) for row in rows]
         return await self._exact(records, functools.partial(self.list, query))
 
@@ -397,7 +458,8 @@ class SqliteStore:
         rows = await self._read(_COUNT_UP_TO[query.include_revoked], (query.owner,))
         counted = int(rows[0][0])
         if counted > _INLINE_COUNT:
-            rows = list(await self._reader.execute_fetchall(key[0], (query.owner,)))
+            with self._engine_errors(writing=False):
+                rows = list(await self._reader.execute_fetchall(key[0], (query.owner,)))
             counted = int(rows[0][0])
         self._cache.put_count(key, counted, mark)
         return counted
@@ -481,8 +543,37 @@ class SqliteStore:
         rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(next(iter(rows))[0])
 
+    async def key_fingerprint(self) -> bytes | None:
+        rows = await self._reader.execute_fetchall("SELECT fingerprint FROM secret_key")
+        return next((bytes(row[0]) for row in rows), None)
+
+    async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
+        async def record() -> Iterable[Any]:
+            await self._writer.execute(
+                "INSERT OR IGNORE INTO secret_key (id, fingerprint) VALUES (1, ?)", (fingerprint,)
+            )
+            return await self._writer.execute_fetchall("SELECT fingerprint FROM secret_key")
+
+        rows = await self._write(functools.partial(self._transaction, record))
+        return bytes(next(iter(rows))[0])
+
+    async def sealed_sample(self) -> tuple[bytes, bytes] | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT sealed_value, secret_hash FROM tokens WHERE sealed_value IS NOT NULL LIMIT 1"
+        )
+        return next(((bytes(row[0]), bytes(row[1])) for row in rows), None)
+
     async def ping(self) -> None:
         await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
+
+    async def probe_write(self) -> None:
+        """A write that leaves no trace but needs fresh disk room (64 KiB of WAL, pages
+        that then stay free for later rows), to see if the disk takes writes again."""
+
+        # Two commits: pages freed in the transaction that wrote them are never written.
+        for sql in ("INSERT INTO write_probe VALUES (zeroblob(65536))", "DELETE FROM write_probe"):
+            await self._write(functools.partial(self._writer.execute, sql))
+        self._healed()
 
     async def close(self) -> None:
         while self._inserting:  # queued creations land before the connections close

@@ -1,0 +1,174 @@
+"""Connection hygiene for uvicorn's httptools protocol: what a hostile client may hold.
+
+httptools has no limit of its own on a request head and uvicorn no timer for
+one, so a client could keep a connection, and tens of megabytes of header,
+for as long as it liked. This protocol closes a connection whose head is not
+complete within ``head_timeout``, answers 431 once a head passes
+``max_head_bytes``, and closes new connections at once past
+``max_connections`` instead of running the process out of descriptors.
+(Idle keep-alive connections are uvicorn's own ``timeout_keep_alive``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+#: Seconds a refused connection is drained before it is closed.
+_LINGER = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    #: Bytes a request line plus headers may take (431 beyond).
+    max_head_bytes: int = 16 * 1024
+    #: Seconds from connection (or from a request's first byte) to a complete head.
+    head_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection is kept (whole seconds: uvicorn's unit).
+    keep_alive_timeout: int = 5
+    #: Open connections per process; more are closed as they arrive.
+    max_connections: int = 1000
+
+
+class RateLimitedLog:
+    """One line per ``interval`` for a message a client can trigger at will, with a count."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._last = -interval
+        self._skipped = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._skipped += 1
+            return
+        more = f" ({self._skipped} more since the last report)" if self._skipped else ""
+        log.warning("%s%s", message, more)
+        self._last, self._skipped = now, 0
+
+
+def _response_431() -> bytes:
+    body = json.dumps(
+        {"code": 3, "message": "request head too large", "details": []}, separators=(",", ":")
+    ).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n"
+        b"connection: close\r\n\r\n" + body
+    )
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above; see ``protocol_for``."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    #: Shared by the connections of one server: one line per interval, however many come.
+    refusals: ClassVar[RateLimitedLog] = RateLimitedLog()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turned_away = False
+        self._discarding = False
+        #: Between a request's first byte (or the connection's start) and its complete head.
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._turned_away = True
+            transport.abort()
+            self.refusals.warning(
+                f"refusing HTTP connections: {self.limits.max_connections} already open"
+            )
+            return
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._turned_away:
+            return
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding or self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            # Not uvicorn's warning per bad request: a client must not write our log at will.
+            if not self._discarding:  # else our own 431 stopped the parser
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        # A head still incomplete past the limit: buffered bytes a client could grow for
+        # ever. (A chunk in which a head began counts whole: an over-count, never an under.)
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse_head()
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._arm_head_timer()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm_head_timer()
+        # The exact size of what was parsed, for a big head that came in one chunk with its body.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_head_bytes:
+            self._refuse_head()
+            raise _HeadTooLarge  # stops the parser; data_received sees a refused connection
+        super().on_headers_complete()
+
+    def _refuse_head(self) -> None:
+        """Answer 431, then drain for a moment before closing (a lingering close):
+        closing on a client still sending would reset the connection and lose
+        the answer."""
+        self._disarm_head_timer()
+        self._discarding = True
+        self.transport.write(_response_431())
+        self.transport.write_eof()
+        self.loop.call_later(_LINGER, self.transport.close)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_late)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
+
+
+def protocol_for(limits: ConnectionLimits) -> type[GuardedProtocol]:
+    """A protocol class carrying ``limits`` (uvicorn instantiates the class itself)."""
+    return type(
+        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "refusals": RateLimitedLog()}
+    )

@@ -1,0 +1,65 @@
+"""Running ``tokengrpc`` as a user does: in a subprocess, reading its output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENGRPC_")}
+    return env | extra
+
+
+class Serving:
+    def __init__(self, process: asyncio.subprocess.Process, lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+
+    def address(self, kind: str) -> str:
+        prefix = f"{kind} listening on "
+        return next(line[len(prefix) :] for line in self.lines if line.startswith(prefix))
+
+    async def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
+        except TimeoutError:
+            self.process.kill()  # never leave a server behind a failed test
+            await self.process.wait()
+            raise
+        return self.process.returncode or 0, out.decode()
+
+
+async def serve(*args: str, env: dict[str, str] | None = None, until: str = "grpc") -> Serving:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tokengrpc",
+        "serve",
+        *args,
+        env=env or clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith(f"{until} listening on") for line in lines):
+        raw = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+        assert raw, f"serve exited early: {lines}"
+        lines.append(raw.decode().rstrip("\n"))
+    return Serving(process, lines)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokengrpc", *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        timeout=60,
+        check=False,
+    )

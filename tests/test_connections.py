@@ -1,0 +1,218 @@
+"""What a hostile client may hold: request heads, idle sockets, connections, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.app import HttpServer, start_http
+from gateway.connections import ConnectionLimits
+from tests.helpers import LiveService, bearer
+from tests.processes import Serving, serve
+from tokengrpc.v1 import tokens_pb2 as pb
+
+LIMITS = ConnectionLimits(
+    max_head_bytes=16 * 1024, head_timeout=0.5, keep_alive_timeout=1, max_connections=6
+)
+
+
+@pytest.fixture
+async def http(service: LiveService) -> AsyncIterator[HttpServer]:
+    server = await start_http(service.target, "127.0.0.1:0", limits=LIMITS, grace_period=1)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def _open(http: HttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, _, port = http.address.rpartition(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the server closed the connection (reading whatever it sent first)."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                if not await reader.read(65536):
+                    break
+            except ConnectionResetError:
+                break
+    return time.monotonic() - started
+
+
+async def _status(reader: asyncio.StreamReader) -> int:
+    line = await asyncio.wait_for(reader.readline(), timeout=5)
+    return int(line.split()[1])
+
+
+def _head(extra: bytes = b"") -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n"
+
+
+async def test_a_head_over_16_kib_is_431_whole_or_growing(
+    http: HttpServer, service: LiveService
+) -> None:
+    before = service.snapshot()
+    reader, writer = await _open(http)
+    writer.write(_head(b"X-Big: " + b"a" * 16_400 + b"\r\n"))
+    assert await _status(reader) == 431
+    await _closed_within(reader, 5)
+    writer.close()
+
+    # A head that never ends: refused once it passes the limit, not buffered for ever.
+    reader, writer = await _open(http)
+    writer.write(b"GET /healthz HTTP/1.1\r\nX-Endless: ")
+    for _ in range(40):
+        writer.write(b"b" * 1024)
+        await writer.drain()
+    assert await _status(reader) == 431
+    body = await reader.read(65536)
+    assert b"bbbb" not in body, "the answer does not echo what was sent"
+    writer.close()
+
+    # Just under the limit is served.
+    reader, writer = await _open(http)
+    writer.write(_head(b"X-Fits: " + b"c" * 15_000 + b"\r\n"))
+    assert await _status(reader) == 200
+    writer.close()
+    assert service.snapshot() == before
+
+
+async def test_a_connection_without_a_complete_head_is_closed(http: HttpServer) -> None:
+    reader, _ = await _open(http)
+    silent = await _closed_within(reader, 5)
+    print(f"silent connection closed after {silent:.2f} s (head timeout 0.5 s)")
+    assert silent >= 0.4
+
+    reader, writer = await _open(http)
+    writer.write(b"GET /healthz HTTP/1.1\r\n")
+
+    async def trickle() -> None:
+        for _ in range(50):  # a byte at a time, never finishing the head
+            await asyncio.sleep(0.05)
+            if writer.is_closing():
+                return
+            writer.write(b"X")
+
+    dripping = asyncio.create_task(trickle())
+    slow = await _closed_within(reader, 5)
+    dripping.cancel()
+    print(f"slow head closed after {slow:.2f} s")
+    writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(http: HttpServer) -> None:
+    reader, writer = await _open(http)
+    for _ in range(2):  # the connection is kept between requests
+        writer.write(_head())
+        assert await _status(reader) == 200
+        await reader.readuntil(b'{"status":"ok"}')
+    idle = await _closed_within(reader, 5)
+    print(f"idle keep-alive connection closed after {idle:.2f} s (timeout 1 s)")
+    assert idle >= 0.5
+    writer.close()
+
+
+async def test_connections_past_the_limit_are_refused_and_logged_once(
+    http: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = [await _open(http) for _ in range(LIMITS.max_connections)]
+    for reader, writer in held[:1]:
+        writer.write(_head())
+        assert await _status(reader) == 200
+    caplog.set_level(logging.WARNING, logger="gateway.connections")
+    for _ in range(20):
+        reader, writer = await _open(http)
+        assert await _closed_within(reader, 2) < 2
+        writer.close()
+    refusals = [r for r in caplog.records if "refusing HTTP connections" in r.getMessage()]
+    assert len(refusals) == 1, "one line per interval, not one per connection"
+
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.2)
+    reader, writer = await _open(http)
+    writer.write(_head())
+    assert await _status(reader) == 200, "served again once connections are free"
+    writer.close()
+
+
+# gRPC, through a real `tokengrpc serve` with the limits set by flags.
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_SETTINGS, _GOAWAY = 4, 7
+
+
+async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[tuple[int, int, bytes]]:
+    while True:
+        try:
+            header = await reader.readexactly(9)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            return
+        length = int.from_bytes(header[:3], "big")
+        kind, flags = header[3], header[4]
+        yield kind, flags, await reader.readexactly(length)
+
+
+@pytest.fixture
+async def limited_grpc(tmp_path: Path) -> AsyncIterator[Serving]:
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
+        "--grpc-max-connection-idle", "0.5", "--grpc-max-concurrent-streams", "7",
+        "--grpc-max-receive-bytes", "65536",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        assert (await server.stop())[0] == 0
+
+
+async def test_grpc_announces_the_stream_limit_and_closes_idle_connections(
+    limited_grpc: Serving,
+) -> None:
+    host, _, port = limited_grpc.address("grpc").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(_PREFACE + struct.pack(">I", 0)[1:] + bytes([_SETTINGS, 0]) + bytes(4))
+    started = time.monotonic()
+    settings: dict[int, int] = {}
+    goaway = None
+    async with asyncio.timeout(10):
+        async for kind, flags, payload in _frames(reader):
+            if kind == _SETTINGS and not flags & 1:  # not an ACK
+                for offset in range(0, len(payload), 6):
+                    key, value = struct.unpack(">HI", payload[offset : offset + 6])
+                    settings[key] = value
+            if kind == _GOAWAY:
+                goaway = time.monotonic() - started
+                break
+    writer.close()
+    assert settings.get(3) == 7, "SETTINGS_MAX_CONCURRENT_STREAMS"
+    print(f"idle gRPC connection sent GOAWAY after {goaway} s (limit 0.5 s)")
+    assert goaway is not None
+
+
+async def test_grpc_refuses_a_message_over_the_receive_limit(
+    limited_grpc: Serving, tmp_path: Path
+) -> None:
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    async with grpc.aio.insecure_channel(limited_grpc.address("grpc")) as channel:
+        create = channel.unary_unary(
+            "/tokengrpc.v1.TokenService/CreateToken",
+            request_serializer=pb.CreateTokenRequest.SerializeToString,
+            response_deserializer=pb.CreateTokenResponse.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await create(pb.CreateTokenRequest(name="x" * 70_000), metadata=bearer(admin))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        created = await create(pb.CreateTokenRequest(name="fits"), metadata=bearer(admin))
+        assert created.token.name == "fits"
