@@ -23,7 +23,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.asgiserver import AsgiServer
-from tests.envoyproxy import LiveEnvoy, echo_app, start_envoy
+from tests.envoyproxy import CONFIG, LiveEnvoy, echo_app, start_envoy
 from tests.helpers import LiveService, bearer
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -277,3 +277,8 @@ async def test_check_is_listed_by_reflection_and_refuses_callers_without_introsp
     allowed = await check.Check(request, metadata=bearer(service.admin_token))
     assert allowed.status.code == 0
     assert "authorization" in allowed.ok_response.headers_to_remove
+
+
+def test_readme_shows_the_config_the_tests_run() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"```yaml\n{CONFIG.read_text()}```" in readme
