@@ -258,11 +258,18 @@ async def test_check_is_listed_by_reflection_and_refuses_callers_without_introsp
 ) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
     names: list[str] = []
-    async for answer in stub.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-    ):
+    files: list[bytes] = []
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="envoy.service.auth.v3.Authorization"
+        ),
+    ]
+    async for answer in stub.ServerReflectionInfo(iter(requests)):
         names.extend(s.name for s in answer.list_services_response.service)
+        files.extend(answer.file_descriptor_response.file_descriptor_proto)
     assert "envoy.service.auth.v3.Authorization" in names
+    assert any(b"envoy/service/auth/v3/external_auth.proto" in file for file in files)
 
     # Called directly: a caller without introspect gets a denial, never OK.
     _, good = await service.create("good", owner="alice")
@@ -277,6 +284,17 @@ async def test_check_is_listed_by_reflection_and_refuses_callers_without_introsp
     allowed = await check.Check(request, metadata=bearer(service.admin_token))
     assert allowed.status.code == 0
     assert "authorization" in allowed.ok_response.headers_to_remove
+
+    # Envoy's raw header list (encode_raw_headers): two entries are two tokens.
+    raw = external_auth_pb2.CheckRequest()
+    raw.attributes.source.address.socket_address.address = "127.0.0.1"
+    entries = raw.attributes.request.http.header_map.headers
+    entries.add(key="authorization", raw_value=f"Bearer {good}".encode())
+    answer = await check.Check(raw, metadata=bearer(service.admin_token))
+    assert answer.status.code == 0
+    entries.add(key="authorization", raw_value=f"Bearer {good}".encode())
+    answer = await check.Check(raw, metadata=bearer(service.admin_token))
+    assert answer.denied_response.status.code == 401
 
 
 def test_readme_shows_the_config_the_tests_run() -> None:
