@@ -46,7 +46,7 @@ class Stack:
         return await self.http.get(path, headers=sent)
 
     async def usage(self, token_id: int) -> int:
-        await asyncio.sleep(0.15)  # the service batches use counts (50 ms in tests)
+        await self.service.core.usage.flush()  # counts are batched; write them now
         response = await self.service.stub.GetToken(
             pb.GetTokenRequest(id=token_id), metadata=bearer(self.service.admin_token)
         )
