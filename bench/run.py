@@ -381,13 +381,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1000,100000,1000000")
-    parser.add_argument("--only", choices=["grpc", "http", "scale"], action="append")
+    parser.add_argument("--only", choices=["grpc", "http", "scale", "services"], action="append")
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "scale"]
+    sections = args.only or ["grpc", "http", "scale", "services"]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -398,6 +398,10 @@ def main() -> None:
             http_section(rows, work, args.runs, args.seconds)
         if "scale" in sections:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
+        if "services" in sections:
+            from bench.services import services_section  # it imports this module
+
+            services_section(rows, work, args.runs, args.seconds)
     text = render(rows, args.runs, args.seconds)
     print(text)
     Path(args.output).write_text(text)

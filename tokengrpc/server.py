@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tokengrpc import extauthz
 from tokengrpc.addresses import ClientAddressResolver
 from tokengrpc.auth import Authenticator
 from tokengrpc.bootstrap import ensure_bootstrap_token
@@ -114,8 +115,9 @@ class GrpcServer:
         self.in_process = InProcessChannel()
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
+        authz = extauthz.register(self.server, core.authenticator)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (SERVICE_NAME, authz, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
 
     async def _watch_store(self, interval: float = 1.0) -> None:

@@ -1,0 +1,189 @@
+"""Envoy external authorization: ``envoy.service.auth.v3.Authorization/Check``.
+
+Envoy (or a mesh built on it) asks here before it forwards an HTTP request, so
+the protected service needs no code of its own. The rules are the service's:
+the checked request's bearer token goes through the same ``Authenticator``
+(checksum, hash, status, ``allowed_ips`` against the client address Envoy saw)
+and an allowed check counts one use.
+
+Every answer is a ``CheckResponse`` with an explicit HTTP status, never a gRPC
+error: Envoy turns a gRPC error into "allow" when ``failure_mode_allow`` is
+set, and a denial without a status into a bare 403.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from tokengrpc.addresses import parse_address
+from tokengrpc.auth import Authenticator, bearer
+from tokengrpc.errors import Unauthenticated
+from tokengrpc.rules import INTROSPECT
+from tokengrpc.store import TokenRecord
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+#: What the upstream learns about an allowed request; client copies never pass.
+IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
+#: The per-route ``context_extensions`` key naming the scopes a route demands.
+REQUIRED_SCOPES = "required_scopes"
+#: At most one warning per this many seconds about Envoy's own bad token, so a
+#: misconfigured proxy under load does not flood the log.
+_WARN_EVERY = 60.0
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# Printable ASCII stays readable; the rest (and "%") is percent-encoded UTF-8,
+# so a name in any script survives every HTTP parser between Envoy and the app.
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+    )
+
+
+def _denied(
+    grpc_code: int, http_code: int, message: str, *, challenge: bool
+) -> external_auth_pb2.CheckResponse:
+    headers = [_header("content-type", "application/json")]
+    if challenge:
+        headers.append(_header("www-authenticate", "Bearer"))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=grpc_code),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_code),
+            headers=headers,
+            body=json.dumps({"error": message}),
+        ),
+    )
+
+
+UNAUTHENTICATED = _denied(
+    code_pb2.UNAUTHENTICATED, http_status_pb2.Unauthorized, "Unauthenticated.", challenge=True
+)
+FORBIDDEN = _denied(
+    code_pb2.PERMISSION_DENIED, http_status_pb2.Forbidden, "Forbidden.", challenge=False
+)
+#: Envoy itself is not allowed to ask: the client is not at fault, and the
+#: request must not pass, so it is the answer Envoy gives when we are down.
+UNAVAILABLE = _denied(
+    code_pb2.UNAVAILABLE,
+    http_status_pb2.ServiceUnavailable,
+    "Service unavailable.",
+    challenge=False,
+)
+
+
+def presented_token(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str | None:
+    """The one bearer token of the checked request, or None if not exactly one.
+
+    Envoy merges repeated headers into one comma-joined value in ``headers``
+    (or lists each in ``header_map`` with ``encode_raw_headers``); a comma is
+    never part of a token, so either way two ``authorization`` headers fail.
+    """
+    values: Sequence[str]
+    if http.header_map.headers:
+        values = [
+            entry.raw_value.decode("latin-1") if entry.raw_value else entry.value
+            for entry in http.header_map.headers
+            if entry.key.lower() == "authorization"
+        ]
+    else:
+        single = http.headers.get("authorization")
+        values = [] if single is None else [single]
+    if len(values) != 1 or "," in values[0]:
+        return None
+    return bearer(values[0])
+
+
+def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
+    headers = [
+        _header("x-token-id", str(record.id)),
+        _header("x-token-name", quote(record.name, safe=_SAFE)),
+        _header("x-token-scopes", " ".join(record.scopes)),
+    ]
+    if record.owner:  # service tokens have none, and then the header is absent
+        headers.append(_header("x-token-owner", quote(record.owner, safe=_SAFE)))
+    return headers
+
+
+def missing_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
+    """Opaque scopes are matched exactly: ``admin`` stands in only for reserved ones."""
+    required = extensions.get(REQUIRED_SCOPES, "").split()
+    return not set(required).issubset(record.scopes)
+
+
+class AuthorizationServicer:
+    """Implements ``Authorization`` (duck-typed: the generated base is untyped)."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+        self._last_warning = -_WARN_EVERY
+
+    async def _caller_may_check(self, context: grpc.aio.ServicerContext[object, object]) -> bool:
+        """Envoy authenticates like any caller and needs ``introspect`` (or ``admin``)."""
+        try:
+            caller = await self._auth.authenticate(
+                context.invocation_metadata() or (), context.peer()
+            )
+        except Unauthenticated:
+            self._warn("a Check call came without a valid token (grpc_service.initial_metadata)")
+            return False
+        if not caller.holds(INTROSPECT):
+            self._warn("a Check call came with a token that lacks the introspect scope")
+            return False
+        return True
+
+    def _warn(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning("ext_authz: %s; denying every request with 503", why)
+
+    async def Check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> external_auth_pb2.CheckResponse:
+        if not await self._caller_may_check(context):
+            return UNAVAILABLE
+        attributes = request.attributes
+        token = presented_token(attributes.request.http)
+        address = parse_address(attributes.source.address.socket_address.address)
+        record = await self._auth.check(token, address)
+        if record is None:
+            return UNAUTHENTICATED
+        if missing_scopes(record, attributes.context_extensions):
+            return FORBIDDEN
+        # Set headers overwrite every client copy; the ones we do not set
+        # (x-token-owner of a service token) and the secret itself are removed.
+        headers = identity_headers(record)
+        kept = {option.header.key for option in headers}
+        removed = ["authorization", *(name for name in IDENTITY_HEADERS if name not in kept)]
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=headers, headers_to_remove=removed
+            ),
+        )
+
+
+def register(server: grpc.aio.Server, authenticator: Authenticator) -> str:
+    """Serve Check beside TokenService; returns the name for reflection."""
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationServicer(authenticator), server
+    )
+    return str(SERVICE_NAME)
