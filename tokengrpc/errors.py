@@ -46,23 +46,35 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+#: Field violations one error carries at most (contract section 10): enough to
+#: fix a request, and small enough for gRPC's trailing metadata (8 KiB).
+MAX_VIOLATIONS = 20
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
+    """One bad field. ``description`` never repeats the value that was sent."""
+
     field: str
     description: str
     #: A stable word for clients that phrase messages their own way (the
-    #: legacy HTTP families do): REQUIRED, TOO_LONG, PAST or INVALID.
+    #: legacy HTTP families do): REQUIRED, TOO_LONG, TOO_MANY, PAST or INVALID.
     reason: str = "INVALID"
 
 
 class InvalidArgument(DomainError):
-    """One or more bad fields, reported together."""
+    """One or more bad fields, reported together (the first MAX_VIOLATIONS)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: list[Violation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
+    def __init__(self, violations: list[Violation], more: int = 0) -> None:
+        shown = violations[:MAX_VIOLATIONS]
+        more += len(violations) - len(shown)
+        message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        if more:
+            message += f"; and {more} more"
+        super().__init__(message)
+        self.violations = shown
 
 
 def to_status(error: DomainError) -> status_pb2.Status:
