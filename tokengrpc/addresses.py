@@ -105,7 +105,13 @@ def forwarded_address(entry: str) -> IPAddress | None:
 
 def _is_port(text: str) -> bool:
     port = text[1:]
-    return text.startswith(":") and 0 < len(port) <= 5 and port.isascii() and port.isdigit()
+    return (
+        text.startswith(":")
+        and 0 < len(port) <= 5
+        and port.isascii()
+        and port.isdigit()
+        and int(port) <= 65535
+    )
 
 
 class ClientAddressResolver:
