@@ -27,6 +27,7 @@ from tokengrpc.v1 import tokens_pb2 as pb
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips")
+_TOKEN_FIELDS = frozenset(pb.Token.DESCRIPTOR.fields_by_name)
 #: More than the updatable fields, so repeats are tolerated; a bound on the work.
 MAX_MASK_PATHS = 16
 
@@ -262,9 +263,10 @@ class TokenManager:
             paths = list(dict.fromkeys(raw_paths))
             for index, path in enumerate(raw_paths):
                 if path not in UPDATABLE:
+                    # Only our own field names are repeated, never a client's string.
+                    which = path if path in _TOKEN_FIELDS else f"path {index}"
                     problems.add(
-                        "update_mask",
-                        f"path {index} cannot be updated; use {', '.join(UPDATABLE)}",
+                        "update_mask", f"{which} cannot be updated; use {', '.join(UPDATABLE)}"
                     )
         changes = TokenChanges(
             name=rules.clean_name(token.name, "token.name", problems) if "name" in paths else None,
