@@ -49,6 +49,8 @@ class FailedPrecondition(DomainError):
 #: Field violations one error carries at most (contract section 10): enough to
 #: fix a request, and small enough for gRPC's trailing metadata (8 KiB).
 MAX_VIOLATIONS = 20
+#: Characters of an InvalidArgument message before the rest is only counted.
+MAX_MESSAGE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +71,20 @@ class InvalidArgument(DomainError):
 
     def __init__(self, violations: list[Violation], more: int = 0) -> None:
         shown = violations[:MAX_VIOLATIONS]
-        more += len(violations) - len(shown)
-        message = "; ".join(f"{v.field}: {v.description}" for v in shown)
-        if more:
-            message += f"; and {more} more"
+        total = len(violations) + more
+        # The message and the details travel together in trailing metadata;
+        # the message keeps to MAX_MESSAGE and counts what it leaves out.
+        parts: list[str] = []
+        length = 0
+        for v in shown:
+            part = f"{v.field}: {v.description}"
+            if parts and length + len(part) > MAX_MESSAGE:
+                break
+            parts.append(part)
+            length += len(part) + 2
+        message = "; ".join(parts)
+        if total > len(parts):
+            message += f"; and {total - len(parts)} more"
         super().__init__(message)
         self.violations = shown
 
