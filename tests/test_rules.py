@@ -83,10 +83,11 @@ def test_allowed_ips_normalise_and_explain() -> None:
     cleaned = rules.clean_allowed_ips(["10.0.0.0/24", " 203.0.113.12 ", "::1"], "f", problems)
     assert cleaned == ("10.0.0.0/24", "203.0.113.12", "::1")
     rules.clean_allowed_ips(["10.0.0.1/24", "300.1.1.1", "nope"], "f", problems)
+    # Each problem names the item by index; none repeats what was sent.
     assert [p.description for p in problems.items] == [
-        "'10.0.0.1/24' has host bits set; write the network address of the range",
-        "'300.1.1.1' is not an IP address or CIDR range",
-        "'nope' is not an IP address or CIDR range",
+        "item 0 has host bits set; write the network address of the range",
+        "item 1 is not an IP address or CIDR range",
+        "item 2 is not an IP address or CIDR range",
     ]
 
 

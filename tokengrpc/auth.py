@@ -87,14 +87,23 @@ class Authenticator:
         return record
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
-        authorization = forwarded = None
+        """The caller of a gRPC request, or UNAUTHENTICATED.
+
+        More than one ``authorization`` entry is refused, not resolved: which
+        one a proxy or a server picks differs, and a credential must not be
+        ambiguous. Every ``x-forwarded-for`` entry counts, in order.
+        """
+        authorizations: list[str | bytes] = []
+        forwarded: list[str] = []
         for key, value in metadata:
-            if key == "authorization" and isinstance(value, str):
-                authorization = value
+            if key == "authorization":
+                authorizations.append(value)
             elif key == "x-forwarded-for" and isinstance(value, str):
-                forwarded = value
-        address = self.resolver.resolve(peer, forwarded)
-        record = await self.check(bearer(authorization), address)
+                forwarded.append(value)
+        if len(authorizations) != 1 or not isinstance(authorizations[0], str):
+            raise Unauthenticated()
+        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        record = await self.check(bearer(authorizations[0]), address)
         if record is None:
             raise Unauthenticated()
         return Caller(owner=record.owner, scopes=frozenset(record.scopes))

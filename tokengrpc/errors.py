@@ -52,23 +52,47 @@ class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+#: Field violations one error carries at most (contract section 10): enough to
+#: fix a request, and small enough for gRPC's trailing metadata (8 KiB).
+MAX_VIOLATIONS = 20
+#: Characters of an InvalidArgument message before the rest is only counted.
+MAX_MESSAGE = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
+    """One bad field. ``description`` never repeats the value that was sent."""
+
     field: str
     description: str
     #: A stable word for clients that phrase messages their own way (the
-    #: legacy HTTP families do): REQUIRED, TOO_LONG, PAST or INVALID.
+    #: legacy HTTP families do): REQUIRED, TOO_LONG, TOO_MANY, PAST or INVALID.
     reason: str = "INVALID"
 
 
 class InvalidArgument(DomainError):
-    """One or more bad fields, reported together."""
+    """One or more bad fields, reported together (the first MAX_VIOLATIONS)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: list[Violation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
+    def __init__(self, violations: list[Violation], more: int = 0) -> None:
+        shown = violations[:MAX_VIOLATIONS]
+        total = len(violations) + more
+        # The message and the details travel together in trailing metadata;
+        # the message keeps to MAX_MESSAGE and counts what it leaves out.
+        parts: list[str] = []
+        length = 0
+        for v in shown:
+            part = f"{v.field}: {v.description}"
+            if parts and length + len(part) > MAX_MESSAGE:
+                break
+            parts.append(part)
+            length += len(part) + 2
+        message = "; ".join(parts)
+        if total > len(parts):
+            message += f"; and {total - len(parts)} more"
+        super().__init__(message)
+        self.violations = shown
 
 
 def to_status(error: DomainError) -> status_pb2.Status:

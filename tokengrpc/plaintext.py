@@ -78,7 +78,11 @@ def parse(plaintext: str) -> ParsedToken | None:
     if len(plaintext) > _MAX_PLAINTEXT:
         return None
     id_part, bar, secret = plaintext.partition("|")
+    # Exactly the digits ``join`` writes: ASCII, no sign, space, underscore or
+    # leading zero, so one token has one spelling ("007|..." is not token 7).
     if not bar or not id_part.isascii() or not id_part.isdigit() or len(id_part) > 19:
+        return None
+    if id_part[0] == "0":
         return None
     token_id = int(id_part)
     if not 0 < token_id <= MAX_ID:

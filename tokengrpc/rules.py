@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from tokengrpc.addresses import MAX_ALLOWED_IPS, parse_allowed
-from tokengrpc.errors import InvalidArgument, Violation
+from tokengrpc.errors import MAX_VIOLATIONS, InvalidArgument, Violation
 from tokengrpc.store import TokenRecord
 
 WRITE = "write"
@@ -56,17 +56,24 @@ def inherited_scopes(held: Iterable[str]) -> tuple[str, ...]:
 
 
 class Violations:
-    """Collects every bad field of a request so the caller hears of all at once."""
+    """Collects every bad field of a request so the caller hears of all at once.
+
+    Past MAX_VIOLATIONS only a count is kept: the error shows no more.
+    """
 
     def __init__(self) -> None:
         self.items: list[Violation] = []
+        self.more = 0
 
     def add(self, field: str, description: str, reason: str = "INVALID") -> None:
-        self.items.append(Violation(field, description, reason))
+        if len(self.items) < MAX_VIOLATIONS:
+            self.items.append(Violation(field, description, reason))
+        else:
+            self.more += 1
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument(self.items)
+            raise InvalidArgument(self.items, self.more)
 
 
 def _has_control(text: str) -> bool:
@@ -78,10 +85,11 @@ def clean_name(raw: str, field: str, problems: Violations) -> str:
     if not name:
         problems.add(field, "a name is required", "REQUIRED")
     elif len(name) > MAX_NAME:
+        # The length only: the name itself may be anything a client pasted.
         problems.add(
             field, f"must be at most {MAX_NAME} characters (it has {len(name)})", "TOO_LONG"
         )
-    elif _has_control(name):
+    elif _has_control(name):  # after the length check: at most MAX_NAME lookups
         problems.add(field, "must not contain control characters")
     return name
 
@@ -89,41 +97,52 @@ def clean_name(raw: str, field: str, problems: Violations) -> str:
 def clean_owner(raw: str, field: str, problems: Violations) -> str:
     owner = raw.strip()
     if len(owner) > MAX_OWNER:
-        problems.add(field, f"must be at most {MAX_OWNER} characters")
+        problems.add(field, f"must be at most {MAX_OWNER} characters", "TOO_LONG")
     elif _has_control(owner):
         problems.add(field, "must not contain control characters")
     return owner
 
 
-def clean_scopes(raw: Iterable[str], field: str, problems: Violations) -> tuple[str, ...]:
-    """Scopes keep their order; duplicates go. Introspection joins them with spaces."""
-    scopes: list[str] = []
-    for scope in raw:
+def _too_many(
+    raw: Collection[str], limit: int, what: str, field: str, problems: Violations
+) -> bool:
+    """The list limit, checked on the raw length before any per-item work."""
+    if len(raw) <= limit:
+        return False
+    problems.add(field, f"must hold at most {limit} {what} (it has {len(raw)})", "TOO_MANY")
+    return True
+
+
+def clean_scopes(raw: Collection[str], field: str, problems: Violations) -> tuple[str, ...]:
+    """Scopes keep their order; duplicates go. Introspection joins them with spaces.
+
+    Linear: a dict dedupes, and each item's check is bounded by MAX_SCOPE.
+    """
+    if _too_many(raw, MAX_SCOPES, "scopes", field, problems):
+        return ()
+    scopes: dict[str, None] = {}
+    for index, scope in enumerate(raw):
         if not scope or len(scope) > MAX_SCOPE or not scope.isprintable() or " " in scope:
             problems.add(
                 field,
-                f"{scope!r} is not a valid scope: use 1 to {MAX_SCOPE} printable"
+                f"item {index} is not a valid scope: use 1 to {MAX_SCOPE} printable"
                 " characters without spaces",
             )
-        elif scope not in scopes:
-            scopes.append(scope)
-    if len(scopes) > MAX_SCOPES:
-        problems.add(field, f"at most {MAX_SCOPES} scopes are allowed")
+        else:
+            scopes[scope] = None
     return tuple(scopes)
 
 
-def clean_allowed_ips(raw: Iterable[str], field: str, problems: Violations) -> tuple[str, ...]:
-    entries: list[str] = []
-    for entry in raw:
+def clean_allowed_ips(raw: Collection[str], field: str, problems: Violations) -> tuple[str, ...]:
+    """Normalised addresses and ranges in their order, duplicates gone; linear."""
+    if _too_many(raw, MAX_ALLOWED_IPS, "addresses or ranges", field, problems):
+        return ()
+    entries: dict[str, None] = {}
+    for index, entry in enumerate(raw):
         try:
-            normal = parse_allowed(entry)
+            entries[parse_allowed(entry)] = None
         except ValueError as exc:
-            problems.add(field, str(exc))
-            continue
-        if normal not in entries:
-            entries.append(normal)
-    if len(entries) > MAX_ALLOWED_IPS:
-        problems.add(field, f"at most {MAX_ALLOWED_IPS} addresses or ranges are allowed")
+            problems.add(field, f"item {index} {exc}")
     return tuple(entries)
 
 

@@ -96,6 +96,11 @@ class Sealer:
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, label: bytes) -> bytes:
+        """A key for another purpose (``label``), the same in every process with this key."""
+        return hmac.new(self._key, label, hashlib.sha256).digest()
 
     def seal(self, secret: str, bound_to: bytes) -> bytes:
         nonce = secrets.token_bytes(_NONCE)

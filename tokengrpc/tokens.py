@@ -7,7 +7,9 @@ request message and get a response message back, or a DomainError.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
@@ -25,6 +27,9 @@ from tokengrpc.v1 import tokens_pb2 as pb
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips")
+_TOKEN_FIELDS = frozenset(pb.Token.DESCRIPTOR.fields_by_name)
+#: More than the updatable fields, so repeats are tolerated; a bound on the work.
+MAX_MASK_PATHS = 16
 
 
 #: GetToken, RevokeToken and GetTokenValue requests all pick a token alike.
@@ -56,30 +61,50 @@ def _expiry(
     return value
 
 
-def encode_page_token(after_id: int, owner: str, include_revoked: bool) -> str:
+#: What the page-token key is derived from the secret key for (``Sealer.derive``).
+PAGE_TOKEN_LABEL = b"page-token"
+_TAG = 16
+#: 8 bytes of id and a 16-byte tag, in unpadded URL-safe base64.
+_PAGE_TOKEN_LENGTH = 32
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _page_tag(key: bytes, position: bytes, owner: str, include_revoked: bool) -> bytes:
+    # The fixed-size fields come first, so owner needs no separator.
+    message = position + (b"\1" if include_revoked else b"\0") + owner.encode()
+    return hmac.new(key, message, hashlib.sha256).digest()[:_TAG]
+
+
+def encode_page_token(key: bytes, after_id: int, owner: str, include_revoked: bool) -> str:
     """The keyset position after ``after_id``, opaque to clients.
 
-    The digest ties a token to the listing it came from (owner, revoked or not).
+    Signed with a key derived from the server's secret key, so a client can
+    neither forge a position nor move a token to another listing (owner,
+    revoked or not); every process sharing the key accepts it.
     """
-    digest = _listing_digest(owner, include_revoked)
-    return base64.urlsafe_b64encode(f"{after_id}:{digest}".encode()).decode().rstrip("=")
+    position = after_id.to_bytes(8, "big")
+    tag = _page_tag(key, position, owner, include_revoked)
+    return base64.urlsafe_b64encode(position + tag).decode().rstrip("=")
 
 
-def _listing_digest(owner: str, include_revoked: bool) -> str:
-    return hashlib.sha256(f"{owner}\0{include_revoked}".encode()).hexdigest()[:16]
+def decode_page_token(key: bytes, token: str, owner: str, include_revoked: bool) -> int | None:
+    """The ``after_id`` of a page token of this listing; None for anything else.
 
-
-def decode_page_token(token: str, owner: str, include_revoked: bool) -> int | None:
-    """The ``after_id`` of a page token of this listing; None for anything else."""
+    The length and alphabet are checked before decoding, the tag in constant time.
+    """
+    if len(token) != _PAGE_TOKEN_LENGTH or not _BASE64URL.issuperset(token):
+        return None
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        after, digest = text.split(":")
-        after_id = int(after)
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.urlsafe_b64decode(token)  # 32 characters: no padding, no spare bits
+    except (binascii.Error, ValueError):
         return None
-    if digest != _listing_digest(owner, include_revoked) or after_id < 0:
+    position, tag = raw[:8], raw[8:]
+    if len(tag) != _TAG or not hmac.compare_digest(
+        tag, _page_tag(key, position, owner, include_revoked)
+    ):
         return None
-    return after_id
+    after_id = int.from_bytes(position, "big")
+    return after_id if after_id <= plaintext.MAX_ID else None
 
 
 class TokenManager:
@@ -96,6 +121,7 @@ class TokenManager:
         self._auth = authenticator
         self._sealer = sealer
         self._prefix = prefix
+        self._page_key = sealer.derive(PAGE_TOKEN_LABEL)
 
     async def create_token(
         self, caller: Caller, request: pb.CreateTokenRequest
@@ -116,6 +142,11 @@ class TokenManager:
                 _require(caller, rules.ADMIN, "creating a token for another owner")
             if owner == SERVICE_OWNER:
                 _require(caller, rules.ADMIN, "creating a token as a service token")
+                # An admin service token has no owner to lend: without one named,
+                # the token would be neither personal nor a service token.
+                problems.add(
+                    "owner", "name the owner of a personal token (or set service_token)", "REQUIRED"
+                )
         scopes = rules.clean_scopes(request.scopes, "scopes", problems)
         if request.inherit_caller_scopes:
             if scopes:
@@ -142,7 +173,7 @@ class TokenManager:
         try:
             record = await self._store.insert(new)
         except NameTaken:
-            raise AlreadyExists(f"a service token named {name!r} already exists") from None
+            raise AlreadyExists("a service token with this name already exists") from None
         return pb.CreateTokenResponse(
             token=token_init(record, now), plaintext=plaintext.join(record.id, secret)
         )
@@ -151,6 +182,10 @@ class TokenManager:
         self, caller: Caller, request: pb.ListTokensRequest
     ) -> pb.ListTokensResponse:
         problems = Violations()
+        if len(request.owner) > rules.MAX_OWNER:
+            # No such owner can exist; refused before it is hashed or looked up.
+            problems.add("owner", f"must be at most {rules.MAX_OWNER} characters", "TOO_LONG")
+            problems.raise_if_any()
         if request.service_tokens:
             _require(caller, rules.ADMIN, "listing service tokens")
             if request.owner:
@@ -168,7 +203,9 @@ class TokenManager:
             problems.add("page", "give either page or page_token, not both")
         after_id = 0
         if request.page_token:
-            found = decode_page_token(request.page_token, owner, request.show_revoked)
+            found = decode_page_token(
+                self._page_key, request.page_token, owner, request.show_revoked
+            )
             if found is None:
                 problems.add("page_token", "is not a page token of this listing")
             else:
@@ -195,7 +232,7 @@ class TokenManager:
             response.tokens.add(**token_fields(record, now, overlay(record)))
         if len(records) > size:
             response.next_page_token = encode_page_token(
-                records[size - 1].id, owner, request.show_revoked
+                self._page_key, records[size - 1].id, owner, request.show_revoked
             )
         if request.page:
             response.total_size = await self._store.count(query)
@@ -214,16 +251,23 @@ class TokenManager:
         token = request.token
         if not request.HasField("token") or token.id <= 0:
             problems.add("token.id", "the id of the token to update is required")
-        paths = list(dict.fromkeys(request.update_mask.paths))
-        if not paths:
+        raw_paths = request.update_mask.paths
+        paths: list[str] = []
+        if len(raw_paths) > MAX_MASK_PATHS:  # before any per-path work
+            problems.add("update_mask", f"must name at most {MAX_MASK_PATHS} paths", "TOO_MANY")
+        elif not raw_paths:
             problems.add(
                 "update_mask", f"name at least one field to change: {', '.join(UPDATABLE)}"
             )
-        for path in paths:
-            if path not in UPDATABLE:
-                problems.add(
-                    "update_mask", f"{path!r} cannot be updated; use {', '.join(UPDATABLE)}"
-                )
+        else:
+            paths = list(dict.fromkeys(raw_paths))
+            for index, path in enumerate(raw_paths):
+                if path not in UPDATABLE:
+                    # Only our own field names are repeated, never a client's string.
+                    which = path if path in _TOKEN_FIELDS else f"path {index}"
+                    problems.add(
+                        "update_mask", f"{which} cannot be updated; use {', '.join(UPDATABLE)}"
+                    )
         changes = TokenChanges(
             name=rules.clean_name(token.name, "token.name", problems) if "name" in paths else None,
             scopes=rules.clean_scopes(token.scopes, "token.scopes", problems)
@@ -242,12 +286,13 @@ class TokenManager:
         if changes.scopes is not None:
             self._no_escalation(caller, changes.scopes)
         record = await self._find_by_id(caller, token.id)
+        self._not_stronger(caller, record, "update")
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
         try:
             updated = await self._store.update(record.id, changes, now)
         except NameTaken:
-            raise AlreadyExists(f"a service token named {changes.name!r} already exists") from None
+            raise AlreadyExists("a service token with this name already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
         return pb.UpdateTokenResponse(token=token_init(updated, now, self._usage.overlay(updated)))
@@ -259,6 +304,7 @@ class TokenManager:
         record = await self._find(caller, request)
         if request.caller_owner_only and (record.is_service or record.owner != caller.owner):
             raise NotFound()
+        self._not_stronger(caller, record, "revoke")
         now = now_us()
         revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
         if revoked is None:
@@ -298,7 +344,7 @@ class TokenManager:
             if client_ip:
                 address = parse_address(client_ip)
                 if address is None:
-                    problems.add("client_ip", f"{client_ip!r} is not an IP address")
+                    problems.add("client_ip", "is not an IP address")
             problems.raise_if_any()
         record = await self._auth.check(token, address)
         if record is None:
@@ -309,7 +355,16 @@ class TokenManager:
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
         missing = rules.grantable(scopes, caller.scopes)
         if missing:
-            raise PermissionDenied(f"cannot grant scopes you do not hold: {', '.join(missing)}")
+            # Counted, not named: the scopes are the client's own strings.
+            raise PermissionDenied(f"cannot grant scopes you do not hold ({len(missing)} of them)")
+
+    def _not_stronger(self, caller: Caller, target: TokenRecord, action: str) -> None:
+        """No escalation against the target: without admin, a caller acts only on
+        tokens whose scopes it holds too (itself included), so a weak token can
+        neither strengthen nor sabotage a strong one of its owner. Checked after
+        the ownership lookup, so other owners' tokens stay NOT_FOUND."""
+        if rules.grantable(target.scopes, caller.scopes):
+            raise PermissionDenied(f"cannot {action} a token that holds scopes you do not hold")
 
     async def _find(self, caller: Caller, request: _Selecting) -> TokenRecord:
         which = request.WhichOneof("selector")
@@ -324,7 +379,10 @@ class TokenManager:
             field = "name" if which == "name" else "id"
             problems.add(field, "give the id of a token or the name of a service token", "REQUIRED")
             problems.raise_if_any()
-        record = await self._store.get_service_token(request.name.strip())
+        name = request.name.strip()
+        if len(name) > rules.MAX_NAME:
+            raise NotFound()  # no token has such a name; nothing huge reaches the store
+        record = await self._store.get_service_token(name)
         if record is None or not _visible(caller, record):
             raise NotFound()
         return record
