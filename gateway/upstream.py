@@ -24,6 +24,10 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 #: What gRPC accepts in a text metadata value: printable ASCII.
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _MAX_REQUEST_ID = 128
+#: A longer grpc-timeout (the header allows 99999999 hours) is clamped: past
+#: a deadline this far, gRPC's clock arithmetic overflows and the call fails
+#: at once as DEADLINE_EXCEEDED.
+MAX_TIMEOUT = 3600.0
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -66,7 +70,7 @@ def parse_timeout(value: str | None) -> float | None:
     match = _TIMEOUT.match(value.strip())
     if match is None:
         return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_TIMEOUT)
 
 
 class Upstream:
