@@ -140,7 +140,8 @@ async def test_no_500_from_any_input_on_any_route(
     client = gateway.client
     before = gateway.service.snapshot()
     legacy = shape in LEGACY
-    for headers in ({}, gateway.admin):
+    no_headers: dict[str, str] = {}
+    for headers in (no_headers, gateway.admin):
         if has_body:
             for case, body in BODIES.items():
                 response = await client.request(method, path, content=body, headers=headers)
@@ -159,7 +160,7 @@ async def test_no_500_from_any_input_on_any_route(
             response = await client.request(
                 method,
                 path,
-                headers=[*headers.items(), *odd],
+                headers=[*((k.encode(), v.encode()) for k, v in headers.items()), *odd],
                 content=b'{"name": "x"}' if has_body else None,
             )
             _checked(response, shape, deadline=case == "zero timeout")
@@ -206,7 +207,7 @@ async def test_no_value_sent_is_echoed(gateway: LiveGateway) -> None:
         requests.append((method, f"{base}?name={escaped}&page={escaped}", None))
         requests.append((method, f"{base}?page_size={escaped}&id={escaped}", None))
         if has_body:
-            for body in (
+            bodies: list[dict[str, object]] = [
                 {plaintext: 1},
                 {"name": "x", plaintext: [plaintext]},
                 # Values the service itself validates (scopes, allowed_ips)
@@ -217,8 +218,9 @@ async def test_no_value_sent_is_echoed(gateway: LiveGateway) -> None:
                 {"expiration_date": plaintext, "active": plaintext, "write": plaintext},
                 {"id": plaintext, "gracePeriod": plaintext, "clientIp": plaintext},
                 {"token": {"name": plaintext, plaintext: 1}, "updateMask": plaintext},
-            ):
-                requests.append((method, base, json.dumps(body).encode()))
+            ]
+            for each in bodies:
+                requests.append((method, base, json.dumps(each).encode()))
             requests.append((method, base, f"token={escaped}&client_ip={escaped}".encode()))
             requests.append((method, base, f"{escaped}=1&name[]={escaped}".encode()))
     seen = 0
