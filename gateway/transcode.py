@@ -172,8 +172,8 @@ def _scalar(field: FieldDescriptor, text: str, name: str) -> Any:
         signed, bits = _INTEGERS[kind]
         number = strconv.parse_int(text, bits) if signed else strconv.parse_uint(text, bits)
         if number is None:
-            sign = "a" if signed else "an unsigned"
-            raise BadRequest(f"{shown(name)} must be {sign} {bits}-bit integer in decimal digits")
+            kind_text = "an integer" if signed else "an unsigned integer"
+            raise BadRequest(f"{shown(name)} must be {kind_text} ({bits}-bit, decimal digits)")
         return number
     if kind in _FLOATS:
         real = strconv.parse_float(text)
