@@ -70,7 +70,8 @@ class Gateway:
             response = error_response(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except Exception:
             # Never a traceback (or a token) to the client; the log has it.
-            log.exception("unexpected error on %s %s", request.method, request.raw_path)
+            # Not the path: it may hold a plaintext pasted where an id goes.
+            log.exception("unexpected error on a %s request", request.method)
             response = json_response(500, {"code": 13, "message": "internal error", "details": []})
         await response.send(send)
 

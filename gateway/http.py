@@ -6,12 +6,17 @@ is bytes plus headers. Nothing here knows about tokens.
 
 from __future__ import annotations
 
-import ipaddress
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+from gateway import forwarded
+from gateway.forwarded import Trust
+
+__all__ = ["Trust"]  # re-exported: the gateway's callers know it from here
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,6 +24,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 1024 * 1024  # 1 MiB
+#: Parameters in a query string or a form body. Each one costs Python work
+#: per item before any rule of the service sees the request.
+MAX_FIELDS = 1000
+#: Items in one JSON array or object, values in a whole JSON body, and
+#: nesting depth: what the gateway walks (and converts) item by item is
+#: bounded here, well above anything the service accepts.
+MAX_ITEMS = 1000
+MAX_VALUES = 10_000
+MAX_DEPTH = 32
 #: Compact UTF-8 JSON, built once rather than per response as ``json.dumps`` does.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -28,38 +42,14 @@ class BodyTooLarge(Exception):
 
 
 class BadBody(Exception):
-    """The body is not JSON, or not a JSON object where one is required."""
+    """The body (or the query) cannot be read: not JSON, not an object, too big a shape.
+
+    Messages are fixed sentences: they never repeat what was sent.
+    """
 
 
-@dataclass(frozen=True, slots=True)
-class Trust:
-    """Which peers may tell us the real client (X-Forwarded-*)."""
-
-    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    #: Answers by peer: the same few peers connect again and again, and
-    #: parsing an address costs microseconds.
-    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, ranges: Iterable[str]) -> Trust:
-        return cls(tuple(ipaddress.ip_network(r, strict=False) for r in ranges))
-
-    def trusts(self, host: str | None) -> bool:
-        if host is None:
-            return True  # a unix socket: a local process
-        known = self._known.get(host)
-        if known is None:
-            if len(self._known) >= 1024:
-                self._known.clear()
-            known = self._known[host] = self._check(host)
-        return known
-
-    def _check(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address.version == n.version and address in n for n in self.proxies)
+class BadQuery(BadBody):
+    """A query string with more parameters than MAX_FIELDS."""
 
 
 @dataclass(slots=True)
@@ -81,31 +71,32 @@ class Request:
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
+            # Repeated headers are joined in order, so a list header
+            # (X-Forwarded-For) keeps its hops and "authorization" twice is
+            # one value that is no token.
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         client = scope.get("client")
         peer = client[0] if client else None
-        scheme = scope.get("scheme", "http")
-        host = headers.get("host", "localhost")
-        if trust.trusts(peer):
-            # Behind a trusted proxy, the first hop it names is the client.
-            forwarded = headers.get("x-forwarded-for", "").split(",")[0].strip()
-            peer = forwarded or peer
-            scheme = headers.get("x-forwarded-proto", "").split(",")[0].strip() or scheme
-            host = headers.get("x-forwarded-host", "").split(",")[0].strip() or host
+        trusted = trust.trusts(peer)
         raw = scope.get("raw_path") or scope["path"].encode()
         return cls(
             method=scope["method"],
             raw_path=raw.decode("latin-1").split("?", 1)[0],
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            client_host=peer,
-            scheme=scheme,
-            host=host,
+            client_host=forwarded.client_address(peer, headers.get("x-forwarded-for", ""), trust),
+            scheme=forwarded.scheme_of(
+                trusted, headers.get("x-forwarded-proto", ""), scope.get("scheme", "http")
+            ),
+            host=forwarded.host_of(
+                trusted, headers.get("x-forwarded-host", ""), headers.get("host", "localhost")
+            ),
             receive=receive,
         )
 
     def query(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.query_string, keep_blank_values=True)
+        """The query's parameters in order; BadQuery past MAX_FIELDS."""
+        return _pairs(self.query_string, "the query string")
 
     async def body(self) -> bytes:
         if self._body is not None:
@@ -132,10 +123,25 @@ class Request:
         raw = await self.body()
         if not raw.strip() and allow_empty:
             return None
+        if raw.count(b",") >= MAX_VALUES:
+            # Counted in C before parsing: building half a million small
+            # values would hold the event loop for tens of milliseconds.
+            raise BadBody(f"the body holds more than {MAX_VALUES} values")
         try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise BadBody(f"the body is not valid JSON: {error}") from None
+            value = json.loads(raw, parse_constant=_no_constant)
+        except RecursionError:
+            raise BadBody(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+        except UnicodeDecodeError:
+            raise BadBody("the body is not valid UTF-8") from None
+        except json.JSONDecodeError as error:
+            # Its position only: the message never quotes the document.
+            raise BadBody(
+                f"the body is not valid JSON (line {error.lineno}, column {error.colno})"
+            ) from None
+        except ValueError:  # an integer past Python's digit limit, NaN, Infinity
+            raise BadBody("the body holds a number that is not finite or too large") from None
+        check_shape(value)
+        return value
 
     async def json_object(self, *, allow_empty: bool = False) -> dict[str, Any]:
         value = await self.json(allow_empty=allow_empty)
@@ -152,9 +158,68 @@ class Request:
         except UnicodeDecodeError:
             raise BadBody("the form is not UTF-8") from None
         found: dict[str, list[str]] = {}
-        for key, value in parse_qsl(text, keep_blank_values=True):
+        for key, value in _pairs(text, "the form"):
             found.setdefault(key, []).append(value)
         return found
+
+    def is_form(self) -> bool:
+        """Whether the body is declared ``application/x-www-form-urlencoded``."""
+        declared = self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        return declared == "application/x-www-form-urlencoded"
+
+
+def _pairs(text: str, what: str) -> list[tuple[str, str]]:
+    try:
+        # errors="strict": an escape that is not UTF-8 is refused, not
+        # silently turned into U+FFFD and matched against something else.
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise BadQuery(f"{what} has a percent-escape that is not UTF-8") from None
+    except ValueError:
+        raise BadQuery(f"{what} has more than {MAX_FIELDS} parameters") from None
+
+
+def _no_constant(_: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def check_shape(value: Any) -> None:
+    """Refuse JSON the gateway should not walk item by item: too deep, too wide,
+    too many values, non-finite numbers, or strings with lone surrogates.
+
+    Iterative, and it stops at the first problem, so its cost is bounded by
+    MAX_VALUES whatever was sent.
+    """
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while pending:
+        current, depth = pending.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise BadBody(f"the body holds more than {MAX_VALUES} values")
+        if isinstance(current, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadBody(f"the body is nested deeper than {MAX_DEPTH} levels")
+            if len(current) > MAX_ITEMS:
+                raise BadBody(f"an array or object in the body has more than {MAX_ITEMS} items")
+            if isinstance(current, dict):
+                for key in current:
+                    _check_text(key)
+                pending.extend((item, depth + 1) for item in current.values())
+            else:
+                pending.extend((item, depth + 1) for item in current)
+        elif isinstance(current, str):
+            _check_text(current)
+        elif isinstance(current, float) and not math.isfinite(current):
+            raise BadBody("the body holds a number that is not finite or too large")
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadBody("the body holds a string with a lone UTF-16 surrogate") from None
 
 
 @dataclass(slots=True)

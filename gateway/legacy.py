@@ -154,6 +154,26 @@ def optional_strings(
     return value
 
 
+async def body_fields(request: Request, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The body as fields, from JSON or, as Laravel reads it, a urlencoded form.
+
+    In a form, ``key[]`` and repeated keys make a list (for the fields in
+    ``lists`` even a single ``key`` does); any other key keeps its last
+    value, as PHP does.
+    """
+    if not request.is_form():
+        return await request.json_object()
+    fields: dict[str, Any] = {}
+    for key, values in (await request.form()).items():
+        name = key.removesuffix("[]")
+        if key.endswith("[]") or name in lists:
+            previous = fields.get(name)
+            fields[name] = [*previous, *values] if isinstance(previous, list) else list(values)
+        else:
+            fields[name] = values[-1]
+    return fields
+
+
 # Calls.
 
 

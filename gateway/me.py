@@ -48,24 +48,34 @@ _TITLES = {
 _FIELDS = {"expire_time": "expires_at", "allowed_ips": "allowed_ips", "scopes": "scopes"}
 
 
+def instance(request: Request) -> str:
+    """The request path, unless it carries something that is not an id.
+
+    A plaintext pasted where the id goes must not come back in the body (or
+    reach the log), so such a path is shown as its route template.
+    """
+    rest = request.raw_path.removeprefix(PATH).rstrip("/")
+    if not rest or (rest[0] == "/" and rest[1:].isascii() and rest[1:].isdigit()):
+        return request.raw_path if len(rest) <= 20 else PATH + "/{id}"
+    return PATH + "/{id}"
+
+
 def problem(
     request: Request, status: int, detail: str, errors: dict[str, list[str]] | None = None
 ) -> Response:
     trace_id = str(uuid.uuid4())
-    log.info(
-        "problem %s %s %s: %s (trace_id=%s)",
-        status,
-        request.method,
-        request.raw_path,
-        detail,
-        trace_id,
+    where = instance(request)
+    # WARNING, not INFO: the trace_id is only worth sending to a client if an
+    # operator can find it on stderr, and nothing configures INFO there.
+    log.warning(
+        "problem %s %s %s: %s (trace_id=%s)", status, request.method, where, detail, trace_id
     )
     content: dict[str, Any] = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
-        "instance": request.raw_path,
+        "instance": where,
         "trace_id": trace_id,
     }
     if errors is not None:
@@ -180,14 +190,22 @@ def paginated(tokens: list[pb.Token], total: int, current: int, base: str) -> di
 
 
 def _rfc3339(text: str) -> timestamp_pb2.Timestamp | None:
+    """An RFC 3339 time with an offset, or None; None too when the offset
+    moves it outside Timestamp's years 1 to 9999 (``0001-01-01T00:00:00+14:00``)."""
+    if len(text) > 64:
+        return None
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
         return None
     if moment.tzinfo is None or "T" not in text.upper():
         return None
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except OverflowError:
+        return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment.astimezone(dt.UTC))
+    stamp.FromDatetime(utc)
     return stamp
 
 
@@ -223,7 +241,7 @@ class Me(legacy.Family):
         return json_response(200, content)
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
-        body = await request.json_object()
+        body = await legacy.body_fields(request, lists=("allowed_ips", "scopes"))
         errors: dict[str, list[str]] = {}
         name = legacy.optional_string(body, "name", errors)
         expires_text = legacy.optional_string(body, "expires_at", errors)

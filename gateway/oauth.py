@@ -13,6 +13,7 @@ import grpc
 
 from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler
+from gateway.names import shown
 from gateway.status import http_status
 from gateway.upstream import RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -73,6 +74,8 @@ class OAuth:
             if failure.code == grpc.StatusCode.PERMISSION_DENIED:
                 return _error(403, "insufficient_scope", "introspection needs 'introspect'")
             if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
-                return _error(400, "invalid_request", failure.message)
+                # Field names only: the service's words may describe the value.
+                fields = sorted({shown(p.field) for p in failure.problems}) or ["a parameter"]
+                return _error(400, "invalid_request", f"invalid {', '.join(fields)}")
             return _error(http_status(failure.code), "server_error", failure.message)
         return json_response(200, claims(answer), headers=[(b"cache-control", b"no-store")])

@@ -99,14 +99,14 @@ def decode(part: str, *, keep_slash: bool = False) -> str:
     if "%" not in part:
         return part
     if _BAD_ESCAPE.search(part):
-        raise BadPath(f"malformed percent-escape in {part!r}")
+        raise BadPath("a path segment has a malformed percent-escape")
     if keep_slash:
         pieces = re.split(r"(%2[Ff])", part)
         return "".join(p if i % 2 else decode(p) for i, p in enumerate(pieces))
     try:
         return unquote_to_bytes(part).decode("utf-8")
     except UnicodeDecodeError:
-        raise BadPath(f"{part!r} is not UTF-8 once decoded") from None
+        raise BadPath("a path segment is not UTF-8 once decoded") from None
 
 
 def compile_template(source: str) -> Template:

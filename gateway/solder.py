@@ -64,7 +64,7 @@ class Solder(legacy.Family):
         return json_response(200, {"tokens": [_listed(t) for t in tokens]})
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
-        body = await request.json_object()
+        body = await legacy.body_fields(request)
         errors: dict[str, list[str]] = {}
         name = legacy.optional_string(body, "name", errors)
         if errors:

@@ -11,6 +11,7 @@ every field left unbound build the request message; the response (or its
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,9 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from gateway import strconv
 from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.names import shown
 from gateway.pattern import Template, compile_template
 from gateway.protojson import to_json
 from gateway.router import Endpoint
@@ -47,18 +50,24 @@ _WRAPPERS = {
     f"google.protobuf.{name}Value": name
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 }
-_INTEGER_TYPES = {
-    FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT32,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED32,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED32,
-    FieldDescriptor.TYPE_SFIXED64,
+#: Integer kinds by how Go parses them from a URL: (signed, bits).
+_INTEGERS = {
+    FieldDescriptor.TYPE_INT32: (True, 32),
+    FieldDescriptor.TYPE_SINT32: (True, 32),
+    FieldDescriptor.TYPE_SFIXED32: (True, 32),
+    FieldDescriptor.TYPE_INT64: (True, 64),
+    FieldDescriptor.TYPE_SINT64: (True, 64),
+    FieldDescriptor.TYPE_SFIXED64: (True, 64),
+    FieldDescriptor.TYPE_UINT32: (False, 32),
+    FieldDescriptor.TYPE_FIXED32: (False, 32),
+    FieldDescriptor.TYPE_UINT64: (False, 64),
+    FieldDescriptor.TYPE_FIXED64: (False, 64),
 }
+_FLOATS = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
+_PARSE_CHAIN = re.compile(r"Failed to parse (\w+) field")
+_PARSE_AT = re.compile(r" at [A-Za-z0-9_]+\.([A-Za-z0-9_.]+?)\.*$")
+_NO_FIELD = re.compile(r'has no field named "(.*)" at "')
+_SNAKE = re.compile(r"_([a-z0-9])")
 
 
 class BadRequest(Exception):
@@ -105,8 +114,17 @@ def error_response(
 
 
 def _parse_error_text(error: json_format.ParseError) -> str:
-    """ParseError's first clause names the field; the rest is noise for a client."""
-    return str(error).split(" at ", 1)[0].strip()
+    """ParseError quotes the value it could not take; say which field instead."""
+    text = str(error)
+    unknown = _NO_FIELD.search(text)
+    if unknown is not None:
+        return f"unknown field {shown(unknown.group(1))} in the body"
+    chain = _PARSE_CHAIN.findall(text)
+    at = _PARSE_AT.search(text)
+    path = ".".join(chain) if chain else at.group(1) if at is not None else ""
+    if path:
+        return f"field {shown(path)} has a value of the wrong type or out of range"
+    return "the request does not fit the call's message"
 
 
 def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
@@ -123,44 +141,66 @@ def _resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
     for part in path.split("."):
         found = _field(current, part) if current is not None else None
         if found is None:
-            raise BadRequest(f"unknown field {path!r}")
+            raise BadRequest(f"unknown field {shown(path)}")
         fields.append(found)
         current = found.message_type
     return fields
 
 
 def _scalar(field: FieldDescriptor, text: str, name: str) -> Any:
-    """A query or path string in the JSON form ParseDict expects for this field."""
+    """A query or path string in the JSON form ParseDict expects for this field.
+
+    Numbers and booleans parse as grpc-gateway parses them (Go's strconv).
+    """
     kind = field.type
     message_type = field.message_type
     if message_type is not None:
         full = message_type.full_name
+        if full == "google.protobuf.FieldMask":
+            return _camel_mask(text)
         if full in _STRING_FORM:
             return text
         if full in _WRAPPERS:
             return _scalar(message_type.fields_by_name["value"], text, name)
-        raise BadRequest(f"{name!r} is a message and cannot be set from the URL")
+        raise BadRequest(f"{shown(name)} is a message and cannot be set from the URL")
     if kind == FieldDescriptor.TYPE_BOOL:
-        if text in ("true", "1"):
-            return True
-        if text in ("false", "0"):
-            return False
-        raise BadRequest(f"{name!r} must be true or false, not {text!r}")
-    if kind in _INTEGER_TYPES:
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise BadRequest(f"{name!r} must be an integer, not {text!r}") from None
+        flag = strconv.parse_bool(text)
+        if flag is None:
+            raise BadRequest(f"{shown(name)} must be true or false")
+        return flag
+    if kind in _INTEGERS:
+        signed, bits = _INTEGERS[kind]
+        number = strconv.parse_int(text, bits) if signed else strconv.parse_uint(text, bits)
+        if number is None:
+            kind_text = "an integer" if signed else "an unsigned integer"
+            raise BadRequest(f"{shown(name)} must be {kind_text} ({bits}-bit, decimal digits)")
+        return number
+    if kind in _FLOATS:
+        real = strconv.parse_float(text)
+        if real is None:
+            raise BadRequest(f"{shown(name)} must be a number")
+        return real
     if kind == FieldDescriptor.TYPE_ENUM:
-        return int(text) if text.lstrip("-").isdigit() else text
-    return text  # strings, bytes (base64), floats (JSON accepts "NaN" etc. as strings)
+        if field.enum_type is not None and text in field.enum_type.values_by_name:
+            return text
+        number = strconv.parse_int(text, 32)
+        if number is None:
+            raise BadRequest(f"{shown(name)} must be one of the enum's names or numbers")
+        return number
+    return text  # strings, bytes (base64)
+
+
+def _camel_mask(text: str) -> str:
+    """A FieldMask's JSON form has lowerCamel paths; grpc-gateway clients also
+    send the proto (snake_case) names, which grpc-gateway accepts too."""
+    return ",".join(_SNAKE.sub(lambda m: m.group(1).upper(), p) for p in text.split(","))
 
 
 def _place(target: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
     for field in fields[:-1]:
         nested = target.setdefault(field.name, {})
         if not isinstance(nested, dict):
-            raise BadRequest(f"{field.name!r} is set twice")
+            raise BadRequest(f"{shown(field.name)} is set twice")
         target = nested
     target[fields[-1].name] = value
 
@@ -174,7 +214,7 @@ def _mask_paths(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") 
     for key, value in body.items():
         field = _field(descriptor, key)
         if field is None:
-            raise BadRequest(f"unknown field {prefix + key!r} in the body")
+            raise BadRequest(f"unknown field {shown(prefix + key)} in the body")
         path = prefix + field.json_name
         message = field.message_type
         if (
@@ -257,15 +297,15 @@ async def decode_request(
         query.setdefault(key, []).append(value)
     for key, values in query.items():
         if binding.body == "*":
-            raise BadRequest(f"unknown query parameter {key!r}: this call takes a JSON body")
+            raise BadRequest(f"unknown query parameter {shown(key)}: this call takes a JSON body")
         fields = _resolve(descriptor, key)
         if fields[0].name in bound or key in variables:
-            raise BadRequest(f"{key!r} is already bound by the path or the body")
+            raise BadRequest(f"{shown(key)} is already bound by the path or the body")
         leaf = fields[-1]
         if leaf.is_repeated:
             converted: Any = [_scalar(leaf, v, key) for v in values]
         elif len(values) > 1:
-            raise BadRequest(f"{key!r} is given more than once but takes one value")
+            raise BadRequest(f"{shown(key)} is given more than once but takes one value")
         else:
             converted = _scalar(leaf, values[0], key)
         _place(payload, fields, converted)

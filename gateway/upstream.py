@@ -21,6 +21,13 @@ from tokengrpc.v1 import tokens_pb2_grpc
 R = TypeVar("R")
 
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+#: What gRPC accepts in a text metadata value: printable ASCII.
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+_MAX_REQUEST_ID = 128
+#: A longer grpc-timeout (the header allows 99999999 hours) is clamped: past
+#: a deadline this far, gRPC's clock arithmetic overflows and the call fails
+#: at once as DEADLINE_EXCEEDED.
+MAX_TIMEOUT = 3600.0
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -63,7 +70,7 @@ def parse_timeout(value: str | None) -> float | None:
     match = _TIMEOUT.match(value.strip())
     if match is None:
         return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_TIMEOUT)
 
 
 class Upstream:
@@ -77,12 +84,24 @@ class Upstream:
 
     @staticmethod
     def metadata(request: Request) -> tuple[tuple[str, str], ...]:
+        """The call's metadata; a header gRPC could not carry is left out.
+
+        An ``authorization`` with bytes outside printable ASCII holds no
+        token, so leaving it out makes the call the 401 it deserves rather
+        than a channel error.
+        """
         headers = request.headers
         pairs = [("x-forwarded-for", request.client_host or "")]
-        if "authorization" in headers:
-            pairs.append(("authorization", headers["authorization"]))
-        if "x-request-id" in headers:
-            pairs.append(("x-request-id", headers["x-request-id"]))
+        authorization = headers.get("authorization")
+        if authorization is not None and _METADATA_VALUE.fullmatch(authorization):
+            pairs.append(("authorization", authorization))
+        request_id = headers.get("x-request-id")
+        if (
+            request_id is not None
+            and len(request_id) <= _MAX_REQUEST_ID
+            and _METADATA_VALUE.fullmatch(request_id)
+        ):
+            pairs.append(("x-request-id", request_id))
         return tuple(pairs)
 
     async def call(self, method: Callable[..., Awaitable[R]], message: Any, request: Request) -> R:
