@@ -17,9 +17,10 @@ from gateway.connections import ConnectionLimits, protocol_for
 from gateway.http import Receive, Request, Scope, Send, Trust, json_response
 from gateway.me import Me
 from gateway.oauth import OAuth
+from gateway.openapi import OpenApi
 from gateway.ops import Ops
-from gateway.pattern import BadPath
-from gateway.router import Match, NotAllowed, Router
+from gateway.pattern import BadPath, Template
+from gateway.router import Endpoint, Match, NotAllowed, Router
 from gateway.solder import Solder
 from gateway.transcode import Transcoder, error_response
 from gateway.upstream import Upstream
@@ -31,13 +32,18 @@ SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"]
 DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 
 
+def routes(upstream: Upstream) -> Iterator[tuple[str, Template | str, Endpoint]]:
+    """Every HTTP route: the canonical ones from the annotations, then each family's."""
+    yield from Transcoder(upstream, SERVICE).routes()
+    families = (Solder(upstream), Me(upstream), Admin(upstream), OAuth(upstream), Ops(upstream))
+    for family in (*families, OpenApi(SERVICE)):
+        yield from family.routes()
+
+
 def build_router(upstream: Upstream) -> Router:
     router = Router()
-    for method, template, endpoint in Transcoder(upstream, SERVICE).routes():
+    for method, template, endpoint in routes(upstream):
         router.add(method, template, endpoint)
-    for family in (Solder(upstream), Me(upstream), Admin(upstream), OAuth(upstream), Ops(upstream)):
-        for method, path, handler in family.routes():
-            router.add(method, path, handler)
     return router
 
 

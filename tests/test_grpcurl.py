@@ -8,6 +8,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha.reflection_pb2 import (
+    ServerReflectionRequest,
+    ServerReflectionResponse,
+)
+
 from tests.helpers import LiveService
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
@@ -91,3 +98,76 @@ async def test_errors_show_up_in_grpcurl(service: LiveService) -> None:
     _, err = await process.communicate()
     assert process.returncode != 0
     assert "Unauthenticated" in err.decode()
+
+
+async def test_list_shows_both_reflection_services(service: LiveService) -> None:
+    services = (await grpcurl(service.target, "list")).split()
+    assert "grpc.reflection.v1.ServerReflection" in services
+    assert "grpc.reflection.v1alpha.ServerReflection" in services
+    described = await grpcurl(service.target, "describe", "grpc.reflection.v1.ServerReflection")
+    assert (
+        "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )"
+        in described
+    )
+    message = await grpcurl(
+        service.target, "describe", "grpc.reflection.v1.ServerReflectionResponse"
+    )
+    assert ".grpc.reflection.v1.ListServiceResponse list_services_response = 6;" in message
+
+
+async def _ask_v1(
+    service: LiveService, request: ServerReflectionRequest
+) -> ServerReflectionResponse:
+    """One request over ``grpc.reflection.v1`` on a raw channel, as a v1-only client sends it."""
+    call = service.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=ServerReflectionRequest.SerializeToString,
+        response_deserializer=ServerReflectionResponse.FromString,
+    )
+    answers = [answer async for answer in call(iter([request]), timeout=10)]
+    assert len(answers) == 1
+    answer: ServerReflectionResponse = answers[0]
+    return answer
+
+
+async def test_reflection_v1_lists_and_describes(service: LiveService) -> None:
+    listed = await _ask_v1(service, ServerReflectionRequest(list_services=""))
+    names = [s.name for s in listed.list_services_response.service]
+    assert len(names) == len(set(names))
+    assert {
+        "tokengrpc.v1.TokenService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(names)
+    found = await _ask_v1(
+        service, ServerReflectionRequest(file_containing_symbol="tokengrpc.v1.TokenService")
+    )
+    # The files (the service's and its imports) build a pool that knows every RPC.
+    pool = descriptor_pool.DescriptorPool()
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    ]
+    by_name = {f.name: f for f in files}
+    added: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in added:
+            return
+        for dependency in by_name[name].dependency:
+            add(dependency)
+        pool.Add(by_name[name])
+        added.add(name)
+
+    for name in by_name:
+        add(name)
+    methods = {m.name for m in pool.FindServiceByName("tokengrpc.v1.TokenService").methods}
+    assert {"CreateToken", "ListTokens", "IntrospectToken"} <= methods
+    itself = await _ask_v1(
+        service, ServerReflectionRequest(file_by_filename="grpc/reflection/v1/reflection.proto")
+    )
+    (raw,) = itself.file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(raw).package == "grpc.reflection.v1"
+    missing = await _ask_v1(service, ServerReflectionRequest(file_containing_symbol="no.Such"))
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

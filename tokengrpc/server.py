@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from tokengrpc import extauthz
 from tokengrpc.addresses import ClientAddressResolver
@@ -25,6 +24,7 @@ from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
 from tokengrpc.plaintext import valid_prefix
+from tokengrpc.reflection import enable_reflection
 from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
 from tokengrpc.store.sqlite import SqliteStore
@@ -116,9 +116,7 @@ class GrpcServer:
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
         authz = extauthz.register(self.server, core.authenticator)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, authz, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        enable_reflection((SERVICE_NAME, authz, health.SERVICE_NAME), self.server)
 
     async def _watch_store(self, interval: float = 1.0) -> None:
         """Report NOT_SERVING while the store does not answer or its disk refuses

@@ -1,0 +1,363 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of every HTTP route, built once at start-up.
+
+The canonical routes come from the same HttpRule bindings the transcoder
+compiles (``transcode.bindings``), so a new annotated RPC is documented
+with no code here. Their schemas are the message descriptors in proto3 JSON
+form, as ``gateway.protojson`` writes them: lowerCamel names, int64 as a
+string, Timestamp as a date-time string, FieldMask as a string, enums by
+name, unset messages as ``null``. The legacy families, ``/oauth/introspect``
+and the probes are described by hand in ``gateway.openapi_legacy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import ServiceDescriptor as Service
+
+from gateway import openapi_legacy
+from gateway.http import Request, Response, json_response
+from gateway.legacy import Handler
+from gateway.pattern import LITERAL, Template
+from gateway.transcode import Binding, bindings
+
+PATH = "/openapi.json"
+Schema = dict[str, Any]
+
+_INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
+_UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64}
+_UINT64 = {FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
+_FLOATS = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+
+# Well-known types have a JSON form of their own instead of an object of fields.
+_WELL_KNOWN: dict[str, Schema] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated field paths, such as `name,expireTime`.",
+    },
+    "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
+    "google.protobuf.Struct": {"type": "object"},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+    },
+}
+_WRAPPERS = {
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+}
+
+STATUS = "google.rpc.Status"
+_STATUS_SCHEMA: Schema = {
+    "type": "object",
+    "description": "An error: a gRPC status code, a message and typed details "
+    "(`google.rpc.BadRequest` field violations for bad input).",
+    "properties": {
+        "code": {"type": "integer", "format": "int32"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"$ref": "#/components/schemas/google.protobuf.Any"}},
+    },
+    "required": ["code", "message", "details"],
+}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+class Schemas:
+    """The ``components.schemas`` of the document, filled as messages are referenced."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Schema] = {
+            STATUS: _STATUS_SCHEMA,
+            "google.protobuf.Any": _WELL_KNOWN["google.protobuf.Any"],
+        }
+
+    def message(self, descriptor: Descriptor) -> Schema:
+        """A reference to the message's schema (or its well-known JSON form, inline)."""
+        name = descriptor.full_name
+        if name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[name])
+        if name in _WRAPPERS:
+            return self.scalar(descriptor.fields_by_name["value"])
+        if name not in self.components:
+            self.components[name] = {}  # reserved first: messages may refer to themselves
+            properties = {field.json_name: self.field(field) for field in descriptor.fields}
+            self.components[name] = {
+                "type": "object",
+                "properties": properties,
+                "additionalProperties": False,
+            }
+        return ref(name)
+
+    def enum(self, descriptor: EnumDescriptor) -> Schema:
+        name = descriptor.full_name
+        self.components.setdefault(
+            name, {"type": "string", "enum": [value.name for value in descriptor.values]}
+        )
+        return ref(name)
+
+    def scalar(self, field: FieldDescriptor) -> Schema:
+        """One value of the field, whatever its cardinality."""
+        kind = field.type
+        if field.message_type is not None:
+            return self.message(field.message_type)
+        if field.enum_type is not None:
+            return self.enum(field.enum_type)
+        if kind in _INT32:
+            return {"type": "integer", "format": "int32"}
+        if kind in _UINT32:
+            return {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
+        if kind in _INT64:
+            return {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
+        if kind in _UINT64:
+            return {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+        if kind in _FLOATS:
+            return {
+                "anyOf": [
+                    {"type": "number"},
+                    {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]},
+                ]
+            }
+        if kind == FieldDescriptor.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return {"type": "string", "contentEncoding": "base64"}
+        return {"type": "string"}
+
+    def field(self, field: FieldDescriptor) -> Schema:
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            return {
+                "type": "object",
+                "additionalProperties": self.scalar(message.fields_by_name["value"]),
+            }
+        if field.is_repeated:
+            return {"type": "array", "items": self.scalar(field)}
+        value = self.scalar(field)
+        if message is not None and field.containing_oneof is None:
+            return nullable(value)  # written as null when unset (gateway.protojson)
+        return value
+
+
+def parameter_names(template: Template) -> dict[str, str]:
+    """OpenAPI names of a template's variables: ``token.id`` is ``id``.
+
+    Dotted names are legal OpenAPI, but tools fill paths in with Python's
+    ``str.format`` or RFC 6570 expansion, where a dot means something else;
+    and ``/v1/tokens/{token.id}`` must read as the same path as
+    ``/v1/tokens/{id}``, which OpenAPI allows only under one name. Two
+    variables with the same last part keep their whole path, dots as ``_``.
+    """
+    paths = [variable.field_path for variable in template.variables]
+    lasts = [path.rsplit(".", 1)[-1] for path in paths]
+    return {
+        path: last if lasts.count(last) == 1 else path.replace(".", "_")
+        for path, last in zip(paths, lasts, strict=True)
+    }
+
+
+def openapi_path(template: Template) -> str:
+    """The OpenAPI form of a template: ``/v1/tokens/{token.id}`` is ``/v1/tokens/{id}``."""
+    names = parameter_names(template)
+    parts: list[str] = []
+    starts = {variable.start: variable for variable in template.variables}
+    covered: set[int] = set()
+    for index, (kind, text) in enumerate(template.segments):
+        if index in covered:
+            continue
+        variable = starts.get(index)
+        if variable is not None:
+            end = len(template.segments) if variable.end is None else variable.end
+            covered.update(range(index, end))
+            parts.append("{" + names[variable.field_path] + "}")
+        else:
+            parts.append(text if kind == LITERAL else "*")
+    path = "/" + "/".join(parts)
+    return f"{path}:{template.verb}" if template.verb else path
+
+
+def _walk(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
+    fields: list[FieldDescriptor] = []
+    current: Descriptor | None = descriptor
+    for part in path.split("."):
+        assert current is not None, f"{path!r} goes through a scalar"
+        found = current.fields_by_name[part]
+        fields.append(found)
+        current = found.message_type
+    return fields
+
+
+def _in_url(field: FieldDescriptor) -> bool:
+    """Whether the transcoder can set the field from one URL string."""
+    message = field.message_type
+    return message is None or message.full_name in _WRAPPERS or message.full_name in _WELL_KNOWN
+
+
+class _Canonical:
+    """Operations for the HttpRule bindings of one service."""
+
+    def __init__(self, service: Service, schemas: Schemas) -> None:
+        self._service = service
+        self._schemas = schemas
+        self._seen: dict[str, int] = {}
+
+    def operation(self, binding: Binding) -> tuple[str, str, Schema]:
+        method = binding.method
+        count = self._seen[method.name] = self._seen.get(method.name, 0) + 1
+        input_type = method.input_type
+        path_fields = {v.field_path for v in binding.template.variables}
+        parameters: list[Schema] = []
+        names = parameter_names(binding.template)
+        for variable in binding.template.variables:
+            leaf = _walk(input_type, variable.field_path)[-1]
+            parameters.append(
+                {
+                    "name": names[variable.field_path],
+                    "in": "path",
+                    "required": True,
+                    "description": f"Binds `{variable.field_path}`.",
+                    "schema": {**self._schemas.scalar(leaf), "minLength": 1}
+                    if leaf.type == FieldDescriptor.TYPE_STRING
+                    else self._schemas.scalar(leaf),
+                }
+            )
+        if binding.body != "*":
+            body_field = binding.body.split(".")[0] if binding.body else ""
+            parameters.extend(self._query(input_type, "", "", path_fields, body_field, 0))
+        operation: Schema = {
+            "operationId": f"{self._service.name}_{method.name}"
+            + (str(count) if count > 1 else ""),
+            "tags": [self._service.name],
+            "summary": f"{self._service.name}.{method.name}",
+            "parameters": parameters,
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": self._response(binding)}},
+                },
+                "default": {
+                    "description": "An error, with the HTTP status of its gRPC code.",
+                    "content": {"application/json": {"schema": ref(STATUS)}},
+                },
+            },
+        }
+        if binding.body:
+            schema = (
+                self._schemas.message(input_type)
+                if binding.body == "*"
+                else self._schemas.field(_walk(input_type, binding.body)[-1])
+            )
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": schema}},
+            }
+        return openapi_path(binding.template), binding.http_method.lower(), operation
+
+    def _response(self, binding: Binding) -> Schema:
+        if binding.response_body:
+            return self._schemas.field(_walk(binding.method.output_type, binding.response_body)[-1])
+        return self._schemas.message(binding.method.output_type)
+
+    def _query(
+        self,
+        descriptor: Descriptor,
+        prefix: str,
+        json_prefix: str,
+        path_fields: set[str],
+        body_field: str,
+        depth: int,
+    ) -> list[Schema]:
+        """One parameter per field the path and the body leave unbound, as the transcoder reads."""
+        found: list[Schema] = []
+        for field in descriptor.fields:
+            path = prefix + field.name
+            if (not prefix and field.name == body_field) or path in path_fields:
+                continue
+            message = field.message_type
+            if message is not None and message.GetOptions().map_entry:
+                continue
+            if _in_url(field):
+                # A repeated field is repeated keys; a singular one is never null in a URL.
+                schema = (
+                    self._schemas.field(field) if field.is_repeated else self._schemas.scalar(field)
+                )
+                found.append(
+                    {
+                        "name": json_prefix + field.json_name,
+                        "in": "query",
+                        "required": False,
+                        "schema": schema,
+                    }
+                )
+            elif message is not None and not field.is_repeated and depth < 3:
+                found.extend(
+                    self._query(
+                        message,
+                        path + ".",
+                        json_prefix + field.json_name + ".",
+                        path_fields,
+                        body_field,
+                        depth + 1,
+                    )
+                )
+        return found
+
+
+def document(service: Service) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document for the gateway in front of ``service``."""
+    schemas = Schemas()
+    paths: dict[str, dict[str, Schema]] = {}
+    canonical = _Canonical(service, schemas)
+    for binding in bindings(service):
+        path, method, operation = canonical.operation(binding)
+        paths.setdefault(path, {})[method] = operation
+    for path, operations in openapi_legacy.paths(PATH).items():
+        paths.setdefault(path, {}).update(operations)
+    schemas.components.update(openapi_legacy.SCHEMAS)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tokengrpc HTTP gateway",
+            "version": "1",
+            "description": "Bearer tokens over HTTP: the canonical routes transcoded from "
+            f"`{service.full_name}`, and the legacy route families.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token's plaintext, `<id>|<secret>`.",
+                }
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+class OpenApi:
+    """Serves the document, encoded once: it cannot change while the process runs."""
+
+    def __init__(self, service: Service) -> None:
+        self._body = json_response(200, document(service)).body
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("GET", PATH, self.serve)]
+
+    async def serve(self, request: Request, _: dict[str, str]) -> Response:
+        return Response(200, self._body, [(b"content-type", b"application/json")])

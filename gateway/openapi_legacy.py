@@ -1,0 +1,483 @@
+"""The hand-written part of ``/openapi.json``: the legacy families, RFC 7662 and the probes.
+
+These routes reproduce other applications' documents, so their shapes are
+written down here as they answer (``tests/test_schemathesis.py`` holds them
+to it); a test checks that every routed path is described.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+ME = "/api/v1/me/tokens"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Schema], *, required: tuple[str, ...] = ()) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_BOOLEAN = {"type": "boolean"}
+_STRINGS = {"type": "array", "items": _STRING}
+_OR_NULL_STRING = {"type": ["string", "null"]}
+_OR_NULL_INTEGER = {"type": ["integer", "null"]}
+_BY_FIELD = {"type": "object", "additionalProperties": _STRINGS}
+
+_ME_ITEM = _object(
+    {
+        "id": _INTEGER,
+        "name": _STRING,
+        "status": {"type": "string", "enum": ["active", "expired", "revoked", "inactive"]},
+        "last_used_at": _OR_NULL_STRING,
+        "usage_count": _INTEGER,
+        "expires_at": _OR_NULL_STRING,
+        "created_at": _STRING,
+        "allowed_ips": {"type": ["array", "null"], "items": _STRING},
+    },
+    required=(
+        "id",
+        "name",
+        "status",
+        "last_used_at",
+        "usage_count",
+        "expires_at",
+        "created_at",
+        "allowed_ips",
+    ),
+)
+_ME_LINK = _object(
+    {
+        "url": _OR_NULL_STRING,
+        "label": _STRING,
+        "page": _OR_NULL_INTEGER,
+        "active": _BOOLEAN,
+    },
+    required=("url", "label", "page", "active"),
+)
+_ADMIN_TOKEN = _object(
+    {
+        "name": _STRING,
+        "expiration_date": {**_OR_NULL_INTEGER, "description": "Epoch milliseconds."},
+        "active": _BOOLEAN,
+        "write": _BOOLEAN,
+        "created_at": _INTEGER,
+        "updated_at": _INTEGER,
+        "last_used_at": _OR_NULL_INTEGER,
+        "usage_count": _INTEGER,
+    },
+    required=(
+        "name",
+        "expiration_date",
+        "active",
+        "write",
+        "created_at",
+        "updated_at",
+        "last_used_at",
+        "usage_count",
+    ),
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "solder.Error": _object(
+        {"error": {"anyOf": [_STRING, _BY_FIELD]}},
+        required=("error",),
+    ),
+    "solder.Token": _object(
+        {"id": _INTEGER, "name": _STRING, "last_used_at": _OR_NULL_STRING, "created_at": _STRING},
+        required=("id", "name", "last_used_at", "created_at"),
+    ),
+    "me.Token": _ME_ITEM,
+    "me.Problem": _object(
+        {
+            "type": _STRING,
+            "title": _STRING,
+            "status": _INTEGER,
+            "detail": _STRING,
+            "instance": _STRING,
+            "trace_id": {"type": "string", "format": "uuid"},
+            "errors": _BY_FIELD,
+        },
+        required=("type", "title", "status", "detail", "instance", "trace_id"),
+    ),
+    "me.Page": _object(
+        {
+            "data": {"type": "array", "items": _ref("me.Token")},
+            "links": _object(
+                {
+                    "first": _STRING,
+                    "last": _STRING,
+                    "prev": _OR_NULL_STRING,
+                    "next": _OR_NULL_STRING,
+                },
+                required=("first", "last", "prev", "next"),
+            ),
+            "meta": _object(
+                {
+                    "current_page": _INTEGER,
+                    "from": _OR_NULL_INTEGER,
+                    "last_page": _INTEGER,
+                    "links": {"type": "array", "items": _ME_LINK},
+                    "path": _STRING,
+                    "per_page": _INTEGER,
+                    "to": _OR_NULL_INTEGER,
+                    "total": _INTEGER,
+                },
+                required=(
+                    "current_page",
+                    "from",
+                    "last_page",
+                    "links",
+                    "path",
+                    "per_page",
+                    "to",
+                    "total",
+                ),
+            ),
+        },
+        required=("data", "links", "meta"),
+    ),
+    "admin.Token": _ADMIN_TOKEN,
+    "admin.Error": _object({"error": _STRING}, required=("error",)),
+    "oauth.Error": _object(
+        {"error": _STRING, "error_description": _STRING}, required=("error", "error_description")
+    ),
+    "oauth.Introspection": {
+        "anyOf": [
+            _object({"active": {"const": False}}, required=("active",)),
+            _object(
+                {
+                    "active": {"const": True},
+                    "token_type": {"const": "Bearer"},
+                    "sub": _STRING,
+                    "client_id": _STRING,
+                    "scope": _STRING,
+                    "exp": _INTEGER,
+                    "iat": _INTEGER,
+                    "jti": _STRING,
+                },
+                required=("active", "token_type", "client_id", "scope", "iat", "jti"),
+            ),
+        ]
+    },
+}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(name: str, statuses: dict[int, str], media: str = JSON) -> dict[str, Schema]:
+    """Error responses of one family: the listed statuses, and any other as ``default``."""
+    answer = {"description": "", "content": {media: {"schema": _ref(name)}}}
+    found = {str(code): {**answer, "description": text} for code, text in statuses.items()}
+    found["default"] = {**answer, "description": "Any other error, in the same shape."}
+    return found
+
+
+def _body(schema: Schema, *, form: bool = False, required: bool = True) -> Schema:
+    content = {JSON: {"schema": schema}}
+    if form:
+        # Laravel reads form fields as strings; lists as repeated or `[]` keys.
+        content[FORM] = {"schema": schema}
+    return {"required": required, "content": content}
+
+
+def _solder() -> dict[str, dict[str, Schema]]:
+    errors = {401: "No or invalid token.", 403: "The token lacks the scope this needs."}
+    return {
+        "/api/token": {
+            "get": {
+                "operationId": "solder_list",
+                "tags": ["solder"],
+                "summary": "The caller's tokens that are not revoked, oldest first.",
+                "responses": {
+                    "200": _json(
+                        _object(
+                            {"tokens": {"type": "array", "items": _ref("solder.Token")}},
+                            required=("tokens",),
+                        ),
+                        "The tokens.",
+                    ),
+                    **_errors("solder.Error", errors),
+                },
+            },
+            "post": {
+                "operationId": "solder_create",
+                "tags": ["solder"],
+                "summary": "Create a token with the caller's scopes, minus admin.",
+                "requestBody": _body(_object({"name": _STRING}), form=True),
+                "responses": {
+                    "201": _json(
+                        _object(
+                            {
+                                "token": _object(
+                                    {
+                                        "id": _INTEGER,
+                                        "name": _STRING,
+                                        "plaintext": _STRING,
+                                        "created_at": _STRING,
+                                    },
+                                    required=("id", "name", "plaintext", "created_at"),
+                                )
+                            },
+                            required=("token",),
+                        ),
+                        "Created; the plaintext is shown only here.",
+                    ),
+                    **_errors(
+                        "solder.Error",
+                        {
+                            400: "The body is not valid JSON.",
+                            413: "The body is larger than 1 MiB.",
+                            422: "Invalid fields, in Laravel's words.",
+                            **errors,
+                        },
+                    ),
+                },
+            },
+        },
+        "/api/token/{tokenId}": {
+            "delete": {
+                "operationId": "solder_revoke",
+                "tags": ["solder"],
+                "summary": "Revoke one of the caller's own tokens.",
+                "parameters": [
+                    {"name": "tokenId", "in": "path", "required": True, "schema": _STRING}
+                ],
+                "responses": {
+                    "200": _json(_object({"success": _STRING}, required=("success",)), "Revoked."),
+                    **_errors(
+                        "solder.Error", {404: "Unknown, revoked or another owner's.", **errors}
+                    ),
+                },
+            }
+        },
+    }
+
+
+def _me() -> dict[str, dict[str, Schema]]:
+    trace = {"X-Trace-Id": {"schema": {"type": "string", "format": "uuid"}}}
+    errors = {
+        key: {**value, "headers": trace}
+        for key, value in _errors(
+            "me.Problem", {401: "Authentication failed.", 422: "Invalid fields."}, PROBLEM
+        ).items()
+    }
+    return {
+        ME: {
+            "get": {
+                "operationId": "me_list",
+                "tags": ["me"],
+                "summary": "The caller's tokens, revoked ones included, 20 a page, oldest first.",
+                "parameters": [
+                    {
+                        "name": "page",
+                        "in": "query",
+                        "required": False,
+                        "description": "1-based; anything that is not a number of at least 1 "
+                        "means 1.",
+                        "schema": {"type": "integer"},
+                    }
+                ],
+                "responses": {"200": _json(_ref("me.Page"), "One page."), **errors},
+            },
+            "post": {
+                "operationId": "me_create",
+                "tags": ["me"],
+                "summary": "Create a token (default scopes: the caller's, minus admin).",
+                "requestBody": _body(
+                    _object(
+                        {
+                            "name": _STRING,
+                            "expires_at": {"type": "string", "format": "date-time"},
+                            "allowed_ips": _STRINGS,
+                            "scopes": _STRINGS,
+                        }
+                    ),
+                    form=True,
+                ),
+                "responses": {
+                    "201": _json(
+                        _object(
+                            {"data": _ref("me.Token"), "plaintext": _STRING},
+                            required=("data", "plaintext"),
+                        ),
+                        "Created; the plaintext is shown only here.",
+                    ),
+                    **errors,
+                },
+            },
+        },
+        f"{ME}/{{id}}": {
+            "delete": {
+                "operationId": "me_revoke",
+                "tags": ["me"],
+                "summary": "Revoke one of the caller's own tokens.",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STRING}],
+                "responses": {"204": {"description": "Revoked."}, **errors},
+            }
+        },
+    }
+
+
+def _admin() -> dict[str, dict[str, Schema]]:
+    fields = _object(
+        {
+            "name": _STRING,
+            "expiration_date": {**_OR_NULL_INTEGER, "description": "Epoch milliseconds."},
+            "active": _BOOLEAN,
+            "write": _BOOLEAN,
+        }
+    )
+    errors = _errors(
+        "admin.Error",
+        {400: "Bad input.", 401: "No or invalid token.", 403: "The token lacks admin."},
+    )
+    token = _ref("admin.Token")
+    return {
+        "/_/token": {
+            "post": {
+                "operationId": "admin_create",
+                "tags": ["admin"],
+                "summary": "Create a service token.",
+                "requestBody": _body(fields),
+                "responses": {
+                    "201": _json(
+                        {"allOf": [token, _object({"value": _STRING}, required=("value",))]},
+                        "Created, with its value.",
+                    ),
+                    **errors,
+                    "409": _json(_ref("admin.Error"), "The name is taken."),
+                },
+            },
+            "get": {
+                "operationId": "admin_list",
+                "tags": ["admin"],
+                "summary": "The service tokens that are not revoked, by name.",
+                "responses": {
+                    "200": _json({"type": "array", "items": token}, "The tokens."),
+                    **errors,
+                },
+            },
+            "put": {
+                "operationId": "admin_update",
+                "tags": ["admin"],
+                "summary": "Change the fields given of the service token named.",
+                "requestBody": _body(fields),
+                "responses": {
+                    "200": _json(token, "The token after the change."),
+                    **errors,
+                    "404": _json(_ref("admin.Error"), "No such token."),
+                },
+            },
+            "delete": {
+                "operationId": "admin_revoke",
+                "tags": ["admin"],
+                "summary": "Revoke the service token named.",
+                "requestBody": _body(_object({"name": _STRING}), required=False),
+                "responses": {
+                    "200": _json(_object({"deleted": _STRING}, required=("deleted",)), "Revoked."),
+                    **errors,
+                    "404": _json(_ref("admin.Error"), "No such token."),
+                },
+            },
+        },
+        "/_/token/value": {
+            "get": {
+                "operationId": "admin_value",
+                "tags": ["admin"],
+                "summary": "A service token's value.",
+                "parameters": [
+                    {"name": "name", "in": "query", "required": True, "schema": _STRING}
+                ],
+                "responses": {
+                    "200": _json(
+                        _object({"name": _STRING, "value": _STRING}, required=("name", "value")),
+                        "The value.",
+                    ),
+                    **errors,
+                    "404": _json(_ref("admin.Error"), "No such token."),
+                },
+            }
+        },
+    }
+
+
+def _oauth() -> dict[str, dict[str, Schema]]:
+    challenge = {"WWW-Authenticate": {"schema": _STRING}}
+    errors = _errors("oauth.Error", {400: "invalid_request", 403: "insufficient_scope"})
+    errors["401"] = {
+        **_json(_ref("oauth.Error"), "invalid_token: the caller's bearer token."),
+        "headers": challenge,
+    }
+    form = _object(
+        {"token": _STRING, "token_type_hint": _STRING, "client_ip": _STRING},
+        required=("token",),
+    )
+    return {
+        "/oauth/introspect": {
+            "post": {
+                "operationId": "oauth_introspect",
+                "tags": ["oauth"],
+                "summary": "RFC 7662 token introspection (needs introspect or admin).",
+                "requestBody": {"required": True, "content": {FORM: {"schema": form}}},
+                "responses": {
+                    "200": _json(_ref("oauth.Introspection"), "The token's claims, or inactive."),
+                    **errors,
+                },
+            }
+        }
+    }
+
+
+def _ops(document_path: str) -> dict[str, dict[str, Schema]]:
+    status = _object({"status": _STRING, "reason": _STRING}, required=("status",))
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "tags": ["ops"],
+                "summary": "The process is up.",
+                "security": [],
+                "responses": {"200": _json(status, "Up.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "tags": ["ops"],
+                "summary": "The gRPC server and its store answer.",
+                "security": [],
+                "responses": {
+                    "200": _json(status, "Ready."),
+                    "503": _json(status, "Not ready, with the reason."),
+                },
+            }
+        },
+        document_path: {
+            "get": {
+                "operationId": "openapi",
+                "tags": ["ops"],
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+            }
+        },
+    }
+
+
+def paths(document_path: str) -> dict[str, dict[str, Schema]]:
+    return {**_solder(), **_me(), **_admin(), **_oauth(), **_ops(document_path)}
