@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_cli import serve
+from tests.processes import serve
 
 
 async def test_problem_trace_ids_are_logged_and_tokens_are_not(tmp_path: Path) -> None:
