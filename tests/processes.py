@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -34,7 +35,19 @@ class Serving:
         return self.process.returncode or 0, out.decode()
 
 
-async def serve(*args: str, env: dict[str, str] | None = None, until: str = "grpc") -> Serving:
+async def serve(
+    *args: str,
+    env: dict[str, str] | None = None,
+    until: str = "grpc",
+    open_files: tuple[int, int] | None = None,
+) -> Serving:
+    """``tokengrpc serve`` until it prints its ``until`` address; ``open_files``
+    sets its (soft, hard) descriptor limits as an operator's shell would."""
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -44,6 +57,7 @@ async def serve(*args: str, env: dict[str, str] | None = None, until: str = "grp
         env=env or clean_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=limit if open_files is not None else None,
     )
     assert process.stdout is not None
     lines: list[str] = []

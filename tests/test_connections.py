@@ -216,3 +216,28 @@ async def test_grpc_refuses_a_message_over_the_receive_limit(
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         created = await create(pb.CreateTokenRequest(name="fits"), metadata=bearer(admin))
         assert created.token.name == "fits"
+
+
+def _soft_open_files(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-files line in /proc/PID/limits")
+
+
+async def test_serve_raises_its_open_file_limit_and_warns_when_short(tmp_path: Path) -> None:
+    """The connection limits, not the descriptors, must be what runs out first."""
+    args = ("--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+    roomy = await serve("--data-dir", str(tmp_path / "a"), *args, open_files=(256, 8192))
+    try:
+        assert _soft_open_files(roomy.process.pid) == 8192
+    finally:
+        code, output = await roomy.stop()
+    assert code == 0
+    assert "open-file limit" not in "\n".join(roomy.lines) + output
+
+    short = await serve("--data-dir", str(tmp_path / "b"), *args, open_files=(256, 512))
+    code, output = await short.stop()
+    assert code == 0
+    warning = "the open-file limit (512) is below the connection limits (2000)"
+    assert warning in "\n".join(short.lines) + output

@@ -107,8 +107,9 @@ FORWARDED: list[tuple[tuple[str, ...], str]] = [
     # IPv6, and an IPv4-mapped IPv6 address as its IPv4 form.
     (("2001:db8::7, 10.0.0.1",), "2001:db8::7"),
     (("::ffff:203.0.113.9",), "203.0.113.9"),
-    # A long forged chain costs the same as a short one and still ends right.
-    ((", ".join(["198.51.100.1"] * 5000 + ["203.0.113.9"]),), "203.0.113.9"),
+    # A long forged chain (as long as the 16 KiB head allows) costs the same as
+    # a short one and still ends right.
+    ((", ".join(["198.51.100.1"] * 1000 + ["203.0.113.9"]),), "203.0.113.9"),
     ((", ".join(["203.0.113.9"] + ["10.0.0.1"] * 100),), "10.0.0.1"),
 ]
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import gc
 import os
+import resource
 import signal
 import sys
 import threading
@@ -45,6 +47,27 @@ def _warn(core: Core) -> None:
         print(f"tokengrpc: {notice}", file=sys.stderr, flush=True)
 
 
+def _open_files_for(connections: int) -> None:
+    """Raise the soft limit on open files to the hard one, and warn if even that is short.
+
+    The connection limits are meant to run out before the descriptors do: a
+    process out of descriptors cannot accept anyone, nor open its store.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < connections + 64:
+        print(
+            f"tokengrpc: warning: the open-file limit ({soft}) is below the connection"
+            f" limits ({connections}) plus the store's files; lower the limits or raise it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _freeze_startup_objects() -> None:
     """Keep what exists once serving (modules, descriptors, servers) out of full collections.
 
@@ -68,6 +91,10 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
     stop = _stop_on_signals()
     if supervised is not None:
         die_with_parent(supervised, stop)
+    _open_files_for(
+        settings.grpc_max_connections
+        + (settings.http_max_connections if settings.http_enabled else 0)
+    )
     core = await Core.open(settings, bootstrap=not settings.is_worker)
     _warn(core)
     if core.bootstrap_path is not None:
@@ -176,6 +203,7 @@ async def _gateway(upstream: str, settings: Settings) -> int:
     from gateway.app import start_http
 
     stop = _stop_on_signals()
+    _open_files_for(settings.http_max_connections)
     http = await start_http(
         upstream,
         settings.http_listen,
