@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -66,6 +67,20 @@ async def serve(
         assert raw, f"serve exited early: {lines}"
         lines.append(raw.decode().rstrip("\n"))
     return Serving(process, lines)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the workers of a ``serve``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.helpers import bearer
-from tests.processes import Serving, clean_env, run_cli, serve
+from tests.processes import Serving, children, clean_env, run_cli, serve
 from tokengrpc.store.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -154,25 +154,12 @@ async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path, upstream: 
     assert (await server.stop())[0] == 0
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 async def test_workers_share_the_ports_and_revocation(tmp_path: Path) -> None:
     server = await serve(
         "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
         "--workers", "2",
     )  # fmt: skip
-    workers = _children(server.process.pid)
+    workers = children(server.process.pid)
     assert len(workers) == 1, "one extra process next to the parent"
     admin = (tmp_path / "bootstrap-token").read_text().strip()
     address = server.address("grpc")
@@ -197,7 +184,7 @@ async def test_workers_share_the_ports_and_revocation(tmp_path: Path) -> None:
     assert codes == {grpc.StatusCode.UNAUTHENTICATED}
     code, _ = await server.stop()
     assert code == 0
-    assert not set(_children(server.process.pid)) & set(workers), "the workers stopped too"
+    assert not set(children(server.process.pid)) & set(workers), "the workers stopped too"
 
 
 async def test_a_revocation_by_the_cli_stops_a_serving_process_at_once(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from tests.helpers import bearer
-from tests.processes import Serving, clean_env, serve
+from tests.processes import Serving, children, clean_env, serve
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
@@ -139,19 +139,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie nobody reaps has exited all the same
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _port_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with socket.socket() as probe:
@@ -165,7 +152,7 @@ def _port_free(address: str) -> bool:
 
 async def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     server = await _serve_with_http(tmp_path / "data", "--workers", "3")
-    workers = _children(server.process.pid)
+    workers = children(server.process.pid)
     assert len(workers) == 2
     grpc_address, http_address = server.address("grpc"), server.address("http")
     assert not _port_free(grpc_address)
