@@ -67,14 +67,15 @@ class Request:
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
-        headers: dict[str, str] = {}
+        values: dict[str, list[str]] = {}
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            # Repeated headers are joined in order, so a list header
-            # (X-Forwarded-For) keeps its hops and "authorization" twice is
-            # one value that is no token.
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            values.setdefault(name, []).append(raw_value.decode("latin-1"))
+        # Repeated headers are joined in order, so a list header
+        # (X-Forwarded-For) keeps its hops and "authorization" twice is one
+        # value that is no token. Joined once: thousands of repeats of one
+        # header fit in a request head, and joining them one by one is quadratic.
+        headers = {name: ", ".join(parts) for name, parts in values.items()}
         client = scope.get("client")
         peer = client[0] if client else None
         trusted = trust.trusts(peer)

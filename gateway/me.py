@@ -10,16 +10,14 @@ Errors are RFC 9457 problem details with a ``trace_id`` that is also sent as
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import uuid
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
-from gateway import legacy
+from gateway import legacy, rfc3339
 from gateway.http import BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
@@ -189,26 +187,6 @@ def paginated(tokens: list[pb.Token], total: int, current: int, base: str) -> di
     }
 
 
-def _rfc3339(text: str) -> timestamp_pb2.Timestamp | None:
-    """An RFC 3339 time with an offset, or None; None too when the offset
-    moves it outside Timestamp's years 1 to 9999 (``0001-01-01T00:00:00+14:00``)."""
-    if len(text) > 64:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None or "T" not in text.upper():
-        return None
-    try:
-        utc = moment.astimezone(dt.UTC)
-    except OverflowError:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(utc)
-    return stamp
-
-
 def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
     if isinstance(bad, BodyTooLarge):
         return problem(request, 413, "The request body is larger than 1 MiB.")
@@ -254,7 +232,7 @@ class Me(legacy.Family):
             inherit_caller_scopes=scopes is None,
         )
         if expires_text is not None:
-            stamp = _rfc3339(expires_text)
+            stamp = rfc3339.parse(expires_text)
             if stamp is None:
                 errors.setdefault("expires_at", []).append(
                     "The expires at field must be a valid RFC 3339 date."

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import httpx
@@ -210,9 +211,14 @@ async def test_no_value_sent_is_echoed(gateway: LiveGateway) -> None:
             bodies: list[dict[str, object]] = [
                 {plaintext: 1},
                 {"name": "x", plaintext: [plaintext]},
-                # Values the service itself validates (scopes, allowed_ips)
-                # are its part of issue 8; here: what the gateway words.
                 {"name": plaintext * 6, "owner": plaintext},
+                # Lists the service validates: each body fails somewhere, so
+                # nothing holding the plaintext is ever stored.
+                {"name": "x", "scopes": [plaintext, plaintext + " "]},
+                {"name": "x", "scopes": [plaintext], "allowed_ips": [plaintext]},
+                {"name": "x", "allowedIps": ["10.0.0.1", plaintext]},
+                {"name": "x", "scopes": [plaintext] * 65, "allowed_ips": [plaintext] * 101},
+                {"scopes": [plaintext, ""], "allowedIps": [plaintext]},
                 {"allowed_ips": plaintext, "allowedIps": plaintext, "name": "x"},
                 {"expires_at": plaintext, "expireTime": plaintext, "name": "x"},
                 {"expiration_date": plaintext, "active": plaintext, "write": plaintext},
@@ -223,6 +229,13 @@ async def test_no_value_sent_is_echoed(gateway: LiveGateway) -> None:
                 requests.append((method, base, json.dumps(each).encode()))
             requests.append((method, base, f"token={escaped}&client_ip={escaped}".encode()))
             requests.append((method, base, f"{escaped}=1&name[]={escaped}".encode()))
+            requests.append(
+                (method, base, f"name=x&scopes[]={escaped}&scopes[]=%20{escaped}".encode())
+            )
+            requests.append((method, base, f"name=x&allowed_ips[]={escaped}".encode()))
+            requests.append(
+                (method, base, f"name=x&scopes={escaped}&allowed_ips={escaped}".encode())
+            )
     seen = 0
     for method, path, body in requests:
         for content_type in ("application/json", "application/x-www-form-urlencoded"):
@@ -246,6 +259,63 @@ async def test_no_value_sent_is_echoed(gateway: LiveGateway) -> None:
                 assert secret not in value, name
     print(f"{seen} requests, none echoed the plaintext")
     assert all(row in gateway.service.snapshot() for row in before)
+
+
+async def test_scopes_and_addresses_sent_are_never_echoed(gateway: LiveGateway) -> None:
+    """A plaintext in ``scopes`` or ``allowed_ips``, on every route that takes
+    them, reaches the service's own checks (the status says which) and never
+    comes back, whether the list is refused by item, by length or by the
+    no-escalation rule."""
+    service = gateway.service
+    target, weak = await service.create("weak", owner="ann", scopes=["write"])
+    _, plaintext = await service.create("pasted", owner="ann")
+    secret = plaintext.partition("|")[2]
+    escaped = urllib.parse.quote(plaintext, safe="")
+    p = plaintext
+    admin, ann = gateway.admin, gateway.auth(weak)
+    patch = f"/v1/tokens/{target}"
+    # (caller, method, path, JSON body or form text, expected status, field named)
+    cases: list[tuple[dict[str, str], str, str, object, int, str | None]] = [
+        (admin, "POST", "/v1/tokens", {"name": "x", "scopes": [p, p + " "]}, 400, "scopes"),
+        (admin, "POST", "/v1/tokens", {"name": "x", "allowedIps": [p]}, 400, "allowed_ips"),
+        (admin, "POST", "/v1/tokens", {"name": "x", "allowed_ips": ["::1", p]}, 400, "allowed_ips"),
+        (admin, "POST", "/v1/tokens", {"name": "x", "scopes": [p] * 65}, 400, "scopes"),
+        (admin, "POST", "/v1/tokens", {"name": "x", "allowedIps": [p] * 101}, 400, "allowed_ips"),
+        (ann, "POST", "/v1/tokens", {"name": "x", "scopes": [p]}, 403, None),
+        (admin, "PATCH", patch + "?update_mask=scopes", {"scopes": [p, ""]}, 400, "scopes"),
+        (admin, "PATCH", patch + "?updateMask=allowedIps", {"allowedIps": [p]}, 400, "allowed_ips"),
+        (admin, "PATCH", patch + "?update_mask=scopes,allowed_ips",
+         {"scopes": [p] * 65, "allowedIps": [p] * 101}, 400, "scopes"),
+        (ann, "PATCH", patch + "?update_mask=scopes", {"scopes": ["write", p]}, 403, None),
+        (admin, "POST", "/api/v1/me/tokens", {"name": "x", "scopes": [p, p + " "]}, 422, "scopes"),
+        (admin, "POST", "/api/v1/me/tokens", {"name": "x", "allowed_ips": [p]}, 422, "allowed_ips"),
+        (admin, "POST", "/api/v1/me/tokens", {"name": "x", "scopes": [p] * 65}, 422, "scopes"),
+        (admin, "POST", "/api/v1/me/tokens",
+         {"name": "x", "allowed_ips": [p] * 101}, 422, "allowed_ips"),
+        (ann, "POST", "/api/v1/me/tokens", {"name": "x", "scopes": [p]}, 403, None),
+        (admin, "POST", "/api/v1/me/tokens",
+         f"name=x&scopes[]={escaped}&scopes[]=%20{escaped}", 422, "scopes"),
+        (admin, "POST", "/api/v1/me/tokens", f"name=x&allowed_ips={escaped}", 422, "allowed_ips"),
+        (ann, "POST", "/api/v1/me/tokens", f"name=x&scopes[]={escaped}", 403, None),
+        (admin, "POST", "/v1/tokens:introspect", {"token": p, "clientIp": p}, 400, "client_ip"),
+        (admin, "POST", "/oauth/introspect", f"token={escaped}&client_ip={escaped}", 400, None),
+    ]  # fmt: skip
+    before = service.snapshot()
+    for headers, method, path, body, status, field in cases:
+        if isinstance(body, str):
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            response = await gateway.client.request(
+                method, path, content=body.encode(), headers={**headers, **form}
+            )
+        else:
+            response = await gateway.client.request(method, path, json=body, headers=headers)
+        where = (method, path, status)
+        assert response.status_code == status, (where, response.text)
+        assert secret not in response.text, where
+        assert all(secret not in value for value in response.headers.values()), where
+        if field is not None:
+            assert field.replace("_", "") in response.text.replace("_", "").lower(), where
+    assert service.snapshot() == before
 
 
 @pytest.mark.parametrize(

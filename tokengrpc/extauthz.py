@@ -27,7 +27,7 @@ from google.rpc import code_pb2, status_pb2
 
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, bearer
-from tokengrpc.errors import Unauthenticated
+from tokengrpc.errors import Unauthenticated, Unavailable
 from tokengrpc.rules import INTROSPECT
 from tokengrpc.store import TokenRecord
 
@@ -154,6 +154,18 @@ class AuthorizationServicer:
             log.warning("ext_authz: %s; denying every request with 503", why)
 
     async def Check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> external_auth_pb2.CheckResponse:
+        try:
+            return await self._check(request, context)
+        except Unavailable:
+            # The store is down: a denial Envoy can pass on, not a failed call
+            # whose fate depends on Envoy's failure_mode_allow.
+            return UNAVAILABLE
+
+    async def _check(
         self,
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[object, object],

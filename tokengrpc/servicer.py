@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -13,6 +14,8 @@ from tokengrpc.errors import DomainError, to_status
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -37,6 +40,12 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(to_status(error)))
             raise  # unreachable: abort_with_status raises
+        except Exception:
+            # Left to grpc, it would be UNKNOWN naming the exception's class and
+            # repeating its text (an engine's message, say) to the client.
+            log.exception("unexpected error in a TokenService call")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise  # unreachable: abort raises
 
     async def CreateToken(
         self,

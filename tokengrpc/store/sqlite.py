@@ -266,10 +266,14 @@ class SqliteStore:
         )
 
     async def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
-        """Run a short read inline; fall back to the reader thread if SQLite is busy."""
+        """Run a short read inline; fall back to the reader thread if SQLite is busy.
+
+        Any engine error falls back, not only "busy": a file that is no longer
+        a database then fails there too, and is mapped to ``Unavailable``.
+        """
         try:
             return self._inline.execute(sql, params).fetchall()
-        except sqlite3.OperationalError:
+        except sqlite3.Error:
             with self._engine_errors(writing=False):
                 return list(await self._reader.execute_fetchall(sql, params))
 
@@ -564,7 +568,8 @@ class SqliteStore:
         return next(((bytes(row[0]), bytes(row[1])) for row in rows), None)
 
     async def ping(self) -> None:
-        await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
+        with self._engine_errors(writing=False):
+            await self._reader.execute_fetchall("SELECT 1 FROM tokens LIMIT 1")
 
     async def probe_write(self) -> None:
         """A write that leaves no trace but needs fresh disk room (64 KiB of WAL, pages

@@ -1,0 +1,148 @@
+"""A store that goes bad under a running server: UNAVAILABLE / 503 on every
+surface, /readyz 503, and never UNKNOWN, a 500 or SQLite's own words.
+
+The fault is real and one the server actually meets: its database file
+overwritten or truncated in place while it holds it open (removing the
+file, or ``chmod 000``, would not reach a process that has it open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.helpers import bearer
+from tests.processes import Serving, serve
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+_ENGINE_TEXT = re.compile(
+    r"(?i:sqlite|database|malformed|disk image)|[A-Z]\w*(Error|Exception)\b|Traceback|<class"
+)
+SAYS_SO = "the store cannot be read or written right now"
+
+
+def _spoil(data: Path, how: str) -> None:
+    for name in ("tokens.db", "tokens.db-wal"):
+        path = data / name
+        with path.open("r+b") as handle:
+            if how == "truncated":
+                handle.truncate(0)
+            else:
+                handle.write(os.urandom(path.stat().st_size))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Serving]:
+    server = await serve(
+        "--data-dir", str(tmp_path / "data"), "--grpc-listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", until="http",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        if server.process.returncode is None:
+            await server.stop()
+
+
+async def _readyz(client: httpx.AsyncClient, expected: int) -> httpx.Response:
+    """/readyz once it says ``expected`` (the store is looked at once a second)."""
+    for _ in range(50):
+        response = await client.get("/readyz")
+        if response.status_code == expected:
+            break
+        await asyncio.sleep(0.1)
+    return response
+
+
+@pytest.mark.parametrize("how", ["overwritten", "truncated"])
+async def test_a_spoilt_store_is_unavailable_everywhere(
+    running: Serving, tmp_path: Path, how: str
+) -> None:
+    data = tmp_path / "data"
+    admin = (data / "bootstrap-token").read_text().strip()
+    auth = {"Authorization": f"Bearer {admin}"}
+    async with (
+        grpc.aio.insecure_channel(running.address("grpc")) as channel,
+        httpx.AsyncClient(base_url=f"http://{running.address('http')}", timeout=30) as client,
+    ):
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        created = await stub.CreateToken(
+            pb.CreateTokenRequest(name="before", owner="ann", scopes=["introspect"]),
+            metadata=bearer(admin),
+        )
+        assert (await _readyz(client, 200)).status_code == 200
+
+        _spoil(data, how)
+
+        calls: dict[str, Awaitable[object]] = {
+            "ListTokens": stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(admin)),
+            "GetToken": stub.GetToken(
+                pb.GetTokenRequest(id=created.token.id), metadata=bearer(admin)
+            ),
+            "CreateToken": stub.CreateToken(
+                pb.CreateTokenRequest(name="after", owner="ann"), metadata=bearer(admin)
+            ),
+            "IntrospectToken": stub.IntrospectToken(
+                pb.IntrospectTokenRequest(token=created.plaintext), metadata=bearer(admin)
+            ),
+            "by a stranger": stub.ListTokens(
+                pb.ListTokensRequest(), metadata=bearer(created.plaintext)
+            ),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (name, caught.value)
+            details = caught.value.details() or ""
+            assert SAYS_SO in details, (name, details)
+            assert not _ENGINE_TEXT.search(details), (name, details)
+
+        check = external_auth_pb2_grpc.AuthorizationStub(channel)
+        request = external_auth_pb2.CheckRequest()
+        request.attributes.request.http.headers["authorization"] = f"Bearer {created.plaintext}"
+        request.attributes.source.address.socket_address.address = "127.0.0.1"
+        denied = await check.Check(request, metadata=bearer(admin))
+        assert denied.denied_response.status.code == 503, denied
+
+        for method, path in (
+            ("GET", "/api/token"),
+            ("GET", "/api/v1/me/tokens"),
+            ("GET", "/_/token"),
+            ("GET", "/v1/tokens"),
+            ("GET", f"/v1/tokens/{created.token.id}"),
+            ("POST", "/v1/tokens"),
+        ):
+            body = b'{"name": "after"}' if method == "POST" else None
+            response = await client.request(method, path, headers=auth, content=body)
+            assert response.status_code == 503, (path, response.text)
+            assert SAYS_SO in response.text, (path, response.text)
+            assert not _ENGINE_TEXT.search(response.text), (path, response.text)
+        introspected = await client.post(
+            "/oauth/introspect", data={"token": created.plaintext}, headers=auth
+        )
+        assert introspected.status_code == 503, introspected.text
+        assert not _ENGINE_TEXT.search(introspected.text), introspected.text
+
+        ready = await _readyz(client, 503)
+        assert ready.status_code == 503, ready.text
+        assert not _ENGINE_TEXT.search(ready.text), ready.text
+        health = health_pb2_grpc.HealthStub(channel)
+        status = await health.Check(
+            health_pb2.HealthCheckRequest(service="tokengrpc.v1.TokenService")
+        )
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    code, output = await running.stop()
+    assert code == 0, output
+    # Said, not shouted: no traceback a second from the health watch.
+    assert "Traceback" not in output, output
