@@ -41,7 +41,9 @@ def duration_micros(duration: duration_pb2.Duration) -> int | None:
         return None
     if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
         return None
-    return seconds * 1_000_000 + int(nanos / 1000)
+    # Rounded away from zero, so a nanosecond below zero or past a limit still counts.
+    rest = -(-abs(nanos) // 1000)
+    return seconds * 1_000_000 + (rest if nanos >= 0 else -rest)
 
 
 def event_fields(event: EventRecord) -> dict[str, Any]:
