@@ -9,6 +9,9 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 PROTOS := proto/tokengrpc/v1/tokens.proto
 GEN_DIR := tokengrpc/v1
+# The API as released, which every change must stay compatible with
+# (docs/development.md: when and how to renew it).
+BASELINE := proto/baseline.binpb
 
 .PHONY: help setup generate check-generated lint test serve bench clean
 
@@ -53,6 +56,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 	$(BUF) format --diff --exit-code --path proto/tokengrpc
+	$(BUF) breaking --against $(BASELINE)
 
 test: check-generated lint
 	$(VENV)/bin/pytest -q

@@ -1,8 +1,10 @@
-"""``POST /oauth/introspect``: RFC 7662 over IntrospectToken.
+"""``POST /oauth/introspect`` (RFC 7662 over IntrospectToken) and
+``POST /oauth/revoke`` (RFC 7009 over RevokeTokenByValue).
 
 Form fields: ``token`` (required), ``token_type_hint`` (accepted, unused: we
-issue one kind of token) and, as an extension, ``client_ip`` for tokens
-restricted to some addresses. Errors use RFC 6749's ``error`` codes.
+issue one kind of token) and, for introspection, as an extension,
+``client_ip`` for tokens restricted to some addresses. Errors use RFC 6749's
+``error`` codes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.http import BadBody, BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler
 from gateway.names import shown
 from gateway.status import http_status
@@ -45,7 +47,35 @@ class OAuth:
         self._upstream = upstream
 
     def routes(self) -> list[tuple[str, str, Handler]]:
-        return [("POST", "/oauth/introspect", self.introspect)]
+        return [
+            ("POST", "/oauth/introspect", self.introspect),
+            ("POST", "/oauth/revoke", self.revoke),
+        ]
+
+    async def revoke(self, request: Request, _: dict[str, str]) -> Response:
+        """200 with an empty body whether or not the token existed (RFC 7009 section 2.2);
+        no bearer token needed: holding the revoked one is the proof."""
+        invalid = json_response(400, {"error": "invalid_request"})
+        try:
+            form = await request.form()
+        except BodyTooLarge:
+            return _error(413, "invalid_request", "the request body is larger than 1 MiB")
+        except BadBody:
+            return invalid
+        tokens = form.get("token", [])
+        if len(tokens) != 1 or not tokens[0]:
+            return invalid
+        try:
+            await self._upstream.call(
+                self._upstream.tokens.RevokeTokenByValue,
+                pb.RevokeTokenByValueRequest(token=tokens[0]),
+                request,
+            )
+        except RpcFailure as failure:
+            if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
+                return invalid
+            return _error(http_status(failure.code), "server_error", failure.message)
+        return empty_response(200, [(b"cache-control", b"no-store")])
 
     async def introspect(self, request: Request, _: dict[str, str]) -> Response:
         try:

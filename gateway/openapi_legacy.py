@@ -154,6 +154,7 @@ SCHEMAS: dict[str, Schema] = {
     "oauth.Error": _object(
         {"error": _STRING, "error_description": _STRING}, required=("error", "error_description")
     ),
+    "oauth.RevokeError": _object({"error": _STRING}, required=("error",)),
     "oauth.Introspection": {
         "anyOf": [
             _object({"active": {"const": False}}, required=("active",)),
@@ -439,7 +440,30 @@ def _oauth() -> dict[str, dict[str, Schema]]:
                     **errors,
                 },
             }
-        }
+        },
+        "/oauth/revoke": {
+            "post": {
+                "operationId": "oauth_revoke",
+                "tags": ["oauth"],
+                "summary": "RFC 7009 revocation by value: the token itself is the proof.",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        FORM: {
+                            "schema": _object(
+                                {"token": _STRING, "token_type_hint": _STRING},
+                                required=("token",),
+                            )
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Revoked, or there was no such token: the same answer."},
+                    "400": _json(_ref("oauth.RevokeError"), "invalid_request: no token given."),
+                },
+            }
+        },
     }
 
 

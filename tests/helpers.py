@@ -19,8 +19,8 @@ from tokengrpc.v1 import tokens_pb2_grpc
 Metadata = tuple[tuple[str, str], ...]
 
 # Columns a request may legitimately change without changing the store's
-# meaning: a successful authentication counts a use.
-_USAGE_COLUMNS = {"usage_count", "last_use_time"}
+# meaning: a successful authentication counts a use, from an address.
+_USAGE_COLUMNS = {"usage_count", "last_use_time", "last_use_ip"}
 
 
 def bearer(token: str) -> Metadata:
@@ -68,11 +68,13 @@ class LiveService:
         return response.token.id, response.plaintext
 
     def snapshot(self) -> list[tuple[object, ...]]:
-        """Every row of the store, minus usage counters, for before/after checks."""
+        """Every row of the store, minus usage counters, then every audit event,
+        for before/after checks."""
         with sqlite3.connect(self.data_dir / "tokens.db") as db:
             names = [row[1] for row in db.execute("PRAGMA table_info(tokens)")]
             keep = [n for n in names if n not in _USAGE_COLUMNS]
-            return list(db.execute(f"SELECT {', '.join(keep)} FROM tokens ORDER BY id"))  # noqa: S608
+            rows = list(db.execute(f"SELECT {', '.join(keep)} FROM tokens ORDER BY id"))  # noqa: S608
+            return rows + list(db.execute("SELECT * FROM token_events ORDER BY id"))
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -1,4 +1,5 @@
-"""Bearer authentication: one primary-key lookup, one constant-time compare.
+"""Bearer authentication: one primary-key lookup, one constant-time compare
+(two for a token rotated within its grace period, presented with its old secret).
 
 Every failed check ends the same way (None / UNAUTHENTICATED) so a caller
 cannot tell a wrong secret from a revoked, expired or IP-restricted token.
@@ -21,7 +22,7 @@ from tokengrpc.addresses import (
 from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
 from tokengrpc.rules import ADMIN, Status, status_of
-from tokengrpc.store import TokenRecord, TokenStore
+from tokengrpc.store import Actor, TokenRecord, TokenStore
 from tokengrpc.usage import UsageRecorder
 
 
@@ -31,6 +32,10 @@ class Caller:
 
     owner: str
     scopes: frozenset[str]
+    #: The authenticating token, for audit events; 0 for the command line.
+    token_id: int = 0
+    #: The client address, for audit events; empty when there is none.
+    client_ip: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -39,6 +44,10 @@ class Caller:
     def holds(self, scope: str) -> bool:
         """Admin implies every reserved scope."""
         return scope in self.scopes or self.is_admin
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.token_id, self.owner, self.client_ip)
 
 
 #: The command-line operator: works on the store directly, with every power.
@@ -76,15 +85,30 @@ class Authenticator:
         if parsed is None:
             return None
         record = await self._store.get(parsed.id)
-        if record is None or not plaintext.secret_matches(parsed, record.secret_hash):
+        if record is None:
             return None
         now = now_us()
+        if not plaintext.secret_matches(parsed, record.secret_hash) and not _previous_matches(
+            parsed, record, now
+        ):
+            return None
         if status_of(record, now) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
-        self._usage.record(record.id, now)
+        self._usage.record(record.id, now, "" if address is None else str(address))
         return record
+
+    def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
+        """The caller of a request that needs no token (revocation by value):
+        nobody, but from an address the audit event can name."""
+        forwarded = [
+            value for key, value in metadata if key == "x-forwarded-for" and isinstance(value, str)
+        ]
+        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        return Caller(
+            owner="", scopes=frozenset(), client_ip="" if address is None else str(address)
+        )
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a gRPC request, or UNAUTHENTICATED.
@@ -106,4 +130,16 @@ class Authenticator:
         record = await self.check(bearer(authorizations[0]), address)
         if record is None:
             raise Unauthenticated()
-        return Caller(owner=record.owner, scopes=frozenset(record.scopes))
+        return Caller(
+            owner=record.owner,
+            scopes=frozenset(record.scopes),
+            token_id=record.id,
+            client_ip="" if address is None else str(address),
+        )
+
+
+def _previous_matches(parsed: plaintext.ParsedToken, record: TokenRecord, now: int) -> bool:
+    """The secret before the last rotation, while its grace period lasts."""
+    if record.previous_hash is None or record.previous_until is None:
+        return False
+    return now < record.previous_until and plaintext.secret_matches(parsed, record.previous_hash)

@@ -9,15 +9,16 @@ import dataclasses
 import datetime as dt
 import gc
 import os
+import re
 import resource
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from tokengrpc.auth import OPERATOR
 from tokengrpc.config import LIMITS, Settings, add_limit_flags, limit_overrides
@@ -36,6 +37,7 @@ from tokengrpc.v1 import tokens_pb2 as pb
 if TYPE_CHECKING:
     from gateway.app import HttpServer
     from gateway.connections import ConnectionLimits
+    from tokengrpc.tokens import TokenManager
 
 
 def _say(line: str) -> None:
@@ -233,6 +235,34 @@ def _timestamp(text: str) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> duration_pb2.Duration:
+    """``30s``, ``15m``, ``1h30m``, ``2d``: a grace period for ``token rotate``."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError("use a duration such as 30s, 15m, 1h30m or 2d")
+    duration = duration_pb2.Duration()
+    duration.FromMicroseconds(
+        round(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts) * 1_000_000)
+    )
+    return duration
+
+
+Selecting = TypeVar("Selecting", pb.RevokeTokenRequest, pb.RotateTokenRequest)
+
+
+def _select(message: Selecting, target: str) -> Selecting:
+    """``message`` picking a token by id (ASCII digits) or a service token by name."""
+    if target.isascii() and target.isdigit():
+        message.id = int(target)
+    else:
+        message.name = target
+    return message
+
+
 def _format_time(token: pb.Token, field: str) -> str:
     if not token.HasField(field):  # type: ignore[arg-type]
         return "-"
@@ -283,13 +313,17 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
                     f"{_format_time(token, 'expire_time')}\t"
                     f"{_format_time(token, 'last_use_time')}\t{token.usage_count}"
                 )
+        elif args.action == "rotate":
+            rotated = await manager.rotate_token(
+                OPERATOR, _select(pb.RotateTokenRequest(grace_period=args.grace), args.target)
+            )
+            _say(rotated.plaintext)
+        elif args.action == "events":
+            await _print_events(manager, args.token_id or 0)
         else:
-            revoke = pb.RevokeTokenRequest()
-            if args.target.isdigit():
-                revoke.id = int(args.target)
-            else:
-                revoke.name = args.target
-            revoked = await manager.revoke_token(OPERATOR, revoke)
+            revoked = await manager.revoke_token(
+                OPERATOR, _select(pb.RevokeTokenRequest(), args.target)
+            )
             _say(f"revoked token {revoked.token.id} ({revoked.token.name})")
     except DomainError as error:
         print(f"tokengrpc: {error.message}", file=sys.stderr)
@@ -297,6 +331,28 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await core.close()
     return 0
+
+
+async def _print_events(manager: TokenManager, token_id: int) -> None:
+    """Every event (of one token, or all), newest first, one line each."""
+    _say("TIME\tACTION\tTOKEN\tACTOR\tACTOR OWNER\tCLIENT\tFIELDS")
+    page_token = ""
+    while True:
+        page = await manager.list_token_events(
+            OPERATOR,
+            pb.ListTokenEventsRequest(token_id=token_id, page_size=1000, page_token=page_token),
+        )
+        for event in page.events:
+            when = event.event_time.ToDatetime(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            action = pb.TokenEventAction.Name(event.action).removeprefix("TOKEN_EVENT_ACTION_")
+            _say(
+                f"{when}\t{action.lower()}\t{event.token_id}\t{event.actor_token_id}\t"
+                f"{event.actor_owner or '-'}\t{event.client_ip or '-'}\t"
+                f"{','.join(event.changed_fields) or '-'}"
+            )
+        page_token = page.next_page_token
+        if not page_token:
+            return
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -351,6 +407,20 @@ def _parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a token")
     data_dir(revoke)
     revoke.add_argument("target", help="a token id, or a service token's name")
+
+    rotate = actions.add_parser("rotate", help="give a token a new secret and print it")
+    data_dir(rotate)
+    rotate.add_argument("target", help="a token id, or a service token's name")
+    rotate.add_argument(
+        "--grace",
+        type=_duration,
+        default=duration_pb2.Duration(),
+        help="how long the old secret keeps working, e.g. 30s or 1h (default 0, at most 7d)",
+    )
+
+    events = actions.add_parser("events", help="list the audit events, newest first")
+    data_dir(events)
+    events.add_argument("token_id", nargs="?", type=int, help="only this token's events")
     return parser
 
 

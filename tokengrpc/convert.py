@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from tokengrpc.rules import Status, status_of
-from tokengrpc.store import TokenRecord
+from tokengrpc.store import EventRecord, TokenRecord
 from tokengrpc.v1 import tokens_pb2
 
 _STATUS = {
@@ -29,13 +29,43 @@ def micros(stamp: timestamp_pb2.Timestamp) -> int | None:
     return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
+#: The range google.protobuf.Duration allows: about ±10,000 years.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def duration_micros(duration: duration_pb2.Duration) -> int | None:
+    """Microseconds of a Duration; None if it is not a valid one (out of range,
+    or seconds and nanos of opposite signs)."""
+    seconds, nanos = duration.seconds, duration.nanos
+    if abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) >= 1_000_000_000:
+        return None
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        return None
+    # Rounded away from zero, so a nanosecond below zero or past a limit still counts.
+    rest = -(-abs(nanos) // 1000)
+    return seconds * 1_000_000 + (rest if nanos >= 0 else -rest)
+
+
+def event_fields(event: EventRecord) -> dict[str, Any]:
+    """A TokenEvent's fields, to ``events.add(**f)``."""
+    return {
+        "event_time": _stamp(event.event_time),
+        "action": int(event.action),
+        "token_id": event.token_id,
+        "actor_token_id": event.actor_token_id,
+        "actor_owner": event.actor_owner,
+        "client_ip": event.client_ip,
+        "changed_fields": event.changed_fields,
+    }
+
+
 def _stamp(micros: int) -> dict[str, int]:
     seconds, rest = divmod(micros, 1_000_000)
     return {"seconds": seconds, "nanos": rest * 1000}
 
 
 def token_fields(
-    record: TokenRecord, now: int, usage: tuple[int, int | None] | None = None
+    record: TokenRecord, now: int, usage: tuple[int, int | None, str] | None = None
 ) -> dict[str, Any]:
     """A Token's fields, to build it where it goes: ``tokens.add(**f)``, or as
     the ``token`` of a response (``Response(token=f)``).
@@ -44,7 +74,11 @@ def token_fields(
     which it would copy (listings build many of these per call).
     ``usage`` overrides the record's counters with pending uses.
     """
-    usage_count, last_use_time = usage or (record.usage_count, record.last_use_time)
+    usage_count, last_use_time, last_use_ip = usage or (
+        record.usage_count,
+        record.last_use_time,
+        record.last_use_ip,
+    )
     fields: dict[str, Any] = {
         "id": record.id,
         "name": record.name,
@@ -57,6 +91,7 @@ def token_fields(
         "usage_count": usage_count,
         "status": _STATUS[status_of(record, now)],
         "service_token": record.is_service,
+        "last_use_ip": last_use_ip,
     }
     if record.expire_time is not None:
         fields["expire_time"] = _stamp(record.expire_time)
@@ -68,7 +103,7 @@ def token_fields(
 
 
 def token_init(
-    record: TokenRecord, now: int, usage: tuple[int, int | None] | None = None
+    record: TokenRecord, now: int, usage: tuple[int, int | None, str] | None = None
 ) -> tokens_pb2.Token:
     """The ``token`` argument of a response constructor, and only that.
 

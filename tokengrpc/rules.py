@@ -22,6 +22,8 @@ MAX_NAME = 255
 MAX_OWNER = 255
 MAX_SCOPE = 128
 MAX_SCOPES = 64
+#: The longest grace period of a rotation: the old secret works at most this long.
+MAX_GRACE_SECONDS = 7 * 24 * 3600
 
 
 class Status(enum.Enum):
@@ -149,3 +151,11 @@ def clean_allowed_ips(raw: Collection[str], field: str, problems: Violations) ->
 def check_expiry(expire_time: int | None, now: int, field: str, problems: Violations) -> None:
     if expire_time is not None and expire_time <= now:
         problems.add(field, "must be in the future", "PAST")
+
+
+def check_grace(grace_us: int, field: str, problems: Violations) -> None:
+    """A rotation's grace period: from zero (the old secret stops at once) to seven days."""
+    if grace_us < 0:
+        problems.add(field, "must not be negative")
+    elif grace_us > MAX_GRACE_SECONDS * 1_000_000:
+        problems.add(field, "must be at most 7 days", "TOO_LONG")

@@ -31,11 +31,15 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         operation: Callable[[Caller, Request], Awaitable[Response]],
         request: Request,
         context: grpc.aio.ServicerContext[Request, Response],
+        *,
+        authenticate: bool = True,
     ) -> Response:
         try:
-            caller = await self._auth.authenticate(
-                context.invocation_metadata() or (), context.peer()
-            )
+            metadata = context.invocation_metadata() or ()
+            if authenticate:
+                caller = await self._auth.authenticate(metadata, context.peer())
+            else:
+                caller = self._auth.anonymous(metadata, context.peer())
             return await operation(caller, request)
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(to_status(error)))
@@ -95,3 +99,29 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         context: grpc.aio.ServicerContext[pb.IntrospectTokenRequest, pb.IntrospectTokenResponse],
     ) -> pb.IntrospectTokenResponse:
         return await self._call(self._manager.introspect_token, request, context)
+
+    async def RotateToken(
+        self,
+        request: pb.RotateTokenRequest,
+        context: grpc.aio.ServicerContext[pb.RotateTokenRequest, pb.RotateTokenResponse],
+    ) -> pb.RotateTokenResponse:
+        return await self._call(self._manager.rotate_token, request, context)
+
+    async def RevokeTokenByValue(
+        self,
+        request: pb.RevokeTokenByValueRequest,
+        context: grpc.aio.ServicerContext[
+            pb.RevokeTokenByValueRequest, pb.RevokeTokenByValueResponse
+        ],
+    ) -> pb.RevokeTokenByValueResponse:
+        # Not authenticated: holding the token is the proof (RFC 7009).
+        return await self._call(
+            self._manager.revoke_token_by_value, request, context, authenticate=False
+        )
+
+    async def ListTokenEvents(
+        self,
+        request: pb.ListTokenEventsRequest,
+        context: grpc.aio.ServicerContext[pb.ListTokenEventsRequest, pb.ListTokenEventsResponse],
+    ) -> pb.ListTokenEventsResponse:
+        return await self._call(self._manager.list_token_events, request, context)

@@ -1,4 +1,4 @@
-"""The seven token operations: validate, apply the rules, touch the store.
+"""The token operations: validate, apply the rules, touch the store.
 
 Shared by the gRPC servicer and the command line; both hand in a Caller and a
 request message and get a response message back, or a DomainError.
@@ -15,11 +15,20 @@ from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.clock import now_us
-from tokengrpc.convert import micros, token_fields, token_init
+from tokengrpc.convert import duration_micros, event_fields, micros, token_fields, token_init
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
-from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenChanges, TokenRecord, TokenStore
+from tokengrpc.store import (
+    EventQuery,
+    ListQuery,
+    NameTaken,
+    NewToken,
+    Rotation,
+    TokenChanges,
+    TokenRecord,
+    TokenStore,
+)
 from tokengrpc.store.base import SERVICE_OWNER
 from tokengrpc.usage import UsageRecorder
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -33,7 +42,9 @@ MAX_MASK_PATHS = 16
 
 
 #: GetToken, RevokeToken and GetTokenValue requests all pick a token alike.
-_Selecting = pb.GetTokenRequest | pb.RevokeTokenRequest | pb.GetTokenValueRequest
+_Selecting = (
+    pb.GetTokenRequest | pb.RevokeTokenRequest | pb.GetTokenValueRequest | pb.RotateTokenRequest
+)
 
 
 def _visible(caller: Caller, record: TokenRecord) -> bool:
@@ -63,6 +74,11 @@ def _expiry(
 
 #: What the page-token key is derived from the secret key for (``Sealer.derive``).
 PAGE_TOKEN_LABEL = b"page-token"
+#: The same for event listings: a token page position is never an event one.
+EVENT_PAGE_TOKEN_LABEL = b"event-page-token"
+#: Compared against when a revoked-by-value token does not exist, so an
+#: unknown token costs the same lookup and compare as a known one.
+_NO_HASH = bytes(32)
 _TAG = 16
 #: 8 bytes of id and a 16-byte tag, in unpadded URL-safe base64.
 _PAGE_TOKEN_LENGTH = 32
@@ -122,6 +138,7 @@ class TokenManager:
         self._sealer = sealer
         self._prefix = prefix
         self._page_key = sealer.derive(PAGE_TOKEN_LABEL)
+        self._event_page_key = sealer.derive(EVENT_PAGE_TOKEN_LABEL)
 
     async def create_token(
         self, caller: Caller, request: pb.CreateTokenRequest
@@ -169,6 +186,7 @@ class TokenManager:
             allowed_ips=allowed_ips,
             now=now,
             sealed_value=self._sealer.seal(secret, secret_hash) if request.service_token else None,
+            actor=caller.actor,
         )
         try:
             record = await self._store.insert(new)
@@ -290,7 +308,7 @@ class TokenManager:
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
         try:
-            updated = await self._store.update(record.id, changes, now)
+            updated = await self._store.update(record.id, changes, now, caller.actor)
         except NameTaken:
             raise AlreadyExists("a service token with this name already exists") from None
         if updated is None:
@@ -306,7 +324,11 @@ class TokenManager:
             raise NotFound()
         self._not_stronger(caller, record, "revoke")
         now = now_us()
-        revoked = await self._store.revoke(record.id, now) if record.revoke_time is None else None
+        revoked = (
+            await self._store.revoke(record.id, now, caller.actor)
+            if record.revoke_time is None
+            else None
+        )
         if revoked is None:
             raise NotFound("token not found or already revoked")
         return pb.RevokeTokenResponse(token=token_init(revoked, now, self._usage.overlay(revoked)))
@@ -326,6 +348,8 @@ class TokenManager:
         secret = self._sealer.open(record.sealed_value, record.secret_hash)
         if secret is None:
             raise FailedPrecondition("the stored value cannot be decrypted with the configured key")
+        # No value without its audit event: should the event fail, so does the read.
+        await self._store.record_value_read(record.id, now_us(), caller.actor)
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
             token=token_init(record, now_us(), self._usage.overlay(record)),
@@ -351,6 +375,117 @@ class TokenManager:
             return pb.IntrospectTokenResponse(active=False)
         fields = token_init(record, now_us(), self._usage.overlay(record))
         return pb.IntrospectTokenResponse(active=True, token=fields)
+
+    async def rotate_token(
+        self, caller: Caller, request: pb.RotateTokenRequest
+    ) -> pb.RotateTokenResponse:
+        """A new secret; the old one keeps working until ``now + grace_period``."""
+        problems = Violations()
+        grace = 0
+        if request.HasField("grace_period"):
+            found = duration_micros(request.grace_period)
+            if found is None:
+                problems.add("grace_period", "is not a valid duration")
+            else:
+                rules.check_grace(found, "grace_period", problems)
+                grace = found
+        problems.raise_if_any()
+        if not caller.holds(rules.WRITE) and not (
+            request.WhichOneof("selector") == "id" and request.id == caller.token_id > 0
+        ):
+            # Any token may rotate itself; others need write (or admin).
+            _require(caller, rules.WRITE, "rotating another token")
+        record = await self._find(caller, request)
+        self._not_stronger(caller, record, "rotate")
+        if record.revoke_time is not None:
+            raise FailedPrecondition("the token is revoked and can no longer be rotated")
+        now = now_us()
+        secret = plaintext.new_secret(self._prefix)
+        secret_hash = plaintext.hash_secret(secret)
+        rotation = Rotation(
+            secret_hash=secret_hash,
+            # Bound to the new hash, in the same write: the value read back is the new one.
+            sealed_value=self._sealer.seal(secret, secret_hash) if record.is_service else None,
+            previous_until=now + grace if grace > 0 else None,
+            now=now,
+        )
+        rotated = await self._store.rotate(record.id, rotation, caller.actor)
+        if rotated is None:
+            raise FailedPrecondition("the token is revoked and can no longer be rotated")
+        return pb.RotateTokenResponse(
+            token=token_init(rotated, now, self._usage.overlay(rotated)),
+            plaintext=plaintext.join(rotated.id, secret),
+        )
+
+    async def revoke_token_by_value(
+        self, caller: Caller, request: pb.RevokeTokenByValueRequest
+    ) -> pb.RevokeTokenByValueResponse:
+        """Revoke the token whose plaintext this is, if there is one (RFC 7009).
+
+        The caller need not authenticate: holding the secret is the proof. The
+        answer never says whether the token existed, and a well-formed unknown
+        token costs the same lookup and hash compares as a known one; only a
+        real revocation adds its write.
+        """
+        if not request.token:
+            problems = Violations()
+            problems.add("token", "the token to revoke is required", "REQUIRED")
+            problems.raise_if_any()
+        parsed = plaintext.parse(request.token)
+        if parsed is None:
+            return pb.RevokeTokenByValueResponse()
+        record = await self._store.get(parsed.id)
+        now = now_us()
+        current = plaintext.secret_matches(parsed, record.secret_hash if record else _NO_HASH)
+        previous_hash = record.previous_hash if record else None
+        previous = plaintext.secret_matches(parsed, previous_hash or _NO_HASH)
+        in_grace = record is not None and (record.previous_until or 0) > now
+        matches = current or (previous and in_grace)
+        if record is not None and matches and record.revoke_time is None:
+            await self._store.revoke(record.id, now, caller.actor)
+        return pb.RevokeTokenByValueResponse()
+
+    async def list_token_events(
+        self, caller: Caller, request: pb.ListTokenEventsRequest
+    ) -> pb.ListTokenEventsResponse:
+        """Newest first; ``admin`` sees every event, others those of their owner's tokens."""
+        problems = Violations()
+        if request.page_size < 0:
+            problems.add("page_size", "must not be negative")
+        if request.token_id < 0:
+            problems.add("token_id", "must not be negative")
+        owner = None if caller.is_admin else caller.owner
+        listing = f"{'*' if owner is None else 'owner:' + owner}/{request.token_id}"
+        before_id = 0
+        if request.page_token:
+            found = decode_page_token(self._event_page_key, request.page_token, listing, False)
+            if found is None:
+                problems.add("page_token", "is not a page token of this listing")
+            else:
+                before_id = found
+        problems.raise_if_any()
+        if request.token_id:
+            await self._find_by_id(caller, request.token_id)  # NOT_FOUND unless visible
+        if owner == SERVICE_OWNER:
+            # A service token without admin owns nothing it may see.
+            return pb.ListTokenEventsResponse()
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        events = await self._store.list_events(
+            EventQuery(
+                limit=size + 1,
+                owner=owner,
+                token_id=request.token_id or None,
+                before_id=before_id,
+            )
+        )
+        response = pb.ListTokenEventsResponse()
+        for event in events[:size]:
+            response.events.add(**event_fields(event))
+        if len(events) > size:
+            response.next_page_token = encode_page_token(
+                self._event_page_key, events[size - 1].id, listing, False
+            )
+        return response
 
     def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
         missing = rules.grantable(scopes, caller.scopes)

@@ -32,19 +32,22 @@ class UsageRecorder:
         #: A flush failed and nothing has been written since: said once, not every interval.
         self._failing = False
 
-    def record(self, token_id: int, when: int) -> None:
+    def record(self, token_id: int, when: int, address: str = "") -> None:
         use = self._pending.get(token_id)
         if use is None:
-            self._pending[token_id] = Usage(1, when)
+            self._pending[token_id] = Usage(1, when, address)
         else:
-            self._pending[token_id] = Usage(use.count + 1, max(use.last_use_time, when))
+            self._pending[token_id] = _later(use, Usage(1, when, address))
 
-    def overlay(self, record: TokenRecord) -> tuple[int, int | None]:
-        """``usage_count`` and ``last_use_time`` as they will be once pending uses are written."""
+    def overlay(self, record: TokenRecord) -> tuple[int, int | None, str]:
+        """``usage_count``, ``last_use_time`` and ``last_use_ip`` as they will be
+        once pending uses are written."""
         use = self._pending.get(record.id)
         if use is None:
-            return record.usage_count, record.last_use_time
-        return record.usage_count + use.count, max(record.last_use_time or 0, use.last_use_time)
+            return record.usage_count, record.last_use_time, record.last_use_ip
+        if use.last_use_time >= (record.last_use_time or 0):
+            return record.usage_count + use.count, use.last_use_time, use.last_use_ip
+        return record.usage_count + use.count, record.last_use_time, record.last_use_ip
 
     async def flush(self) -> None:
         async with self._flush_lock:
@@ -67,7 +70,7 @@ class UsageRecorder:
         for token_id, use in batch.items():
             later = self._pending.get(token_id)
             if later is not None:
-                use = Usage(use.count + later.count, max(use.last_use_time, later.last_use_time))
+                use = _later(use, later)
             self._pending[token_id] = use
 
     def start(self) -> None:
@@ -85,6 +88,12 @@ class UsageRecorder:
         while not self._closing.is_set():
             await wait_or_timeout(self._closing, self._interval)
             await self.flush()
+
+
+def _later(first: Usage, second: Usage) -> Usage:
+    """Both counts, and the time and address of the later use (``second`` on a tie)."""
+    latest = second if second.last_use_time >= first.last_use_time else first
+    return Usage(first.count + second.count, latest.last_use_time, latest.last_use_ip)
 
 
 async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:

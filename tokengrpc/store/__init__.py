@@ -1,9 +1,15 @@
 """Persistence behind a small interface, so another engine can be added later."""
 
 from tokengrpc.store.base import (
+    NO_ACTOR,
+    Actor,
+    EventAction,
+    EventQuery,
+    EventRecord,
     ListQuery,
     NameTaken,
     NewToken,
+    Rotation,
     TokenChanges,
     TokenRecord,
     TokenStore,
@@ -11,9 +17,15 @@ from tokengrpc.store.base import (
 )
 
 __all__ = [
+    "NO_ACTOR",
+    "Actor",
+    "EventAction",
+    "EventQuery",
+    "EventRecord",
     "ListQuery",
     "NameTaken",
     "NewToken",
+    "Rotation",
     "TokenChanges",
     "TokenRecord",
     "TokenStore",

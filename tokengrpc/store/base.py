@@ -6,6 +6,7 @@ are the rows whose owner is the empty string.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,19 +30,90 @@ class TokenRecord:
     last_use_time: int | None
     usage_count: int
     sealed_value: bytes | None
+    #: The hash of the secret before the last rotation, which keeps
+    #: authenticating while ``now < previous_until``.
+    previous_hash: bytes | None = None
+    previous_until: int | None = None
+    last_use_ip: str = ""
 
     @property
     def is_service(self) -> bool:
         return self.owner == SERVICE_OWNER
 
-    def with_usage(self, usage_count: int, last_use_time: int | None) -> TokenRecord:
-        """A copy with other usage figures; twice as fast as ``dataclasses.replace``,
-        which matters when each usage batch is folded into the cached rows."""
+    def with_usage(
+        self, usage_count: int, last_use_time: int | None, last_use_ip: str | None = None
+    ) -> TokenRecord:
+        """A copy with other usage figures (the address kept when None); twice as fast
+        as ``dataclasses.replace``, which matters when each usage batch is folded
+        into the cached rows."""
         return TokenRecord(
             self.id, self.owner, self.name, self.secret_hash, self.scopes, self.active,
             self.expire_time, self.allowed_ips, self.create_time, self.update_time,
             self.revoke_time, last_use_time, usage_count, self.sealed_value,
+            self.previous_hash, self.previous_until,
+            self.last_use_ip if last_use_ip is None else last_use_ip,
         )  # fmt: skip
+
+
+class EventAction(enum.IntEnum):
+    """What an audit event records; the numbers are the proto enum's."""
+
+    CREATED = 1
+    UPDATED = 2
+    ROTATED = 3
+    REVOKED = 4
+    VALUE_READ = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made a change, for its audit event: never a secret."""
+
+    #: The authenticating token's id; 0 for the command line and revocation by value.
+    token_id: int = 0
+    owner: str = ""
+    client_ip: str = ""
+
+
+#: The actor of writes made without a request (tests, imports).
+NO_ACTOR = Actor()
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    event_time: int
+    action: EventAction
+    token_id: int
+    #: The token's owner when it happened (listings filter on it).
+    owner: str
+    actor_token_id: int
+    actor_owner: str
+    client_ip: str
+    changed_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Events newest first, below ``before_id`` (0: from the newest)."""
+
+    limit: int
+    #: Only events of tokens of this owner; None for every owner.
+    owner: str | None = None
+    #: Only this token's events; None for every token.
+    token_id: int | None = None
+    before_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A new secret for a token; the old one authenticates until ``previous_until``."""
+
+    secret_hash: bytes
+    sealed_value: bytes | None
+    #: None (or a time not after ``now``): the old secret stops at once.
+    previous_until: int | None
+    now: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +127,7 @@ class NewToken:
     allowed_ips: tuple[str, ...]
     now: int
     sealed_value: bytes | None = None
+    actor: Actor = NO_ACTOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +141,17 @@ class TokenChanges:
     #: Whether ``expire_time`` is part of the change (None then clears it).
     set_expire_time: bool = False
     expire_time: int | None = None
+
+    def fields(self) -> tuple[str, ...]:
+        """The names of the fields this change sets, for its audit event."""
+        named = [
+            ("name", self.name is not None),
+            ("scopes", self.scopes is not None),
+            ("active", self.active is not None),
+            ("expire_time", self.set_expire_time),
+            ("allowed_ips", self.allowed_ips is not None),
+        ]
+        return tuple(field for field, changed in named if changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +169,8 @@ class ListQuery:
 class Usage:
     count: int
     last_use_time: int
+    #: The client address of the use at ``last_use_time``; empty if unknown.
+    last_use_ip: str = ""
 
 
 class NameTaken(Exception):
@@ -92,6 +178,9 @@ class NameTaken(Exception):
 
 
 class TokenStore(Protocol):
+    """Every write that changes a token writes its audit event in the same
+    transaction: no event without its change, no change without its event."""
+
     async def insert(self, new: NewToken) -> TokenRecord:
         """Raises NameTaken for a duplicate live service-token name."""
         ...
@@ -106,16 +195,30 @@ class TokenStore(Protocol):
 
     async def count(self, query: ListQuery) -> int: ...
 
-    async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:
+    async def update(
+        self, token_id: int, changes: TokenChanges, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
         """The updated record; None if there is no such live token.
 
         Raises NameTaken like insert.
         """
         ...
 
-    async def revoke(self, token_id: int, now: int) -> TokenRecord | None:
+    async def revoke(self, token_id: int, now: int, actor: Actor = NO_ACTOR) -> TokenRecord | None:
         """The revoked record; None if there is no such token or it was revoked."""
         ...
+
+    async def rotate(
+        self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        """The rotated record; None if there is no such live token."""
+        ...
+
+    async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
+        """The audit event of a service token's value being read."""
+        ...
+
+    async def list_events(self, query: EventQuery) -> Sequence[EventRecord]: ...
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         """Add counted uses to their tokens.

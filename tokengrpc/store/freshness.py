@@ -95,7 +95,7 @@ class ReadCache:
         self._valid_at = generation.current()
         self._writes = 0
         #: This process's usage batches begun since the entries were emptied.
-        self._batches: list[dict[int, tuple[int, int]]] = []
+        self._batches: list[dict[int, tuple[int, int, str]]] = []
 
     def begin_write(self) -> None:
         """A write of this process is waiting or running: rows read until it
@@ -110,9 +110,11 @@ class ReadCache:
         answers from the entries include them from now on."""
         if len(self._batches) >= _MAX_BATCHES:
             self._empty()
-        # Kept as plain tuples of ints, which the garbage collector stops
+        # Kept as plain tuples of atoms, which the garbage collector stops
         # tracking: up to _MAX_BATCHES of these stay alive at once.
-        self._batches.append({key: (use.count, use.last_use_time) for key, use in uses.items()})
+        self._batches.append(
+            {key: (use.count, use.last_use_time, use.last_use_ip) for key, use in uses.items()}
+        )
 
     def usage_announced(self, before: int) -> None:
         """This process's usage write bumped the counter from ``before``; the
@@ -178,18 +180,19 @@ class ReadCache:
 
 
 def _counted(
-    records: tuple[TokenRecord, ...], uses: Mapping[int, tuple[int, int]]
+    records: tuple[TokenRecord, ...], uses: Mapping[int, tuple[int, int, str]]
 ) -> tuple[TokenRecord, ...]:
-    """``records`` with a batch of uses (count, last use time) added."""
+    """``records`` with a batch of uses (count, last use time and address) added."""
     if not any(record.id in uses for record in records):
         return records
     counted = []
     for record in records:
         use = uses.get(record.id)
         if use is not None:
-            count, last_use_time = use
-            record = record.with_usage(
-                record.usage_count + count, max(record.last_use_time or 0, last_use_time)
-            )
+            count, last_use_time, last_use_ip = use
+            if last_use_time >= (record.last_use_time or 0):
+                record = record.with_usage(record.usage_count + count, last_use_time, last_use_ip)
+            else:
+                record = record.with_usage(record.usage_count + count, record.last_use_time)
         counted.append(record)
     return tuple(counted)

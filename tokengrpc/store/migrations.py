@@ -48,6 +48,29 @@ MIGRATIONS: tuple[str, ...] = (
     -- Scratch room for the full-disk probe: a row written, then deleted.
     CREATE TABLE write_probe (data BLOB NOT NULL);
     """,
+    # 3: the token lifecycle. A rotated token keeps its previous secret's hash
+    # until previous_until (microseconds); the address of the last use; and the
+    # audit trail, written in the transaction of the change it records.
+    """
+    ALTER TABLE tokens ADD COLUMN previous_hash BLOB;
+    ALTER TABLE tokens ADD COLUMN previous_until INTEGER;
+    ALTER TABLE tokens ADD COLUMN last_use_ip TEXT;
+    CREATE TABLE token_events (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_time     INTEGER NOT NULL,
+        action         INTEGER NOT NULL,
+        token_id       INTEGER NOT NULL,
+        -- The token's owner when it happened: listings filter on it.
+        owner          TEXT    NOT NULL,
+        actor_token_id INTEGER NOT NULL,
+        actor_owner    TEXT    NOT NULL,
+        client_ip      TEXT    NOT NULL,
+        changed_fields TEXT    NOT NULL
+    );
+    -- Newest-first keyset pages: overall, per owner, per token.
+    CREATE INDEX token_events_by_owner ON token_events (owner, id);
+    CREATE INDEX token_events_by_token ON token_events (token_id, id);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -33,10 +33,16 @@ import aiosqlite
 
 from tokengrpc.errors import Unavailable
 from tokengrpc.store.base import (
+    NO_ACTOR,
     SERVICE_OWNER,
+    Actor,
+    EventAction,
+    EventQuery,
+    EventRecord,
     ListQuery,
     NameTaken,
     NewToken,
+    Rotation,
     TokenChanges,
     TokenRecord,
     Usage,
@@ -54,7 +60,8 @@ Rows = TypeVar("Rows", bound=Sequence[TokenRecord])
 
 _COLUMNS = (
     "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
-    "create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value"
+    "create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value,"
+    " previous_hash, previous_until, last_use_ip"
 )
 _GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = ?"
 _GET_SERVICE = (
@@ -74,11 +81,39 @@ _REVOKE = (
 # A usage batch as one statement per chunk: executemany would step once per
 # token, and every step releases the GIL (see docs/performance.md).
 _USAGE_CHUNK = 500
+# SET expressions see the row as it was, so the address follows the newer time.
 _ADD_USAGE = (
     "UPDATE tokens SET usage_count = usage_count + batch.column2,"
-    " last_use_time = max(coalesce(tokens.last_use_time, 0), batch.column3)"
+    " last_use_time = max(coalesce(tokens.last_use_time, 0), batch.column3),"
+    " last_use_ip = CASE WHEN batch.column3 >= coalesce(tokens.last_use_time, 0)"
+    " THEN batch.column4 ELSE tokens.last_use_ip END"
     " FROM (VALUES {rows}) AS batch WHERE tokens.id = batch.column1"
 )
+# The old hash stays only while it has time left; a grace of 0 clears it.
+_ROTATE = (
+    "UPDATE tokens SET previous_hash = CASE WHEN ? > ? THEN secret_hash END,"
+    " previous_until = CASE WHEN ? > ? THEN ? END,"
+    " secret_hash = ?, sealed_value = ?, update_time = ?"
+    f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
+)
+_EVENT_COLUMNS = (
+    "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
+    " changed_fields"
+)
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENTS = (
+    "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+    " actor_owner, client_ip, changed_fields) VALUES {rows}"
+)
+# Newest first, keyset below an id: overall, per owner, per token.
+_LIST_EVENTS = {
+    (by_owner, by_token): f"SELECT {_EVENT_COLUMNS} FROM token_events WHERE id < ?"
+    + (" AND owner = ?" if by_owner else "")
+    + (" AND token_id = ?" if by_token else "")
+    + " ORDER BY id DESC LIMIT ?"
+    for by_owner in (False, True)
+    for by_token in (False, True)
+}
 # The four listing shapes, built once: live or all, keyset or offset.
 _LIST = {
     (include_revoked, keyset): (
@@ -128,6 +163,42 @@ def _record(row: Any) -> TokenRecord:
         last_use_time=row[11],
         usage_count=row[12],
         sealed_value=row[13],
+        previous_hash=row[14],
+        previous_until=row[15],
+        last_use_ip=row[16] or "",
+    )
+
+
+def _event_params(
+    action: EventAction,
+    token: tuple[int, str],
+    now: int,
+    actor: Actor,
+    fields: Sequence[str] = (),
+) -> tuple[object, ...]:
+    """One event row: the token's id and owner, the actor, and field names only."""
+    return (
+        now,
+        int(action),
+        *token,
+        actor.token_id,
+        actor.owner,
+        actor.client_ip,
+        _json(tuple(fields)),
+    )
+
+
+def _event(row: Any) -> EventRecord:
+    return EventRecord(
+        id=row[0],
+        event_time=row[1],
+        action=EventAction(row[2]),
+        token_id=row[3],
+        owner=row[4],
+        actor_token_id=row[5],
+        actor_owner=row[6],
+        client_ip=row[7],
+        changed_fields=_strings(row[8]),
     )
 
 
@@ -394,27 +465,43 @@ class SqliteStore:
                 landed.set_exception(outcome)
 
     async def _insert_rows(self, news: Sequence[NewToken]) -> Sequence[TokenRecord | Exception]:
-        rows = [_insert_params(new) for new in news]
         try:
-            if len(rows) == 1:
-                found = await self._writer.execute_fetchall(_INSERT, rows[0])
-            else:
-                values = ", ".join([_INSERT_VALUES] * len(rows))
-                sql = _INSERT.replace(_INSERT_VALUES, values)
-                found = await self._writer.execute_fetchall(sql, [v for row in rows for v in row])
+            return await self._transaction(functools.partial(self._insert_with_events, news))
         except sqlite3.IntegrityError:
-            if len(rows) == 1:
+            if len(news) == 1:
                 return [NameTaken(news[0].name)]
             # One duplicate name fails the whole statement: insert one by one.
             return [(await self._insert_rows([new]))[0] for new in news]
+
+    async def _insert_with_events(self, news: Sequence[NewToken]) -> list[TokenRecord]:
+        """The rows and their CREATED events (inside the caller's transaction)."""
+        rows = [_insert_params(new) for new in news]
+        if len(rows) == 1:
+            found = await self._writer.execute_fetchall(_INSERT, rows[0])
+        else:
+            values = ", ".join([_INSERT_VALUES] * len(rows))
+            sql = _INSERT.replace(_INSERT_VALUES, values)
+            found = await self._writer.execute_fetchall(sql, [v for row in rows for v in row])
         # Rows get ascending ids in VALUES order; RETURNING's own order is unspecified.
-        return sorted((_record(row) for row in found), key=lambda record: record.id)
+        records = sorted((_record(row) for row in found), key=lambda record: record.id)
+        events = [
+            _event_params(EventAction.CREATED, (record.id, record.owner), new.now, new.actor)
+            for record, new in zip(records, news, strict=True)
+        ]
+        await self._insert_events(events)
+        return records
+
+    async def _insert_events(self, events: Sequence[tuple[object, ...]]) -> None:
+        for start in range(0, len(events), _INSERT_BATCH):
+            chunk = events[start : start + _INSERT_BATCH]
+            sql = _INSERT_EVENTS.format(rows=", ".join([_EVENT_VALUES] * len(chunk)))
+            await self._writer.execute(sql, [value for row in chunk for value in row])
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Insert many rows in one transaction (imports, benchmarks); return their ids.
 
         Ids are consecutive: the write lock and the transaction keep anyone
-        else from taking one in between.
+        else from taking one in between. Each row gets its CREATED event.
         """
         rows = [_insert_params(new) for new in news]
         insert = _INSERT.partition(" RETURNING")[0]
@@ -424,7 +511,16 @@ class SqliteStore:
                 "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0)"
             )
             await self._writer.executemany(insert, rows)
-            return int(next(iter(found))[0]) + 1
+            first = int(next(iter(found))[0]) + 1
+            await self._insert_events(
+                [
+                    _event_params(
+                        EventAction.CREATED, (first + index, new.owner), new.now, new.actor
+                    )
+                    for index, new in enumerate(news)
+                ]
+            )
+            return first
 
         first = await self._write(functools.partial(self._transaction, insert_all))
         return range(first, first + len(rows))
@@ -468,7 +564,9 @@ class SqliteStore:
         self._cache.put_count(key, counted, mark)
         return counted
 
-    async def update(self, token_id: int, changes: TokenChanges, now: int) -> TokenRecord | None:
+    async def update(
+        self, token_id: int, changes: TokenChanges, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
         assignments = ["update_time = ?"]
         params: list[object] = [now]
         for column, value in (
@@ -491,17 +589,69 @@ class SqliteStore:
 
         async def update() -> Iterable[Any]:
             try:
-                return await self._writer.execute_fetchall(sql, params)
+                rows = await self._writer.execute_fetchall(sql, params)
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(changes.name or "") from exc
+            await self._audit(rows, EventAction.UPDATED, now, actor, changes.fields())
+            return rows
 
-        return await self._returned(await self._write(update))
+        return await self._returned(await self._write(functools.partial(self._transaction, update)))
 
-    async def revoke(self, token_id: int, now: int) -> TokenRecord | None:
-        rows = await self._write(
-            functools.partial(self._writer.execute_fetchall, _REVOKE, (now, now, token_id))
-        )
-        return await self._returned(rows)
+    async def revoke(self, token_id: int, now: int, actor: Actor = NO_ACTOR) -> TokenRecord | None:
+        async def revoke() -> Iterable[Any]:
+            rows = await self._writer.execute_fetchall(_REVOKE, (now, now, token_id))
+            await self._audit(rows, EventAction.REVOKED, now, actor, ("revoke_time",))
+            return rows
+
+        return await self._returned(await self._write(functools.partial(self._transaction, revoke)))
+
+    async def rotate(
+        self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        now, until = rotation.now, rotation.previous_until or 0
+        params = (until, now, until, now, until, rotation.secret_hash, rotation.sealed_value, now)
+        fields = ("secret",) if rotation.sealed_value is None else ("secret", "value")
+
+        async def rotate() -> Iterable[Any]:
+            rows = await self._writer.execute_fetchall(_ROTATE, (*params, token_id))
+            await self._audit(rows, EventAction.ROTATED, now, actor, fields)
+            return rows
+
+        return await self._returned(await self._write(functools.partial(self._transaction, rotate)))
+
+    async def _audit(
+        self,
+        rows: Iterable[Any],
+        action: EventAction,
+        now: int,
+        actor: Actor,
+        fields: Sequence[str] = (),
+    ) -> None:
+        """The event of a change whose rows came back (none: nothing changed, no event)."""
+        # Rows are RETURNING {_COLUMNS}: the id first, the owner second.
+        events = [_event_params(action, (row[0], row[1]), now, actor, fields) for row in rows]
+        if events:
+            await self._insert_events(events)
+
+    async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
+        async def record() -> None:
+            rows = await self._writer.execute_fetchall(_GET, (token_id,))
+            await self._audit(rows, EventAction.VALUE_READ, now, actor)
+
+        await self._write(functools.partial(self._transaction, record))
+
+    async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
+        sql = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
+        params: list[object] = [query.before_id or (1 << 63) - 1]
+        if query.owner is not None:
+            params.append(query.owner)
+        if query.token_id is not None:
+            params.append(query.token_id)
+        params.append(query.limit)
+        # Not cached: an audit listing is rare and must show the latest.
+        with self._engine_errors(writing=False):
+            rows = await self._reader.execute_fetchall(sql, params)
+        return [_event(row) for row in rows]
 
     async def _returned(self, rows: Iterable[Any]) -> TokenRecord | None:
         """The row a write returned, with its usage exact (see ``_exact``)."""
@@ -513,7 +663,7 @@ class SqliteStore:
             fresh = await self.get(record.id)
             if fresh is None:
                 return (record,)
-            return (record.with_usage(fresh.usage_count, fresh.last_use_time),)
+            return (record.with_usage(fresh.usage_count, fresh.last_use_time, fresh.last_use_ip),)
 
         (exact,) = await self._exact((record,), usage_again)
         return exact
@@ -521,12 +671,15 @@ class SqliteStore:
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
-        params = [(token_id, use.count, use.last_use_time) for token_id, use in uses.items()]
+        params = [
+            (token_id, use.count, use.last_use_time, use.last_use_ip or None)
+            for token_id, use in uses.items()
+        ]
 
         async def add() -> None:
             for start in range(0, len(params), _USAGE_CHUNK):
                 chunk = params[start : start + _USAGE_CHUNK]
-                sql = _ADD_USAGE.format(rows=", ".join(["(?, ?, ?)"] * len(chunk)))
+                sql = _ADD_USAGE.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
                 await self._writer.execute(sql, [value for row in chunk for value in row])
 
         # Counted in every answer from this moment: the caller has just taken

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tokengrpc/v1/tokens.proto\x12\x0ctokengrpc.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x0c \x01(\x03\x12)\n\x06status\x18\r \x01(\x0e\x32\x19.tokengrpc.v1.TokenStatus\x12\x15\n\rservice_token\x18\x0e \x01(\x08\"\xdd\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rservice_token\x18\x04 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x06 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x15inherit_caller_scopes\x18\x08 \x01(\x08\x42\t\n\x07_active\"L\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12\x11\n\tplaintext\x18\x02 \x01(\t\"\x85\x01\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x16\n\x0eservice_tokens\x18\x05 \x01(\x08\x12\x14\n\x0cshow_revoked\x18\x06 \x01(\x08\"f\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.tokengrpc.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\";\n\x0fGetTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"6\n\x10GetTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"i\n\x12UpdateTokenRequest\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"Y\n\x12RevokeTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12\x19\n\x11\x63\x61ller_owner_only\x18\x03 \x01(\x08\x42\n\n\x08selector\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"@\n\x14GetTokenValueRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"J\n\x15GetTokenValueResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token\":\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\"M\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token*\x93\x01\n\x0bTokenStatus\x12\x1c\n\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_STATUS_ACTIVE\x10\x01\x12\x18\n\x14TOKEN_STATUS_EXPIRED\x10\x02\x12\x19\n\x15TOKEN_STATUS_INACTIVE\x10\x03\x12\x18\n\x14TOKEN_STATUS_REVOKED\x10\x04\x32\xa8\x07\n\x0cTokenService\x12i\n\x0b\x43reateToken\x12 .tokengrpc.v1.CreateTokenRequest\x1a!.tokengrpc.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x63\n\nListTokens\x12\x1f.tokengrpc.v1.ListTokensRequest\x1a .tokengrpc.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12\x8d\x01\n\x08GetToken\x12\x1d.tokengrpc.v1.GetTokenRequest\x1a\x1e.tokengrpc.v1.GetTokenResponse\"B\x82\xd3\xe4\x93\x02<\x12\x0f/v1/tokens/{id}Z\"\x12\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x7f\n\x0bUpdateToken\x12 .tokengrpc.v1.UpdateTokenRequest\x1a!.tokengrpc.v1.UpdateTokenResponse\"+\x82\xd3\xe4\x93\x02%2\x15/v1/tokens/{token.id}:\x05tokenb\x05token\x12\x96\x01\n\x0bRevokeToken\x12 .tokengrpc.v1.RevokeTokenRequest\x1a!.tokengrpc.v1.RevokeTokenResponse\"B\x82\xd3\xe4\x93\x02<*\x0f/v1/tokens/{id}Z\"*\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x9a\x01\n\rGetTokenValue\x12\".tokengrpc.v1.GetTokenValueRequest\x1a#.tokengrpc.v1.GetTokenValueResponse\"@\x82\xd3\xe4\x93\x02:\x12\x15/v1/tokens/{id}/valueZ!\x12\x1f/v1/service-tokens/{name}/value\x12\x80\x01\n\x0fIntrospectToken\x12$.tokengrpc.v1.IntrospectTokenRequest\x1a%.tokengrpc.v1.IntrospectTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tokens:introspect:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tokengrpc/v1/tokens.proto\x12\x0ctokengrpc.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x0c \x01(\x03\x12)\n\x06status\x18\r \x01(\x0e\x32\x19.tokengrpc.v1.TokenStatus\x12\x15\n\rservice_token\x18\x0e \x01(\x08\x12\x13\n\x0blast_use_ip\x18\x0f \x01(\t\"\xdd\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rservice_token\x18\x04 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61llowed_ips\x18\x06 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x15inherit_caller_scopes\x18\x08 \x01(\x08\x42\t\n\x07_active\"L\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12\x11\n\tplaintext\x18\x02 \x01(\t\"\x85\x01\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x16\n\x0eservice_tokens\x18\x05 \x01(\x08\x12\x14\n\x0cshow_revoked\x18\x06 \x01(\x08\"f\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.tokengrpc.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\";\n\x0fGetTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"6\n\x10GetTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"i\n\x12UpdateTokenRequest\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x13UpdateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"Y\n\x12RevokeTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12\x19\n\x11\x63\x61ller_owner_only\x18\x03 \x01(\x08\x42\n\n\x08selector\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"@\n\x14GetTokenValueRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"J\n\x15GetTokenValueResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token\":\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\"M\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.tokengrpc.v1.Token\"o\n\x12RotateTokenRequest\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\n\n\x08selector\"L\n\x13RotateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.tokengrpc.v1.Token\x12\x11\n\tplaintext\x18\x02 \x01(\t\"*\n\x19RevokeTokenByValueRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x1c\n\x1aRevokeTokenByValueResponse\"\xd6\x01\n\nTokenEvent\x12.\n\nevent_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1e.tokengrpc.v1.TokenEventAction\x12\x10\n\x08token_id\x18\x03 \x01(\x03\x12\x16\n\x0e\x61\x63tor_token_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61\x63tor_owner\x18\x05 \x01(\t\x12\x11\n\tclient_ip\x18\x06 \x01(\t\x12\x16\n\x0e\x63hanged_fields\x18\x07 \x03(\t\"Q\n\x16ListTokenEventsRequest\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x17ListTokenEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.tokengrpc.v1.TokenEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x93\x01\n\x0bTokenStatus\x12\x1c\n\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_STATUS_ACTIVE\x10\x01\x12\x18\n\x14TOKEN_STATUS_EXPIRED\x10\x02\x12\x19\n\x15TOKEN_STATUS_INACTIVE\x10\x03\x12\x18\n\x14TOKEN_STATUS_REVOKED\x10\x04*\xd9\x01\n\x10TokenEventAction\x12\"\n\x1eTOKEN_EVENT_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTOKEN_EVENT_ACTION_CREATED\x10\x01\x12\x1e\n\x1aTOKEN_EVENT_ACTION_UPDATED\x10\x02\x12\x1e\n\x1aTOKEN_EVENT_ACTION_ROTATED\x10\x03\x12\x1e\n\x1aTOKEN_EVENT_ACTION_REVOKED\x10\x04\x12!\n\x1dTOKEN_EVENT_ACTION_VALUE_READ\x10\x05\x32\xeb\n\n\x0cTokenService\x12i\n\x0b\x43reateToken\x12 .tokengrpc.v1.CreateTokenRequest\x1a!.tokengrpc.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x63\n\nListTokens\x12\x1f.tokengrpc.v1.ListTokensRequest\x1a .tokengrpc.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12\x8d\x01\n\x08GetToken\x12\x1d.tokengrpc.v1.GetTokenRequest\x1a\x1e.tokengrpc.v1.GetTokenResponse\"B\x82\xd3\xe4\x93\x02<\x12\x0f/v1/tokens/{id}Z\"\x12\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x7f\n\x0bUpdateToken\x12 .tokengrpc.v1.UpdateTokenRequest\x1a!.tokengrpc.v1.UpdateTokenResponse\"+\x82\xd3\xe4\x93\x02%2\x15/v1/tokens/{token.id}:\x05tokenb\x05token\x12\x96\x01\n\x0bRevokeToken\x12 .tokengrpc.v1.RevokeTokenRequest\x1a!.tokengrpc.v1.RevokeTokenResponse\"B\x82\xd3\xe4\x93\x02<*\x0f/v1/tokens/{id}Z\"*\x19/v1/service-tokens/{name}b\x05tokenb\x05token\x12\x9a\x01\n\rGetTokenValue\x12\".tokengrpc.v1.GetTokenValueRequest\x1a#.tokengrpc.v1.GetTokenValueResponse\"@\x82\xd3\xe4\x93\x02:\x12\x15/v1/tokens/{id}/valueZ!\x12\x1f/v1/service-tokens/{name}/value\x12\x80\x01\n\x0fIntrospectToken\x12$.tokengrpc.v1.IntrospectTokenRequest\x1a%.tokengrpc.v1.IntrospectTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tokens:introspect:\x01*\x12\x9c\x01\n\x0bRotateToken\x12 .tokengrpc.v1.RotateTokenRequest\x1a!.tokengrpc.v1.RotateTokenResponse\"H\x82\xd3\xe4\x93\x02\x42\"\x16/v1/tokens/{id}:rotate:\x01*Z%\" /v1/service-tokens/{name}:rotate:\x01*\x12\x8c\x01\n\x12RevokeTokenByValue\x12\'.tokengrpc.v1.RevokeTokenByValueRequest\x1a(.tokengrpc.v1.RevokeTokenByValueResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/tokens:revokeByValue:\x01*\x12\x92\x01\n\x0fListTokenEvents\x12$.tokengrpc.v1.ListTokenEventsRequest\x1a%.tokengrpc.v1.ListTokenEventsResponse\"2\x82\xd3\xe4\x93\x02,\x12\n/v1/eventsZ\x1e\x12\x1c/v1/tokens/{token_id}/eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,38 +49,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENSERVICE'].methods_by_name['GetTokenValue']._serialized_options = b'\202\323\344\223\002:\022\025/v1/tokens/{id}/valueZ!\022\037/v1/service-tokens/{name}/value'
   _globals['_TOKENSERVICE'].methods_by_name['IntrospectToken']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['IntrospectToken']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/tokens:introspect:\001*'
-  _globals['_TOKENSTATUS']._serialized_start=1835
-  _globals['_TOKENSTATUS']._serialized_end=1982
-  _globals['_TOKEN']._serialized_start=141
-  _globals['_TOKEN']._serialized_end=576
-  _globals['_CREATETOKENREQUEST']._serialized_start=579
-  _globals['_CREATETOKENREQUEST']._serialized_end=800
-  _globals['_CREATETOKENRESPONSE']._serialized_start=802
-  _globals['_CREATETOKENRESPONSE']._serialized_end=878
-  _globals['_LISTTOKENSREQUEST']._serialized_start=881
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1014
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1016
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1118
-  _globals['_GETTOKENREQUEST']._serialized_start=1120
-  _globals['_GETTOKENREQUEST']._serialized_end=1179
-  _globals['_GETTOKENRESPONSE']._serialized_start=1181
-  _globals['_GETTOKENRESPONSE']._serialized_end=1235
-  _globals['_UPDATETOKENREQUEST']._serialized_start=1237
-  _globals['_UPDATETOKENREQUEST']._serialized_end=1342
-  _globals['_UPDATETOKENRESPONSE']._serialized_start=1344
-  _globals['_UPDATETOKENRESPONSE']._serialized_end=1401
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1403
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1492
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1494
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1551
-  _globals['_GETTOKENVALUEREQUEST']._serialized_start=1553
-  _globals['_GETTOKENVALUEREQUEST']._serialized_end=1617
-  _globals['_GETTOKENVALUERESPONSE']._serialized_start=1619
-  _globals['_GETTOKENVALUERESPONSE']._serialized_end=1693
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1695
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1753
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1755
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1832
-  _globals['_TOKENSERVICE']._serialized_start=1985
-  _globals['_TOKENSERVICE']._serialized_end=2921
+  _globals['_TOKENSERVICE'].methods_by_name['RotateToken']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['RotateToken']._serialized_options = b'\202\323\344\223\002B\"\026/v1/tokens/{id}:rotate:\001*Z%\" /v1/service-tokens/{name}:rotate:\001*'
+  _globals['_TOKENSERVICE'].methods_by_name['RevokeTokenByValue']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['RevokeTokenByValue']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/tokens:revokeByValue:\001*'
+  _globals['_TOKENSERVICE'].methods_by_name['ListTokenEvents']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['ListTokenEvents']._serialized_options = b'\202\323\344\223\002,\022\n/v1/eventsZ\036\022\034/v1/tokens/{token_id}/events'
+  _globals['_TOKENSTATUS']._serialized_start=2547
+  _globals['_TOKENSTATUS']._serialized_end=2694
+  _globals['_TOKENEVENTACTION']._serialized_start=2697
+  _globals['_TOKENEVENTACTION']._serialized_end=2914
+  _globals['_TOKEN']._serialized_start=173
+  _globals['_TOKEN']._serialized_end=629
+  _globals['_CREATETOKENREQUEST']._serialized_start=632
+  _globals['_CREATETOKENREQUEST']._serialized_end=853
+  _globals['_CREATETOKENRESPONSE']._serialized_start=855
+  _globals['_CREATETOKENRESPONSE']._serialized_end=931
+  _globals['_LISTTOKENSREQUEST']._serialized_start=934
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1067
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1069
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1171
+  _globals['_GETTOKENREQUEST']._serialized_start=1173
+  _globals['_GETTOKENREQUEST']._serialized_end=1232
+  _globals['_GETTOKENRESPONSE']._serialized_start=1234
+  _globals['_GETTOKENRESPONSE']._serialized_end=1288
+  _globals['_UPDATETOKENREQUEST']._serialized_start=1290
+  _globals['_UPDATETOKENREQUEST']._serialized_end=1395
+  _globals['_UPDATETOKENRESPONSE']._serialized_start=1397
+  _globals['_UPDATETOKENRESPONSE']._serialized_end=1454
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1456
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1545
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1547
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1604
+  _globals['_GETTOKENVALUEREQUEST']._serialized_start=1606
+  _globals['_GETTOKENVALUEREQUEST']._serialized_end=1670
+  _globals['_GETTOKENVALUERESPONSE']._serialized_start=1672
+  _globals['_GETTOKENVALUERESPONSE']._serialized_end=1746
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1748
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1806
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1808
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1885
+  _globals['_ROTATETOKENREQUEST']._serialized_start=1887
+  _globals['_ROTATETOKENREQUEST']._serialized_end=1998
+  _globals['_ROTATETOKENRESPONSE']._serialized_start=2000
+  _globals['_ROTATETOKENRESPONSE']._serialized_end=2076
+  _globals['_REVOKETOKENBYVALUEREQUEST']._serialized_start=2078
+  _globals['_REVOKETOKENBYVALUEREQUEST']._serialized_end=2120
+  _globals['_REVOKETOKENBYVALUERESPONSE']._serialized_start=2122
+  _globals['_REVOKETOKENBYVALUERESPONSE']._serialized_end=2150
+  _globals['_TOKENEVENT']._serialized_start=2153
+  _globals['_TOKENEVENT']._serialized_end=2367
+  _globals['_LISTTOKENEVENTSREQUEST']._serialized_start=2369
+  _globals['_LISTTOKENEVENTSREQUEST']._serialized_end=2450
+  _globals['_LISTTOKENEVENTSRESPONSE']._serialized_start=2452
+  _globals['_LISTTOKENEVENTSRESPONSE']._serialized_end=2544
+  _globals['_TOKENSERVICE']._serialized_start=2917
+  _globals['_TOKENSERVICE']._serialized_end=4304
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -55,6 +56,42 @@ TOKEN_STATUS_REVOKED: TokenStatus.ValueType  # 4
 """Revoked; final."""
 Global___TokenStatus: _TypeAlias = TokenStatus  # noqa: Y015
 
+class _TokenEventAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenEventActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenEventAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_EVENT_ACTION_UNSPECIFIED: _TokenEventAction.ValueType  # 0
+    """Never returned; the zero value required by proto3."""
+    TOKEN_EVENT_ACTION_CREATED: _TokenEventAction.ValueType  # 1
+    """The token was created (the bootstrap token included)."""
+    TOKEN_EVENT_ACTION_UPDATED: _TokenEventAction.ValueType  # 2
+    """Fields of the token were changed (see `changed_fields`)."""
+    TOKEN_EVENT_ACTION_ROTATED: _TokenEventAction.ValueType  # 3
+    """The token got a new secret."""
+    TOKEN_EVENT_ACTION_REVOKED: _TokenEventAction.ValueType  # 4
+    """The token was revoked."""
+    TOKEN_EVENT_ACTION_VALUE_READ: _TokenEventAction.ValueType  # 5
+    """A service token's value was read back."""
+
+class TokenEventAction(_TokenEventAction, metaclass=_TokenEventActionEnumTypeWrapper):
+    """What happened to a token, in an audit event."""
+
+TOKEN_EVENT_ACTION_UNSPECIFIED: TokenEventAction.ValueType  # 0
+"""Never returned; the zero value required by proto3."""
+TOKEN_EVENT_ACTION_CREATED: TokenEventAction.ValueType  # 1
+"""The token was created (the bootstrap token included)."""
+TOKEN_EVENT_ACTION_UPDATED: TokenEventAction.ValueType  # 2
+"""Fields of the token were changed (see `changed_fields`)."""
+TOKEN_EVENT_ACTION_ROTATED: TokenEventAction.ValueType  # 3
+"""The token got a new secret."""
+TOKEN_EVENT_ACTION_REVOKED: TokenEventAction.ValueType  # 4
+"""The token was revoked."""
+TOKEN_EVENT_ACTION_VALUE_READ: TokenEventAction.ValueType  # 5
+"""A service token's value was read back."""
+Global___TokenEventAction: _TypeAlias = TokenEventAction  # noqa: Y015
+
 @_typing.final
 class Token(_message.Message):
     """Token is a bearer credential as the service stores it. Its secret is never
@@ -77,6 +114,7 @@ class Token(_message.Message):
     USAGE_COUNT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SERVICE_TOKEN_FIELD_NUMBER: _builtins.int
+    LAST_USE_IP_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Public id, unique across the store and never reused; the part of the
     plaintext before `|`.
@@ -99,6 +137,8 @@ class Token(_message.Message):
     """True for a service token (a token with no owner), whose value an admin
     can read back.
     """
+    last_use_ip: _builtins.str
+    """The client address of the last successful use; empty if never used."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Abilities. `write`, `admin` and `introspect` are enforced by this service;
@@ -148,10 +188,11 @@ class Token(_message.Message):
         usage_count: _builtins.int = ...,
         status: Global___TokenStatus.ValueType = ...,
         service_token: _builtins.bool = ...,
+        last_use_ip: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "revoke_time", b"revoke_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allowed_ips", b"allowed_ips", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_use_time", b"last_use_time", "name", b"name", "owner", b"owner", "revoke_time", b"revoke_time", "scopes", b"scopes", "service_token", b"service_token", "status", b"status", "update_time", b"update_time", "usage_count", b"usage_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allowed_ips", b"allowed_ips", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_use_ip", b"last_use_ip", "last_use_time", b"last_use_time", "name", b"name", "owner", b"owner", "revoke_time", b"revoke_time", "scopes", b"scopes", "service_token", b"service_token", "status", b"status", "update_time", b"update_time", "usage_count", b"usage_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -613,3 +654,221 @@ class IntrospectTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IntrospectTokenResponse: _TypeAlias = IntrospectTokenResponse  # noqa: Y015
+
+@_typing.final
+class RotateTokenRequest(_message.Message):
+    """Request for RotateToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    GRACE_PERIOD_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The token's id."""
+    name: _builtins.str
+    """The name of a service token that is not revoked."""
+    @_builtins.property
+    def grace_period(self) -> _duration_pb2.Duration:
+        """How long the old secret keeps authenticating; at most 7 days. Unset or
+        zero ends it at once.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        grace_period: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grace_period", b"grace_period", "id", b"id", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace_period", b"grace_period", "id", b"id", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "name"]  # noqa: Y015
+    _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
+
+Global___RotateTokenRequest: _TypeAlias = RotateTokenRequest  # noqa: Y015
+
+@_typing.final
+class RotateTokenResponse(_message.Message):
+    """Response for RotateToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    PLAINTEXT_FIELD_NUMBER: _builtins.int
+    plaintext: _builtins.str
+    """The token's new plaintext `<id>|<secret>`."""
+    @_builtins.property
+    def token(self) -> Global___Token:
+        """The token after the rotation."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___Token | None = ...,
+        plaintext: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plaintext", b"plaintext", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateTokenResponse: _TypeAlias = RotateTokenResponse  # noqa: Y015
+
+@_typing.final
+class RevokeTokenByValueRequest(_message.Message):
+    """Request for RevokeTokenByValue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The plaintext `<id>|<secret>` of the token to revoke. Required."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeTokenByValueRequest: _TypeAlias = RevokeTokenByValueRequest  # noqa: Y015
+
+@_typing.final
+class RevokeTokenByValueResponse(_message.Message):
+    """Response for RevokeTokenByValue: empty, whatever the token was."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeTokenByValueResponse: _TypeAlias = RevokeTokenByValueResponse  # noqa: Y015
+
+@_typing.final
+class TokenEvent(_message.Message):
+    """TokenEvent records one action on a token. It never holds a secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_OWNER_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    action: Global___TokenEventAction.ValueType
+    """What happened."""
+    token_id: _builtins.int
+    """The token acted on."""
+    actor_token_id: _builtins.int
+    """The id of the token that made the request; 0 for the `tokengrpc token`
+    commands and for revocation by value.
+    """
+    actor_owner: _builtins.str
+    """The owner of the token that made the request (empty for a service token
+    or revocation by value; `admin` for the command line).
+    """
+    client_ip: _builtins.str
+    """The address the request came from; empty for the command line."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields the action changed: the update mask of an update, `secret`
+        for a rotation (and `value` for a service token's), `revoke_time` for a
+        revocation; empty for a creation or a value read.
+        """
+
+    def __init__(
+        self,
+        *,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+        action: Global___TokenEventAction.ValueType = ...,
+        token_id: _builtins.int = ...,
+        actor_token_id: _builtins.int = ...,
+        actor_owner: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_owner", b"actor_owner", "actor_token_id", b"actor_token_id", "changed_fields", b"changed_fields", "client_ip", b"client_ip", "event_time", b"event_time", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenEvent: _TypeAlias = TokenEvent  # noqa: Y015
+
+@_typing.final
+class ListTokenEventsRequest(_message.Message):
+    """Request for ListTokenEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.int
+    """Only the events of this token; 0 means all the caller may see."""
+    page_size: _builtins.int
+    """Maximum number of events to return; 0 means 50, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous response, to continue a listing."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokenEventsRequest: _TypeAlias = ListTokenEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListTokenEventsResponse(_message.Message):
+    """Response for ListTokenEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` to get the next page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenEvent]:
+        """The events of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TokenEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokenEventsResponse: _TypeAlias = ListTokenEventsResponse  # noqa: Y015

@@ -77,6 +77,21 @@ class TokenServiceStub:
                 request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenRequest.SerializeToString,
                 response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenResponse.FromString,
                 _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/tokengrpc.v1.TokenService/RotateToken',
+                request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeTokenByValue = channel.unary_unary(
+                '/tokengrpc.v1.TokenService/RevokeTokenByValue',
+                request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.SerializeToString,
+                response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.FromString,
+                _registered_method=True)
+        self.ListTokenEvents = channel.unary_unary(
+                '/tokengrpc.v1.TokenService/ListTokenEvents',
+                request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.SerializeToString,
+                response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -148,6 +163,34 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateToken(self, request, context):
+        """Gives a token a new secret, keeping its id, name, scopes and counts. The
+        old secret keeps authenticating until `grace_period` has passed, and never
+        after. A service token's retrievable value becomes the new one. Needs
+        `write` (own owner) or `admin`; a token may rotate itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeTokenByValue(self, request, context):
+        """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
+        Needs no authorization (holding the secret is the proof); the answer is
+        the same whether such a token existed or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokenEvents(self, request, context):
+        """Lists the audit events of tokens, newest first: every creation, update,
+        rotation, revocation and value read. `admin` sees all; others the events
+        of their own owner's tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +228,21 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.IntrospectToken,
                     request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenRequest.FromString,
                     response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenRequest.FromString,
+                    response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenResponse.SerializeToString,
+            ),
+            'RevokeTokenByValue': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeTokenByValue,
+                    request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.FromString,
+                    response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.SerializeToString,
+            ),
+            'ListTokenEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokenEvents,
+                    request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.FromString,
+                    response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -384,6 +442,87 @@ class TokenService:
             '/tokengrpc.v1.TokenService/IntrospectToken',
             tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenRequest.SerializeToString,
             tokengrpc_dot_v1_dot_tokens__pb2.IntrospectTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokengrpc.v1.TokenService/RotateToken',
+            tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenRequest.SerializeToString,
+            tokengrpc_dot_v1_dot_tokens__pb2.RotateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeTokenByValue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokengrpc.v1.TokenService/RevokeTokenByValue',
+            tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.SerializeToString,
+            tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokenEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokengrpc.v1.TokenService/ListTokenEvents',
+            tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.SerializeToString,
+            tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,22 @@ class TokenServiceStub:
     `active: false`). Counts one use of an active token. Needs `introspect`
     or `admin`.
     """
+    RotateToken: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.RotateTokenRequest, _tokens_pb2.RotateTokenResponse]
+    """Gives a token a new secret, keeping its id, name, scopes and counts. The
+    old secret keeps authenticating until `grace_period` has passed, and never
+    after. A service token's retrievable value becomes the new one. Needs
+    `write` (own owner) or `admin`; a token may rotate itself.
+    """
+    RevokeTokenByValue: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.RevokeTokenByValueRequest, _tokens_pb2.RevokeTokenByValueResponse]
+    """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
+    Needs no authorization (holding the secret is the proof); the answer is
+    the same whether such a token existed or not.
+    """
+    ListTokenEvents: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.ListTokenEventsRequest, _tokens_pb2.ListTokenEventsResponse]
+    """Lists the audit events of tokens, newest first: every creation, update,
+    rotation, revocation and value read. `admin` sees all; others the events
+    of their own owner's tokens.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -112,6 +128,22 @@ class TokenServiceAsyncStub(TokenServiceStub):
     and what it may do (RFC 7662 semantics: anything invalid is simply
     `active: false`). Counts one use of an active token. Needs `introspect`
     or `admin`.
+    """
+    RotateToken: _aio.UnaryUnaryMultiCallable[_tokens_pb2.RotateTokenRequest, _tokens_pb2.RotateTokenResponse]  # type: ignore[assignment]
+    """Gives a token a new secret, keeping its id, name, scopes and counts. The
+    old secret keeps authenticating until `grace_period` has passed, and never
+    after. A service token's retrievable value becomes the new one. Needs
+    `write` (own owner) or `admin`; a token may rotate itself.
+    """
+    RevokeTokenByValue: _aio.UnaryUnaryMultiCallable[_tokens_pb2.RevokeTokenByValueRequest, _tokens_pb2.RevokeTokenByValueResponse]  # type: ignore[assignment]
+    """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
+    Needs no authorization (holding the secret is the proof); the answer is
+    the same whether such a token existed or not.
+    """
+    ListTokenEvents: _aio.UnaryUnaryMultiCallable[_tokens_pb2.ListTokenEventsRequest, _tokens_pb2.ListTokenEventsResponse]  # type: ignore[assignment]
+    """Lists the audit events of tokens, newest first: every creation, update,
+    rotation, revocation and value read. `admin` sees all; others the events
+    of their own owner's tokens.
     """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +226,40 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         and what it may do (RFC 7662 semantics: anything invalid is simply
         `active: false`). Counts one use of an active token. Needs `introspect`
         or `admin`.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateToken(
+        self,
+        request: _tokens_pb2.RotateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.RotateTokenResponse, _abc.Awaitable[_tokens_pb2.RotateTokenResponse]]:
+        """Gives a token a new secret, keeping its id, name, scopes and counts. The
+        old secret keeps authenticating until `grace_period` has passed, and never
+        after. A service token's retrievable value becomes the new one. Needs
+        `write` (own owner) or `admin`; a token may rotate itself.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeTokenByValue(
+        self,
+        request: _tokens_pb2.RevokeTokenByValueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.RevokeTokenByValueResponse, _abc.Awaitable[_tokens_pb2.RevokeTokenByValueResponse]]:
+        """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
+        Needs no authorization (holding the secret is the proof); the answer is
+        the same whether such a token existed or not.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTokenEvents(
+        self,
+        request: _tokens_pb2.ListTokenEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.ListTokenEventsResponse, _abc.Awaitable[_tokens_pb2.ListTokenEventsResponse]]:
+        """Lists the audit events of tokens, newest first: every creation, update,
+        rotation, revocation and value read. `admin` sees all; others the events
+        of their own owner's tokens.
         """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
