@@ -95,7 +95,9 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
     ) -> None:
         seconds = time.perf_counter() - started
         # None when the handler neither set a code nor aborted (typed otherwise).
-        code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+        code: grpc.StatusCode | None = getattr(context, "code")()  # noqa: B009
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
         if self._metrics is not None:
             self._metrics.grpc_requests.labels(method, code.name).inc()
             self._metrics.grpc_duration.labels(method).observe(seconds)
