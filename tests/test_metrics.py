@@ -119,7 +119,8 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     before = await observed.scrape()
     for _ in range(4):
         assert (await observed.client.get("/api/token", headers=headers)).status_code == 200
-    stranger = await observed.client.get("/api/token", headers={"Authorization": f"Bearer {FORGED}"})
+    forged = {"Authorization": f"Bearer {FORGED}"}
+    stranger = await observed.client.get("/api/token", headers=forged)
     assert stranger.status_code == 401
     gone = await observed.client.delete(f"/api/token/{token_id}", headers=headers)
     assert gone.status_code == 200
