@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -77,6 +78,26 @@ class Metrics:
         self._auth_failed = self.authentications.labels("failed")
         self._active = self.introspections.labels("true")
         self._inactive = self.introspections.labels("false")
+
+        #: Label children by label values: ``labels()`` takes a lock and builds a key each time.
+        self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def grpc_call(self, method: str, code: str, seconds: float) -> None:
+        children = self._grpc.get((method, code))
+        if children is None:
+            children = self.grpc_requests.labels(method, code), self.grpc_duration.labels(method)
+            self._grpc[method, code] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def http_request(self, route: str, status: str, seconds: float) -> None:
+        children = self._http.get((route, status))
+        if children is None:
+            children = self.http_requests.labels(route, status), self.http_duration.labels(route)
+            self._http[route, status] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def authenticated(self, ok: bool) -> None:
         (self._auth_ok if ok else self._auth_failed).inc()

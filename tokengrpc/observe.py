@@ -99,8 +99,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         if code is None:
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
         if self._metrics is not None:
-            self._metrics.grpc_requests.labels(method, code.name).inc()
-            self._metrics.grpc_duration.labels(method).observe(seconds)
+            self._metrics.grpc_call(method, code.name, seconds)
         if self._access is not None:
             self._access.write(
                 surface="grpc", method=method, route=None, status=code.name,
@@ -134,8 +133,7 @@ class HttpObserver:
     ) -> None:
         label = route or UNMATCHED_ROUTE
         if self._metrics is not None:
-            self._metrics.http_requests.labels(label, str(status)).inc()
-            self._metrics.http_duration.labels(label).observe(seconds)
+            self._metrics.http_request(label, str(status), seconds)
         if self._access is not None:
             self._access.write(
                 surface="http", method=method, route=label, status=status,
