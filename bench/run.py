@@ -179,9 +179,42 @@ def ensure_wrk() -> None:
 
 
 def serve_args(data_dir: Path, http: bool, extra: Sequence[str] = ()) -> list[str]:
-    args = ["-m", "tokengrpc", "serve", "--data-dir", str(data_dir), "--grpc-listen", "127.0.0.1:0"]
+    # No access log: its pipe is not read here, and its cost is not what these rows measure.
+    args = ["-m", "tokengrpc", "serve", "--data-dir", str(data_dir), "--grpc-listen", "127.0.0.1:0",
+            "--no-access-log"]  # fmt: skip
     args += ["--http-listen", "127.0.0.1:0"] if http else ["--no-http"]
     return [*args, *extra]
+
+
+def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
+    """IntrospectToken and GET /api/token with metrics on and off, in turns (target: ≤ 5 %)."""
+    data = work / "metrics"
+    groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
+    seeded = seed_sync(data, groups, filler_owners=1000, filler=10_000)
+    tokens_file = work / "metrics-samples.txt"
+    tokens_file.write_text("\n".join(seeded.samples))
+    auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
+    measures: dict[str, Callable[[], dict[str, float]]] = {}
+    with ExitStack() as servers:
+        for label, extra in (("on", []), ("off", ["--no-metrics"])):
+            svc = servers.enter_context(
+                server(serve_args(data, http=True, extra=extra), ["grpc", "http"])
+            )
+            measures[f"IntrospectToken, 16 in flight, metrics {label}"] = partial(
+                grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
+                tokens=str(tokens_file), caller=seeded.introspector,
+            )  # fmt: skip
+            measures[f"GET /api/token, 64 connections, metrics {label}"] = partial(
+                wrk, f"http://{svc.addresses['http']}/api/token", seconds, auth
+            )
+        ensure_wrk()
+        got = interleaved(runs, measures)
+    for what, (rate, p50, p99) in got.items():
+        note = ""
+        if what.endswith(" on"):
+            off = got[what.removesuffix(" on") + " off"][0]
+            note = f"{rate.median / off.median - 1:+.1%} vs off"
+        rows.append(Row("Metrics", what, rate, p50, p99, note))
 
 
 def _of_floor(rate: Figure, floor: Figure) -> str:
@@ -387,13 +420,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1000,100000,1000000")
-    parser.add_argument("--only", choices=["grpc", "http", "scale", "services"], action="append")
+    parser.add_argument(
+        "--only", choices=["grpc", "http", "metrics", "scale", "services"], action="append"
+    )
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "scale", "services"]
+    sections = args.only or ["grpc", "http", "metrics", "scale", "services"]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -402,6 +437,8 @@ def main() -> None:
                 grpc_section(rows, work, args.runs, args.seconds, workers)
         if "http" in sections:
             http_section(rows, work, args.runs, args.seconds)
+        if "metrics" in sections:
+            metrics_section(rows, work, args.runs, args.seconds)
         if "scale" in sections:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:

@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable, Iterator
+import ssl
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 import uvicorn
 
 from gateway.admin import Admin
 from gateway.connections import ConnectionLimits, protocol_for
-from gateway.http import Receive, Request, Scope, Send, Trust, json_response
+from gateway.http import Receive, Request, Response, Scope, Send, Trust, json_response
 from gateway.me import Me
 from gateway.oauth import OAuth
 from gateway.openapi import OpenApi
@@ -47,23 +50,87 @@ def build_router(upstream: Upstream) -> Router:
     return router
 
 
+class Observer(Protocol):
+    """Metrics and the access log, handed in by the command line (they are the service's).
+
+    ``begin`` runs before routing (so authentication can note the caller in
+    what it returns); ``end`` once the response is known.
+    """
+
+    serves_metrics: bool
+
+    def begin(self) -> Any: ...
+
+    def end(
+        self,
+        begun: Any,
+        *,
+        method: str,
+        route: str | None,
+        status: int,
+        seconds: float,
+        client: str | None,
+        headers: Mapping[str, str],
+        trace_id: str | None,
+    ) -> None: ...
+
+    def scrape(self) -> tuple[bytes, str] | None: ...
+
+
 class Gateway:
     """The ASGI application."""
 
     def __init__(
-        self, upstream: Upstream, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED
+        self,
+        upstream: Upstream,
+        trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
+        observer: Observer | None = None,
     ) -> None:
         self.upstream = upstream
         self._router = build_router(upstream)
         self._trust = Trust.of(trusted_proxies)
+        self._observer = observer
+        if observer is not None and observer.serves_metrics:
+            self._router.add("GET", "/metrics", self._metrics)
+
+    async def _metrics(self, request: Request, variables: dict[str, str]) -> Response:
+        assert self._observer is not None  # routed only with one
+        scraped = self._observer.scrape()
+        if scraped is None:
+            return error_response(grpc.StatusCode.NOT_FOUND, "no route for this path")
+        body, content_type = scraped
+        return Response(200, body, [(b"content-type", content_type.encode())])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request = Request.from_scope(scope, receive, self._trust)
+        if self._observer is None:
+            response, _ = await self._respond(request)
+            await response.send(send)
+            return
+        started = time.perf_counter()
+        begun = self._observer.begin()
+        response, route = await self._respond(request)
+        await response.send(send)
+        self._observer.end(
+            begun,
+            method=request.method,
+            route=route,
+            status=response.status,
+            seconds=time.perf_counter() - started,
+            client=request.client_host,
+            headers=request.headers,
+            trace_id=_trace_id(response),
+        )
+
+    async def _respond(self, request: Request) -> tuple[Response, str | None]:
+        """The response, and the template of the route that made it (None: no route)."""
+        route: str | None = None
         try:
             resolved = self._router.resolve(request.method, request.raw_path)
             if isinstance(resolved, Match):
+                route = resolved.template
                 response = await resolved.endpoint(request, resolved.variables)
             elif isinstance(resolved, NotAllowed):
                 response = error_response(
@@ -79,7 +146,15 @@ class Gateway:
             # Not the path: it may hold a plaintext pasted where an id goes.
             log.exception("unexpected error on a %s request", request.method)
             response = json_response(500, {"code": 13, "message": "internal error", "details": []})
-        await response.send(send)
+        return response, route
+
+
+def _trace_id(response: Response) -> str | None:
+    """The ``me`` family's trace id, which the client has too (``X-Trace-Id``)."""
+    for name, value in response.headers:
+        if name == b"x-trace-id":
+            return value.decode("latin-1")
+    return None
 
 
 class _Server(uvicorn.Server):
@@ -139,19 +214,23 @@ async def start_http(
     reuse_port: bool = False,
     limits: ConnectionLimits | None = None,
     grace_period: float = 10.0,
+    observer: Observer | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
     ``upstream`` is a ``HOST:PORT`` to dial, or a channel (such as the
-    in-process one ``tokengrpc serve`` provides).
+    in-process one ``tokengrpc serve`` provides). ``tls`` makes it HTTPS with
+    that live context (whose certificate the caller may reload).
     """
     limits = limits or ConnectionLimits()
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
-    app = Gateway(connection, trusted_proxies)
+    app = Gateway(connection, trusted_proxies, observer)
     sock = _bind(listen, reuse_port=reuse_port)
     config = uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's messages reach our handler, in our format
         access_log=False,
         proxy_headers=False,  # we decide whom to trust, in gateway.http
         lifespan="off",
@@ -159,6 +238,7 @@ async def start_http(
         ws="none",
         http=protocol_for(limits),
         timeout_keep_alive=limits.keep_alive_timeout,
+        ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
     )
     # Without it uvicorn waits for every connection to close, and a client that
     # stops halfway through a body would hold SIGTERM off for ever. (Typed int,

@@ -30,6 +30,8 @@ class Route:
 class Match:
     endpoint: Endpoint
     variables: dict[str, str]
+    #: The route's template as written (``/v1/tokens/{id}``): a label, never the raw path.
+    template: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +72,14 @@ class Router:
             raw_path = raw_path[:-1]
         exact = self._exact.get(raw_path)
         if exact is not None and method in exact:
-            return Match(exact[method], {})
+            return Match(exact[method], {}, raw_path)
         allowed: list[str] = []
         for route in self._routes:
             variables = route.template.match(raw_path)
             if variables is None:
                 continue
             if route.method == method:
-                return Match(route.endpoint, variables)
+                return Match(route.endpoint, variables, route.template.source)
             if route.method not in allowed:
                 allowed.append(route.method)
         return NotAllowed(tuple(allowed)) if allowed else None

@@ -20,6 +20,15 @@ class Serving:
     def __init__(self, process: asyncio.subprocess.Process, lines: list[str]) -> None:
         self.process = process
         self.lines = lines
+        #: Output after the start-up lines, read as it comes: an access line per request
+        #: must never fill the pipe and block the server.
+        self._rest: list[bytes] = []
+        self._drain = asyncio.ensure_future(self._read_rest())
+
+    async def _read_rest(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := await self.process.stdout.read(65536):
+            self._rest.append(chunk)
 
     def address(self, kind: str) -> str:
         prefix = f"{kind} listening on "
@@ -28,12 +37,12 @@ class Serving:
     async def stop(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
         try:
-            out, _ = await asyncio.wait_for(self.process.communicate(), timeout=20)
+            await asyncio.wait_for(asyncio.gather(self.process.wait(), self._drain), timeout=20)
         except TimeoutError:
             self.process.kill()  # never leave a server behind a failed test
             await self.process.wait()
             raise
-        return self.process.returncode or 0, out.decode()
+        return self.process.returncode or 0, b"".join(self._rest).decode()
 
 
 async def serve(

@@ -21,6 +21,8 @@ from tokengrpc.addresses import (
 )
 from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
+from tokengrpc.logs import note_caller
+from tokengrpc.metrics import Observation, ignore
 from tokengrpc.rules import ADMIN, Status, status_of
 from tokengrpc.store import Actor, TokenRecord, TokenStore
 from tokengrpc.usage import UsageRecorder
@@ -71,11 +73,17 @@ def bearer(header: str | None) -> str | None:
 
 class Authenticator:
     def __init__(
-        self, store: TokenStore, usage: UsageRecorder, resolver: ClientAddressResolver
+        self,
+        store: TokenStore,
+        usage: UsageRecorder,
+        resolver: ClientAddressResolver,
+        observe: Observation = ignore,
     ) -> None:
         self._store = store
         self._usage = usage
         self.resolver = resolver
+        #: Told whether each caller authentication succeeded (the metric).
+        self._observe = observe
 
     async def check(self, presented: str | None, address: IPAddress | None) -> TokenRecord | None:
         """The token's record if it may be used now from ``address``; counts the use."""
@@ -125,11 +133,15 @@ class Authenticator:
             elif key == "x-forwarded-for" and isinstance(value, str):
                 forwarded.append(value)
         if len(authorizations) != 1 or not isinstance(authorizations[0], str):
+            self._observe(False)
             raise Unauthenticated()
         address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
         record = await self.check(bearer(authorizations[0]), address)
         if record is None:
+            self._observe(False)
             raise Unauthenticated()
+        self._observe(True)
+        note_caller(record.id)
         return Caller(
             owner=record.owner,
             scopes=frozenset(record.scopes),

@@ -8,21 +8,30 @@ import contextlib
 import dataclasses
 import datetime as dt
 import gc
+import ipaddress
+import logging
 import os
 import re
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from tokengrpc import logs
 from tokengrpc.auth import OPERATOR
-from tokengrpc.config import LIMITS, Settings, add_limit_flags, limit_overrides
+from tokengrpc.config import LIMITS, Settings, add_limit_flags, limit_overrides, log_format
 from tokengrpc.errors import DomainError
+from tokengrpc.metrics import Metrics, share_between_processes
+from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.supervise import (
     Worker,
@@ -32,12 +41,15 @@ from tokengrpc.supervise import (
     start_workers,
     stop_workers,
 )
+from tokengrpc.tls import Certificates, TlsFiles, channel_credentials
 from tokengrpc.v1 import tokens_pb2 as pb
 
 if TYPE_CHECKING:
     from gateway.app import HttpServer
     from gateway.connections import ConnectionLimits
     from tokengrpc.tokens import TokenManager
+
+log = logging.getLogger("tokengrpc")
 
 
 def _say(line: str) -> None:
@@ -89,6 +101,47 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _certificates(settings: Settings) -> Certificates | None:
+    """TLS for the listeners, or None for plaintext; half a configuration is an error."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return Certificates(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca))
+
+
+def _warn_plaintext(listen: str) -> None:
+    """Bearer secrets in cleartext are only acceptable on this machine."""
+    host = listen.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "serving plaintext on %s, which is not a loopback address: bearer tokens cross"
+            " the network in the clear (use --tls-cert and --tls-key)",
+            listen,
+        )
+
+
+def _metrics(settings: Settings) -> tuple[Metrics | None, str | None]:
+    """The process's metrics; with workers, the directory they share (ours to remove)."""
+    if not settings.metrics_enabled:
+        return None, None
+    directory = None
+    if settings.workers > 1 and not settings.is_worker:
+        directory = tempfile.mkdtemp(prefix="tokengrpc-metrics-")
+        share_between_processes(directory)
+    return Metrics(), directory
+
+
+def _observer(settings: Settings, metrics: Metrics | None) -> HttpObserver:
+    return HttpObserver(metrics, logs.AccessLog() if settings.access_log else None)
+
+
 async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> int:
     stop = _stop_on_signals()
     if supervised is not None:
@@ -97,14 +150,30 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
         settings.grpc_max_connections
         + (settings.http_max_connections if settings.http_enabled else 0)
     )
-    core = await Core.open(settings, bootstrap=not settings.is_worker)
+    certificates = _certificates(settings)
+    if certificates is not None and settings.http_enabled and not settings.http_in_process:
+        raise ValueError("--http-upstream network is for a plaintext gRPC listener")
+    metrics, metrics_dir = _metrics(settings)
+    core = await Core.open(settings, bootstrap=not settings.is_worker, metrics=metrics)
     _warn(core)
     if core.bootstrap_path is not None:
         _say(f"bootstrap token written to {core.bootstrap_path}")
     shared = settings.workers > 1 or settings.is_worker
-    grpc_server = GrpcServer(core, reuse_port=shared, settings=settings)
+    grpc_server = GrpcServer(
+        core,
+        reuse_port=shared,
+        settings=settings,
+        metrics=metrics,
+        access=logs.AccessLog() if settings.access_log else None,
+        credentials=certificates.grpc_credentials() if certificates is not None else None,
+    )
     http: HttpServer | None = None
     workers: list[Worker] = []
+    watcher = (
+        asyncio.create_task(certificates.watch(), name="tls-watch")
+        if certificates is not None
+        else None
+    )
     try:
         port = await grpc_server.start(settings.grpc_listen)
         host = settings.grpc_listen.rpartition(":")[0]
@@ -120,7 +189,16 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
                 reuse_port=shared,
                 limits=_http_limits(settings),
                 grace_period=settings.grace_period,
+                observer=_observer(settings, metrics),
+                tls=certificates.context if certificates is not None else None,
             )
+        if certificates is None and supervised is None:
+            _warn_plaintext(grpc_address)
+            if http is not None:
+                _warn_plaintext(http.address)
+        metrics_address = None
+        if metrics is not None and settings.metrics_listen and supervised is None:
+            metrics_address = metrics.listen(settings.metrics_listen)
         if settings.workers > 1:
             http_address = http.address if http is not None else None
             workers = await start_workers(
@@ -133,12 +211,18 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
             _say(f"grpc listening on {grpc_address}")
             if http is not None:
                 _say(f"http listening on {http.address}")
+            if metrics_address is not None:
+                _say(f"metrics listening on {metrics_address}")
         await stop.wait()
         _say("shutting down")
     finally:
         _exit_anyway_after(settings.grace_period + 2)
+        if watcher is not None:
+            watcher.cancel()
         await _shut_down(settings.grace_period, grpc_server, http, workers)
         await core.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -198,31 +282,69 @@ def _worker_command(settings: Settings, grpc_address: str, http_address: str | N
     command += ["--http-listen", http_address] if http_address else ["--no-http"]
     for limit in LIMITS:
         command += [limit.flag, str(getattr(settings, limit.field))]
+    for flag, path in (
+        ("--tls-cert", settings.tls_cert),
+        ("--tls-key", settings.tls_key),
+        ("--tls-client-ca", settings.tls_client_ca),
+    ):
+        command += [flag, str(path)] if path is not None else []
+    command += ["--log-format", settings.log_format]
+    command += [] if settings.access_log else ["--no-access-log"]
+    command += [] if settings.metrics_enabled else ["--no-metrics"]
     return command
 
 
-async def _gateway(upstream: str, settings: Settings) -> int:
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How ``tokengrpc gateway`` reaches a TLS upstream (all None: plaintext)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def channel(self, target: str) -> str | grpc.aio.Channel:
+        if self.ca is None and self.cert is None and self.key is None:
+            return target
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("--upstream-cert and --upstream-key go together")
+        return grpc.aio.secure_channel(target, channel_credentials(self.ca, self.cert, self.key))
+
+
+async def _gateway(upstream: str, settings: Settings, upstream_tls: UpstreamTls) -> int:
     from gateway.app import start_http
 
     stop = _stop_on_signals()
     _open_files_for(settings.http_max_connections)
+    certificates = _certificates(settings)
+    metrics, _ = _metrics(settings)
     http = await start_http(
-        upstream,
+        upstream_tls.channel(upstream),
         settings.http_listen,
         settings.trusted_proxies,
         limits=_http_limits(settings),
         grace_period=settings.grace_period,
+        observer=_observer(settings, metrics),
+        tls=certificates.context if certificates is not None else None,
     )
+    watcher = (
+        asyncio.create_task(certificates.watch(), name="tls-watch")
+        if certificates is not None
+        else None
+    )
+    if certificates is None:
+        _warn_plaintext(http.address)
     _freeze_startup_objects()
     _say(f"http listening on {http.address}")
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         try:
             async with asyncio.timeout(settings.grace_period + 1):
                 await http.stop()
         except TimeoutError:
-            print("tokengrpc: shutdown passed the grace period", file=sys.stderr)
+            log.warning("shutdown passed the grace period")
     return 0
 
 
@@ -378,12 +500,21 @@ def _parser() -> argparse.ArgumentParser:
         help="how the gateway reaches the service (TOKENGRPC_HTTP_UPSTREAM; default in-process)",
     )
     add_limit_flags(serve)
+    _operations_flags(serve)
+    serve.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT serving only /metrics, e.g. with --no-http (TOKENGRPC_METRICS_LISTEN)",
+    )
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway alone")
     gateway.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
     gateway.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
+    gateway.add_argument("--upstream-ca", type=Path, help="PEM CA: reach the upstream over TLS")
+    gateway.add_argument("--upstream-cert", type=Path, help="PEM client certificate (mTLS)")
+    gateway.add_argument("--upstream-key", type=Path, help="PEM key of --upstream-cert")
     add_limit_flags(gateway, prefix="grace")
     add_limit_flags(gateway, prefix="http")
+    _operations_flags(gateway)
 
     token = commands.add_parser("token", help="administer tokens directly in the store")
     actions = token.add_subparsers(dest="action", required=True)
@@ -424,6 +555,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _operations_flags(parser: argparse.ArgumentParser) -> None:
+    """TLS of the listeners, metrics and logs: the same on ``serve`` and ``gateway``."""
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (TOKENGRPC_TLS_CERT)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key (TOKENGRPC_TLS_KEY)")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA; clients must present a certificate it signed (TOKENGRPC_TLS_CLIENT_CA)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=log_format,
+        help="text or json (TOKENGRPC_LOG_FORMAT; default text)",
+    )
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no line per request (TOKENGRPC_ACCESS_LOG=off)",
+    )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="no metrics at all (TOKENGRPC_METRICS=off)"
+    )
+
+
+_OPERATIONS = ("tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "log_format")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -448,12 +606,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "http_upstream", None):
         overrides["http_in_process"] = args.http_upstream == "in-process"
     overrides |= limit_overrides(args)
+    overrides |= {
+        name: getattr(args, name) for name in _OPERATIONS if getattr(args, name, None) is not None
+    }
+    if getattr(args, "no_access_log", False):
+        overrides["access_log"] = False
+    if getattr(args, "no_metrics", False):
+        overrides["metrics_enabled"] = False
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    if args.command in ("serve", "gateway"):
+        logs.configure(settings.log_format, access_log=settings.access_log)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.supervised))
         if args.command == "gateway":
-            return asyncio.run(_gateway(args.upstream, settings))
+            upstream_tls = UpstreamTls(args.upstream_ca, args.upstream_cert, args.upstream_key)
+            return asyncio.run(_gateway(args.upstream, settings, upstream_tls))
         return asyncio.run(_token_command(args, settings))
     except (OSError, ValueError) as error:
         print(f"tokengrpc: {error}", file=sys.stderr)

@@ -53,6 +53,19 @@ class Settings:
     grpc_max_receive_bytes: int = 1024 * 1024
     #: gRPC: seconds a client must leave between keepalive pings.
     grpc_keepalive_min_time: float = 10.0
+    #: PEM certificate chain and key: both listeners speak TLS (reloaded when renewed).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: PEM CA bundle: clients must present a certificate it signed (mTLS), on both listeners.
+    tls_client_ca: Path | None = None
+    #: ``/metrics`` on the HTTP listener and these counters at all; off only to measure their cost.
+    metrics_enabled: bool = True
+    #: HOST:PORT of a listener serving only ``/metrics`` (the way to scrape with ``--no-http``).
+    metrics_listen: str | None = None
+    #: ``text`` or ``json``, for access lines and application messages alike.
+    log_format: str = "text"
+    #: One line on stderr per request.
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -70,12 +83,38 @@ class Settings:
             else base.trusted_proxies,
             http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
             workers=int(env.get("TOKENGRPC_WORKERS") or base.workers),
+            tls_cert=_path(env.get("TOKENGRPC_TLS_CERT")),
+            tls_key=_path(env.get("TOKENGRPC_TLS_KEY")),
+            tls_client_ca=_path(env.get("TOKENGRPC_TLS_CLIENT_CA")),
+            metrics_enabled=_switch(env.get("TOKENGRPC_METRICS"), "TOKENGRPC_METRICS"),
+            metrics_listen=env.get("TOKENGRPC_METRICS_LISTEN") or None,
+            log_format=log_format(env.get("TOKENGRPC_LOG_FORMAT") or base.log_format),
+            access_log=_switch(env.get("TOKENGRPC_ACCESS_LOG"), "TOKENGRPC_ACCESS_LOG"),
             **{  # type: ignore[arg-type]  # each parser returns its field's type
                 limit.field: limit.parse(env[limit.variable])
                 for limit in LIMITS
                 if env.get(limit.variable)
             },
         )
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _switch(text: str | None, variable: str) -> bool:
+    """``on`` (the default) or ``off``."""
+    if text is None or text.lower() in ("", "on", "1", "true"):
+        return True
+    if text.lower() in ("off", "0", "false"):
+        return False
+    raise ValueError(f"{variable} must be on or off")
+
+
+def log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError("the log format must be text or json")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

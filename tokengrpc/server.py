@@ -23,6 +23,9 @@ from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
+from tokengrpc.logs import AccessLog
+from tokengrpc.metrics import Metrics, ignore
+from tokengrpc.observe import GrpcObserver
 from tokengrpc.plaintext import valid_prefix
 from tokengrpc.reflection import enable_reflection
 from tokengrpc.sealing import Sealer
@@ -50,7 +53,9 @@ class Core:
     notices: list[str]
 
     @classmethod
-    async def open(cls, settings: Settings, *, bootstrap: bool = True) -> Core:
+    async def open(
+        cls, settings: Settings, *, bootstrap: bool = True, metrics: Metrics | None = None
+    ) -> Core:
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -61,7 +66,12 @@ class Core:
             await store.close()
             raise
         usage = UsageRecorder(store, settings.usage_flush_interval)
-        authenticator = Authenticator(store, usage, ClientAddressResolver(settings.trusted_proxies))
+        authenticator = Authenticator(
+            store,
+            usage,
+            ClientAddressResolver(settings.trusted_proxies),
+            metrics.authenticated if metrics is not None else ignore,
+        )
         manager = TokenManager(store, usage, authenticator, Sealer(key.key), settings.token_prefix)
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
@@ -95,20 +105,34 @@ class GrpcServer:
     """grpc.aio server with TokenService, health and reflection."""
 
     def __init__(
-        self, core: Core, *, reuse_port: bool = False, settings: Settings | None = None
+        self,
+        core: Core,
+        *,
+        reuse_port: bool = False,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+        access: AccessLog | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.core = core
+        #: None: plaintext.
+        self._credentials = credentials
         # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
         # server on a busy port must fail loudly, not quietly take half the traffic.
         options = (
             ("grpc.so_reuseport", int(reuse_port)),
             *connection_options(settings or Settings()),
         )
-        self.server = grpc.aio.server(options=options)
+        observer = GrpcObserver(metrics, access)
+        self.server = grpc.aio.server(options=options, interceptors=(observer,))
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        servicer = TokenServicer(core.manager, core.authenticator)
+        servicer = TokenServicer(
+            core.manager,
+            core.authenticator,
+            metrics.introspected if metrics is not None else ignore,
+        )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         #: The same handlers, for an in-process gateway.
@@ -141,7 +165,10 @@ class GrpcServer:
     async def start(self, listen: str) -> int:
         """Bind (port 0 picks one), start serving; return the bound port."""
         try:
-            port = self.server.add_insecure_port(listen)
+            if self._credentials is None:
+                port = self.server.add_insecure_port(listen)
+            else:
+                port = self.server.add_secure_port(listen, self._credentials)
         except RuntimeError as error:
             raise OSError(f"could not listen on {listen}: {error}") from None
         if port == 0:

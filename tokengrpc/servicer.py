@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
+from tokengrpc.metrics import Observation, ignore
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -22,9 +23,16 @@ Response = TypeVar("Response")
 
 
 class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
-    def __init__(self, manager: TokenManager, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        manager: TokenManager,
+        authenticator: Authenticator,
+        introspected: Observation = ignore,
+    ) -> None:
         self._manager = manager
         self._auth = authenticator
+        #: Told whether each introspection found the token active (the metric).
+        self._introspected = introspected
 
     async def _call(
         self,
@@ -98,7 +106,9 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         request: pb.IntrospectTokenRequest,
         context: grpc.aio.ServicerContext[pb.IntrospectTokenRequest, pb.IntrospectTokenResponse],
     ) -> pb.IntrospectTokenResponse:
-        return await self._call(self._manager.introspect_token, request, context)
+        response = await self._call(self._manager.introspect_token, request, context)
+        self._introspected(response.active)
+        return response
 
     async def RotateToken(
         self,

@@ -1,0 +1,193 @@
+"""``/metrics`` after known traffic: each counter moved by exactly what was sent,
+and no label holds a token, a token id or a name."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.app import HttpServer, start_http
+from tests.helpers import bearer
+from tests.processes import serve
+from tokengrpc.config import Settings
+from tokengrpc.metrics import Metrics
+from tokengrpc.observe import HttpObserver
+from tokengrpc.server import Core, GrpcServer
+from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+#: Well formed, checksum and all, but never issued: what an attacker replays.
+FORGED = "7|tgr_0123456789abcdefghijABCDEFGHIJ0123456789abcdef"
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@dataclass
+class Observed:
+    server: GrpcServer
+    http: HttpServer
+    stub: tokens_pb2_grpc.TokenServiceAsyncStub
+    client: httpx.AsyncClient
+    admin: str
+
+    async def scrape(self) -> Samples:
+        response = await self.client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        return parse(response.text)
+
+
+@pytest.fixture(params=["network", "in-process"])
+async def observed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Observed]:
+    metrics = Metrics()
+    core = await Core.open(Settings(data_dir=tmp_path, usage_flush_interval=0.05), metrics=metrics)
+    server = GrpcServer(core, metrics=metrics)
+    port = await server.start("127.0.0.1:0")
+    target = f"127.0.0.1:{port}"
+    upstream = server.in_process if request.param == "in-process" else target
+    http = await start_http(upstream, "127.0.0.1:0", observer=HttpObserver(metrics, None))
+    channel = grpc.aio.insecure_channel(target)
+    client = httpx.AsyncClient(base_url=f"http://{http.address}")
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    try:
+        yield Observed(server, http, tokens_pb2_grpc.TokenServiceStub(channel), client, admin)
+    finally:
+        await client.aclose()
+        await channel.close()
+        await http.stop()
+        await server.stop(1)
+        await core.close()
+
+
+async def test_grpc_counters_move_by_exactly_the_calls_made(observed: Observed) -> None:
+    before = await observed.scrape()
+    created = await observed.stub.CreateToken(
+        pb.CreateTokenRequest(name="billing-bot", owner="alice", scopes=["write"]),
+        metadata=bearer(observed.admin),
+    )
+    for _ in range(3):
+        await observed.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(observed.admin))
+    for presented in (FORGED, created.plaintext + "x"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await observed.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(presented))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for token in (created.plaintext, FORGED):
+        await observed.stub.IntrospectToken(
+            pb.IntrospectTokenRequest(token=token), metadata=bearer(observed.admin)
+        )
+    after = await observed.scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    list_method = "/tokengrpc.v1.TokenService/ListTokens"
+    assert delta("tokengrpc_grpc_requests_total", method=list_method, code="OK") == 3
+    assert delta("tokengrpc_grpc_requests_total", method=list_method, code="UNAUTHENTICATED") == 2
+    assert delta("tokengrpc_grpc_request_duration_seconds_count", method=list_method) == 5
+    introspect = "/tokengrpc.v1.TokenService/IntrospectToken"
+    assert delta("tokengrpc_grpc_requests_total", method=introspect, code="OK") == 2
+    assert delta("tokengrpc_introspections_total", active="true") == 1
+    assert delta("tokengrpc_introspections_total", active="false") == 1
+    # 1 create + 3 lists + 2 introspections by the admin; 2 refused.
+    assert delta("tokengrpc_authentications_total", result="ok") == 6
+    assert delta("tokengrpc_authentications_total", result="failed") == 2
+    _no_identifying_labels(after, [created.plaintext, FORGED, observed.admin], created.token)
+
+
+async def test_http_counters_are_labelled_by_route_template(observed: Observed) -> None:
+    headers = {"Authorization": f"Bearer {observed.admin}"}
+    made = await observed.client.post("/api/token", json={"name": "ci-runner"}, headers=headers)
+    assert made.status_code == 201
+    token_id = made.json()["token"]["id"]
+    before = await observed.scrape()
+    for _ in range(4):
+        assert (await observed.client.get("/api/token", headers=headers)).status_code == 200
+    forged = {"Authorization": f"Bearer {FORGED}"}
+    stranger = await observed.client.get("/api/token", headers=forged)
+    assert stranger.status_code == 401
+    gone = await observed.client.delete(f"/api/token/{token_id}", headers=headers)
+    assert gone.status_code == 200
+    again = await observed.client.delete(f"/api/token/{token_id}", headers=headers)
+    assert again.status_code == 404
+    fetched = await observed.client.get(f"/v1/tokens/{token_id}", headers=headers)
+    assert fetched.status_code == 200
+    for path in ("/no/such/thing", f"/{FORGED}", "/wp-admin.php"):
+        assert (await observed.client.get(path)).status_code == 404
+    after = await observed.scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "tokengrpc_http_requests_total"
+    assert delta(requests, route="/api/token", status="200") == 4
+    assert delta(requests, route="/api/token", status="401") == 1
+    assert delta(requests, route="/api/token/{tokenId}", status="200") == 1
+    assert delta(requests, route="/api/token/{tokenId}", status="404") == 1
+    assert delta(requests, route="/v1/tokens/{id}", status="200") == 1
+    assert delta(requests, route="(unmatched)", status="404") == 3
+    # The scrape before this one counted, under its own template.
+    assert delta(requests, route="/metrics", status="200") == 1
+    assert delta("tokengrpc_http_request_duration_seconds_count", route="/api/token") == 5
+    _no_identifying_labels(after, [observed.admin, FORGED], None, ids=(token_id,))
+
+
+def _no_identifying_labels(
+    samples: Samples, secrets: list[str], token: pb.Token | None, ids: tuple[int, ...] = ()
+) -> None:
+    forbidden = [*secrets, *(s.partition("|")[2] for s in secrets)]
+    names = {"billing-bot", "ci-runner", "alice"}
+    identifiers = {str(i) for i in ids} | ({str(token.id)} if token is not None else set())
+    for _, labels in samples:
+        for label, text in labels:
+            assert not any(secret in text for secret in forbidden), label
+            assert text not in names, (label, text)
+            if label in ("route", "method"):
+                assert not any(f"/{i}" in text for i in identifiers), (label, text)
+
+
+async def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--http-listen",
+        "127.0.0.1:0", "--workers", "2", "--metrics-listen", "127.0.0.1:0", until="metrics",
+    )  # fmt: skip
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    sent = 40
+    try:
+        http, scraper = server.address("http"), server.address("metrics")
+        # A connection per request, so that the kernel spreads them over both processes
+        # (SO_REUSEPORT hashes each connection: 40 on one process is a 1 in 2**39 chance).
+        for _ in range(sent):
+            async with httpx.AsyncClient(base_url=f"http://{http}") as client:
+                response = await client.get("/healthz")
+                assert response.status_code == 200
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://{scraper}/metrics")).text
+            # The HTTP listener's own /metrics shows the same sum, whichever worker answers.
+            listed = await client.get(
+                f"http://{http}/api/token", headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert listed.status_code == 200
+        samples = parse(text)
+        total = value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200")
+        assert total == sent, text
+        print(f"{sent} requests over 2 processes, one scrape shows {total}")
+    finally:
+        code, output = await server.stop()
+    assert code == 0, output

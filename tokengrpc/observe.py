@@ -1,0 +1,145 @@
+"""What every request leaves behind: a metric sample and an access line, from one place per surface.
+
+gRPC: one server interceptor wraps every handler of every service (tokens,
+health, reflection, ext_authz). HTTP: the gateway calls :class:`HttpObserver`
+once per request from ``Gateway.__call__`` (it is handed one by the command
+line, since the gateway does not import this package).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+
+from tokengrpc.logs import AccessLog, CallerSlot, trace_id_of, track_caller
+from tokengrpc.metrics import UNMATCHED_ROUTE, Metrics
+
+
+def _address(peer: str) -> str | None:
+    """``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5`` -> the address; anything else as gRPC said it."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return peer or None
+
+
+class GrpcObserver(grpc.aio.ServerInterceptor):
+    """Counts, times and logs every call; ``method`` is the full method name."""
+
+    def __init__(self, metrics: Metrics | None, access: AccessLog | None) -> None:
+        self._metrics = metrics
+        self._access = access if access is not None and access.enabled else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None or (self._metrics is None and self._access is None):
+            return handler
+        method: str = details.method
+        metadata: Iterable[tuple[str, Any]] = details.invocation_metadata or ()
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                wrapped = self._wrap(behaviour, method, metadata)
+                return handler._replace(**{kind: wrapped})  # type: ignore[attr-defined,no-any-return]
+        return handler
+
+    def _wrap(
+        self, behaviour: Callable[..., Any], method: str, metadata: Iterable[tuple[str, Any]]
+    ) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                started, slot, failed = time.perf_counter(), track_caller(), True
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                    failed = False
+                finally:
+                    self._done(method, metadata, context, started, slot, failed)
+
+            return streaming
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started, slot, failed = time.perf_counter(), track_caller(), True
+            try:
+                response = await behaviour(request, context)
+                failed = False
+                return response
+            finally:
+                self._done(method, metadata, context, started, slot, failed)
+
+        return call
+
+    def _done(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, Any]],
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+        slot: CallerSlot,
+        failed: bool,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        # None when the handler neither set a code nor aborted (typed otherwise).
+        code: grpc.StatusCode | None = getattr(context, "code")()  # noqa: B009
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+        if self._metrics is not None:
+            self._metrics.grpc_call(method, code.name, seconds)
+        if self._access is not None:
+            self._access.write(
+                surface="grpc", method=method, route=None, status=code.name,
+                duration_ms=round(seconds * 1000, 3), token_id=slot.token_id,
+                client=_address(context.peer()), trace_id=trace_id_of(metadata),
+            )  # fmt: skip
+
+
+class HttpObserver:
+    """The gateway's observer: ``begin`` before routing, ``end`` once answered."""
+
+    def __init__(self, metrics: Metrics | None, access: AccessLog | None) -> None:
+        self._metrics = metrics
+        self._access = access if access is not None and access.enabled else None
+        self.serves_metrics = metrics is not None
+
+    def begin(self) -> CallerSlot:
+        return track_caller()
+
+    def end(
+        self,
+        begun: CallerSlot,
+        *,
+        method: str,
+        route: str | None,
+        status: int,
+        seconds: float,
+        client: str | None,
+        headers: Mapping[str, str],
+        trace_id: str | None,
+    ) -> None:
+        label = route or UNMATCHED_ROUTE
+        if self._metrics is not None:
+            self._metrics.http_request(label, str(status), seconds)
+        if self._access is not None:
+            self._access.write(
+                surface="http", method=method, route=label, status=status,
+                duration_ms=round(seconds * 1000, 3), token_id=begun.token_id, client=client,
+                trace_id=trace_id or trace_id_of(headers.items()),
+            )  # fmt: skip
+
+    def scrape(self) -> tuple[bytes, str] | None:
+        return self._metrics.scrape() if self._metrics is not None else None
