@@ -31,6 +31,7 @@ async def limited(tmp_path: Path) -> AsyncIterator[Serving]:
     server = await serve(
         "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
         "--grpc-max-connections", str(LIMIT), "--grpc-keepalive-min-time", "30",
+        "--no-access-log",  # what is left on stderr is what refusals wrote
     )  # fmt: skip
     try:
         yield server
