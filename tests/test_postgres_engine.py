@@ -168,8 +168,8 @@ async def test_a_lost_listen_connection_vouches_for_nothing_until_back(
     try:
         ended = await connection.fetchval(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = $1 AND datname = current_database()) AS t",
-            LISTENER_APPLICATION,
+            " WHERE application_name LIKE $1 AND datname = current_database()) AS t",
+            LISTENER_APPLICATION + " %",
         )
         assert ended == 3
         await _until(lambda: not changes.listening, within=2)
@@ -180,9 +180,9 @@ async def test_a_lost_listen_connection_vouches_for_nothing_until_back(
         value = changes.current()
         assert changes.current() == value
         listeners = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1"
             " AND datname = current_database()",
-            LISTENER_APPLICATION,
+            LISTENER_APPLICATION + " %",
         )
         assert listeners == 3
     finally:

@@ -28,6 +28,7 @@ CHANNEL = "tokengrpc_changes"
 #: ``application_name`` of the pooled connections and of the listening one, so
 #: an operator (or a test) can tell them apart in ``pg_stat_activity``.
 APPLICATION = "tokengrpc"
+#: Followed by the process id: which instance's listener it is.
 LISTENER_APPLICATION = "tokengrpc-listen"
 #: Seconds between checks that the listening connection still answers (a
 #: silent network loss gives no end-of-file to notice).

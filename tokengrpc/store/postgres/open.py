@@ -7,6 +7,7 @@ act on; the URL's password is cut out of everything it says.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -65,7 +66,8 @@ async def open_postgres(url: str) -> tuple[PostgresEngine, Notifications]:
     """A migrated database's engine and its change notifications, listening already."""
     await migrate_postgres(url)
     instance = new_instance_id()
-    changes = Notifications(functools.partial(_connect, url, LISTENER_APPLICATION), instance)
+    listener = f"{LISTENER_APPLICATION} {os.getpid()}"
+    changes = Notifications(functools.partial(_connect, url, listener), instance)
     await _explained(url, changes.start)
     try:
         engine = await _explained(url, functools.partial(PostgresEngine.open, url, instance))
