@@ -16,6 +16,9 @@ from tests.helpers import (
 )
 from tests.postgres import External, PgServer, remove_server, start_server
 
+#: The contract suite's ``open_store`` fixture, parametrized by engine.
+pytest_plugins = ["tests.stores"]
+
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[LiveService]:

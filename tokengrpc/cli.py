@@ -40,7 +40,7 @@ from tokengrpc.errors import DomainError
 from tokengrpc.metrics import Metrics, share_between_processes
 from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
-from tokengrpc.store.schema import migrate_store
+from tokengrpc.store.open import migrate_store
 from tokengrpc.supervise import (
     Worker,
     WorkerPipes,

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from tokengrpc.store.cached import CachingStore
 from tokengrpc.store.postgres.changes import LISTENER_APPLICATION, Notifications, new_instance_id
 from tokengrpc.store.postgres.dsn import redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
@@ -62,7 +63,13 @@ async def migrate_postgres(url: str) -> tuple[int, int]:
     return await _explained(url, run)
 
 
-async def open_postgres(url: str) -> tuple[PostgresEngine, Notifications]:
+async def open_postgres(url: str) -> CachingStore:
+    """The store on a PostgreSQL database: the engine, its notifications, the cache."""
+    engine, changes = await open_engine(url)
+    return CachingStore(engine, changes)
+
+
+async def open_engine(url: str) -> tuple[PostgresEngine, Notifications]:
     """A migrated database's engine and its change notifications, listening already."""
     await migrate_postgres(url)
     instance = new_instance_id()
@@ -77,4 +84,4 @@ async def open_postgres(url: str) -> tuple[PostgresEngine, Notifications]:
     return engine, changes
 
 
-__all__ = ["DatabaseError", "migrate_postgres", "open_postgres"]
+__all__ = ["DatabaseError", "migrate_postgres", "open_engine", "open_postgres"]
