@@ -34,7 +34,7 @@ def _key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-@dataclass
+@dataclass(eq=False)
 class Instance:
     serving: Serving
     data_dir: Path
@@ -296,6 +296,26 @@ async def test_migrate_prints_the_schema_version(database_url: str, tmp_path: Pa
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"schema version {LATEST}"
         assert PASSWORD not in done.stdout + done.stderr
+
+
+async def test_token_commands_work_on_the_shared_database(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    env = cluster.env()
+    data = str(cluster.root / "operator")
+    created = run_cli("token", "create", "--data-dir", data, "--name", "from-cli",
+                      "--owner", "alice", "--scope", "write", env=env)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    plaintext = created.stdout.strip()
+    assert await _active(a, plaintext), "a token made by the command works at once"
+    listed = run_cli("token", "list", "--data-dir", data, "--owner", "alice", env=env)
+    assert "from-cli" in listed.stdout
+    token_id = plaintext.partition("|")[0]
+    revoked = run_cli("token", "revoke", "--data-dir", data, token_id, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    start = time.perf_counter()
+    while await _active(a, plaintext):
+        assert time.perf_counter() - start < 1.0
+    assert not (cluster.root / "operator" / "bootstrap-token").exists()
 
 
 @pytest.fixture
