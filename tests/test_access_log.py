@@ -188,3 +188,40 @@ async def test_text_lines_and_no_access_log(tmp_path: Path) -> None:
         assert (await client.get("/healthz")).status_code == 200
     _, output = await quiet.stop()
     assert "tokengrpc.access" not in output
+
+
+async def test_a_secret_sent_as_request_id_is_not_logged(tmp_path: Path) -> None:
+    """The secret part of a plaintext fits the request-id alphabet (no ``|``);
+    sent as ``x-request-id``, alone or inside a longer id, it is dropped on
+    both surfaces while ordinary ids (UUIDs, 32 hex digits) are still logged."""
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", "--log-format", "json", until="http",
+    )  # fmt: skip
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    secret = admin.partition("|")[2]
+    pasted = (secret, f"req-{secret}", f"{secret}.1", secret.removeprefix("tgr_"))
+    kept = (str(uuid.uuid4()), uuid.uuid4().hex)
+    try:
+        async with grpc.aio.insecure_channel(server.address("grpc")) as channel:
+            stub = tokens_pb2_grpc.TokenServiceStub(channel)
+            for request_id in (*pasted, *kept):
+                metadata = (*bearer(admin), ("x-request-id", request_id))
+                await stub.ListTokens(pb.ListTokensRequest(), metadata=metadata)
+        async with httpx.AsyncClient(base_url=f"http://{server.address('http')}") as client:
+            for request_id in (*pasted, *kept):
+                headers = {"Authorization": f"Bearer {admin}", "x-request-id": request_id}
+                assert (await client.get("/api/token", headers=headers)).status_code == 200
+    finally:
+        code, output = await server.stop()
+    assert code == 0, output
+    lines = [*server.lines, *output.splitlines()]
+    assert not any(secret.removeprefix("tgr_")[:20] in line for line in lines)
+    access = [
+        json.loads(line)
+        for line in lines
+        if not line.startswith(STDOUT_LINES) and "tokengrpc.access" in line
+    ]
+    for surface in ("grpc", "http"):
+        traced = [r["trace_id"] for r in access if r["surface"] == surface]
+        assert traced == [None] * len(pasted) + list(kept), surface

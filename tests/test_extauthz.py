@@ -300,3 +300,18 @@ async def test_check_is_listed_by_reflection_and_refuses_callers_without_introsp
 def test_readme_shows_the_config_the_tests_run() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"```yaml\n{CONFIG.read_text()}```" in readme
+
+
+async def test_scopes_outside_printable_ascii_reach_the_upstream_encoded(stack: Stack) -> None:
+    """Scopes are any printable text without spaces, so, like owner and name,
+    they travel percent-encoded where they hold ``%`` or anything outside
+    printable ASCII; plain scopes arrive as they are."""
+    scopes = ["read", "données", "50%", "日本"]
+    token_id, token = await stack.service.create("t", owner="bob", scopes=scopes)
+    headers = received(await stack.get("/", token))
+    assert values(headers, "x-token-id") == [str(token_id)]
+    (joined,) = values(headers, "x-token-scopes")
+    print("x-token-scopes:", joined)
+    assert joined.isascii()
+    assert [unquote(scope) for scope in joined.split(" ")] == scopes
+    assert joined.split(" ")[0] == "read"

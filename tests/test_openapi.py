@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import jsonschema
 import pytest
+from google.protobuf.message_factory import GetMessageClass
 from openapi_spec_validator import validate
 
 from gateway.app import SERVICE, routes
-from gateway.openapi import document, openapi_path
+from gateway.openapi import UNAUTHENTICATED_RPCS, document, openapi_path, parameter_names
 from gateway.pattern import compile_template
+from gateway.transcode import bindings
 from gateway.upstream import Upstream
 from tests.helpers import LiveGateway, LiveService
 
@@ -202,3 +205,48 @@ def test_the_schemas_are_not_vacuous(spec: Document) -> None:
     introspection = {"$ref": "#/components/schemas/oauth.Introspection"}
     assert fits(spec, introspection, {"active": True})
     assert fits(spec, introspection, {"active": False}) == []
+
+
+async def test_security_matches_which_routes_answer_without_a_token(
+    gateway: LiveGateway, spec: Document
+) -> None:
+    """The document's per-operation ``security`` is held to what the server does:
+    every canonical route is called without a token, and exactly those that
+    do not answer 401 are documented with ``security: []``."""
+    before = gateway.service.snapshot()
+    open_operations: set[str] = set()
+    for binding in bindings(SERVICE):
+        path = openapi_path(binding.template)
+        filled = path.format(**{name: "1" for name in parameter_names(binding.template).values()})
+        answer_ = await gateway.client.request(
+            binding.http_method, filled, json={} if binding.body else None
+        )
+        operation = spec["paths"][path][binding.http_method.lower()]
+        anonymous = answer_.status_code != 401
+        print(binding.http_method, filled, answer_.status_code)
+        assert (operation.get("security") == []) is anonymous, (filled, answer_.status_code)
+        if anonymous:
+            open_operations.add(binding.method.name)
+    assert open_operations == UNAUTHENTICATED_RPCS == {"RevokeTokenByValue"}
+    assert gateway.service.snapshot() == before
+
+
+async def test_unauthenticated_rpcs_are_the_ones_the_servicer_serves_without_a_token(
+    service: LiveService,
+) -> None:
+    """The same table over gRPC, for RPCs with no HTTP binding as well."""
+    answered: set[str] = set()
+    for method in SERVICE.methods:
+        call: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = service.channel.unary_unary(
+            f"/{SERVICE.full_name}/{method.name}",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=lambda raw: raw,
+        )
+        request = GetMessageClass(method.input_type)()
+        try:
+            await call(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                continue
+        answered.add(method.name)
+    assert answered == UNAUTHENTICATED_RPCS

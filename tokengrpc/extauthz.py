@@ -113,7 +113,9 @@ def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
     headers = [
         _header("x-token-id", str(record.id)),
         _header("x-token-name", quote(record.name, safe=_SAFE)),
-        _header("x-token-scopes", " ".join(record.scopes)),
+        # Scopes hold no spaces but may hold any other printable text: each is
+        # encoded like the name, so the header stays ASCII and splits on " ".
+        _header("x-token-scopes", " ".join(quote(scope, safe=_SAFE) for scope in record.scopes)),
     ]
     if record.owner:  # service tokens have none, and then the header is absent
         headers.append(_header("x-token-owner", quote(record.owner, safe=_SAFE)))

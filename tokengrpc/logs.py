@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tokengrpc import plaintext
+
 ACCESS_LOGGER = "tokengrpc.access"
 #: The fields of an access line, in the order the text format prints them.
 ACCESS_FIELDS = ("surface", "method", "route", "status", "duration_ms", "token_id", "client",
@@ -27,6 +29,10 @@ ACCESS_FIELDS = ("surface", "method", "route", "status", "duration_ms", "token_i
 
 #: A request id worth logging: short, and no character a plaintext holds (``|``).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The secret part of a plaintext holds this many base62 characters in a row
+#: (random and checksum); request ids in use (UUIDs, ULIDs, hex trace ids) never
+#: do, so an id holding such a run may be a pasted secret and is not logged.
+_SECRET_RUN = re.compile(f"[A-Za-z0-9]{{{plaintext.RANDOM_LENGTH + plaintext.CHECKSUM_LENGTH}}}")
 #: W3C trace context: version-traceid-parentid-flags; the trace id is what we log.
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -61,7 +67,8 @@ def trace_id_of(pairs: Iterable[tuple[str, Any]]) -> str | None:
     """The client's ``x-request-id`` or ``traceparent`` trace id, if it is well formed.
 
     Anything else is dropped, not escaped: a client must not choose what
-    our log says, and a pasted plaintext (it holds ``|``) never fits.
+    our log says, and a pasted plaintext (it holds ``|``) never fits, nor
+    does its secret part alone.
     """
     request_id = traceparent = None
     for key, value in pairs:
@@ -69,7 +76,11 @@ def trace_id_of(pairs: Iterable[tuple[str, Any]]) -> str | None:
             request_id = value
         elif key == "traceparent" and isinstance(value, str):
             traceparent = value
-    if request_id is not None and _REQUEST_ID.fullmatch(request_id):
+    if (
+        request_id is not None
+        and _REQUEST_ID.fullmatch(request_id)
+        and not _SECRET_RUN.search(request_id)
+    ):
         return request_id
     if traceparent is not None:
         match = _TRACEPARENT.fullmatch(traceparent.strip())
