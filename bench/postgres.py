@@ -65,7 +65,9 @@ def _introspect_rows(rows: list[Row], work: Path, pg: PgServer, runs: int, secon
                             _of_floor(rate, floor[0])))  # fmt: skip
         rows.append(Row("PostgreSQL", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
         # Two instances on the one database, the load split between them.
-        with server(_pg_args(work / "pg-grpc-b", url), ["grpc"]) as other:
+        # Every instance needs the store's key (the seeding instance made it).
+        key = {"TOKENGRPC_SECRET_KEY": (data / KEY_FILE).read_text().strip()}
+        with server(_pg_args(work / "pg-grpc-b", url), ["grpc"], env=key) as other:
             targets = [svc.addresses["grpc"], other.addresses["grpc"]]
             both = interleaved(runs, {
                 "one": partial(grpc_load, targets[0], "introspect", 16, seconds,
@@ -95,7 +97,7 @@ def _together(loads: list[Callable[[], dict[str, float]]]) -> dict[str, float]:
     for thread in threads:
         thread.join()
     total = {key: max(result[key] for result in results) for key in results[0]}
-    total["rate"] = sum(result["rate"] for result in results)
+    total["calls_per_second"] = sum(result["calls_per_second"] for result in results)
     return total
 
 
