@@ -34,8 +34,7 @@ from bench.seed import Group, seed_sync
 from bench.stats import Figure
 from tokengrpc import tokens as token_ops
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
-from tokengrpc.store.freshness import Generation
-from tokengrpc.store.sqlite import GENERATION_FILE
+from tokengrpc.store.sqlite import GENERATION_FILE, Generation
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
@@ -373,7 +372,7 @@ def _scale_one(rows: list[Row], work: Path, size: int) -> None:
             )
             me_last = _timed(9, partial(client.get, last_page, headers=headers), cold)
         rss = svc.rss_mb()
-    generation.close()
+    generation.close_now()
     db_mb = sum(p.stat().st_size for p in data.glob("tokens.db*")) / 1e6
     rows += [
         Row("Scale", f"{size:,} tokens: ListTokens page 1 / near the end (keyset), uncached",

@@ -14,6 +14,9 @@ from tests.helpers import (
     stop_service,
 )
 
+#: The contract suite's ``open_store`` fixture, parametrized by engine.
+pytest_plugins = ["tests.stores"]
+
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[LiveService]:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import bearer
 from tests.processes import Serving, children, clean_env, run_cli, serve
-from tokengrpc.store.migrations import LATEST
+from tokengrpc.store.sqlite.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 

@@ -10,14 +10,14 @@ after it runs) to make both orders happen on demand.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
 from tests.helpers import LiveService, bearer
-from tokengrpc.store.freshness import Generation
-from tokengrpc.store.sqlite import GENERATION_FILE
+from tokengrpc.store.cached import CachingStore
+from tokengrpc.store.sqlite import GENERATION_FILE, Generation, SqliteEngine
 from tokengrpc.v1 import tokens_pb2 as pb
 
 Reader = Callable[[LiveService, int, str], Coroutine[Any, Any, pb.Token]]
@@ -61,27 +61,28 @@ async def test_a_read_during_a_flush_counts_each_use_once(
     store = service.core.store
     await service.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))  # one use
     await read(service, token_id, token)  # the answer is cached now
-    writer = store._writer  # a slow disk, on demand
-    real_execute = writer.execute
+    assert isinstance(store, CachingStore)
+    engine = store.engine
+    assert isinstance(engine, SqliteEngine)
     reached, release = asyncio.Event(), asyncio.Event()
 
-    async def held(sql: str, *args: Any) -> Any:
+    async def held(sql: str, run: Callable[[], Awaitable[Any]]) -> Any:  # a slow disk
         if sql != "COMMIT" or reached.is_set():
-            return await real_execute(sql, *args)
-        result = await real_execute(sql, *args) if commit == "held-after-commit" else None
+            return await run()
+        result = await run() if commit == "held-after-commit" else None
         reached.set()
         await release.wait()
         if commit == "held-before-commit":
-            result = await real_execute(sql, *args)
+            result = await run()
         return result
 
-    writer.execute = held  # type: ignore[method-assign,assignment]
+    engine.around_write = held
     flushing = asyncio.create_task(service.core.usage.flush())
     await asyncio.wait_for(reached.wait(), 5)
     if cache == "announced-elsewhere":  # another process wrote: the cache is dropped
         elsewhere = Generation(service.data_dir / GENERATION_FILE)
         elsewhere.bump()
-        elsewhere.close()
+        elsewhere.close_now()
 
     reading = asyncio.create_task(read(service, token_id, token))
     try:
@@ -93,7 +94,7 @@ async def test_a_read_during_a_flush_counts_each_use_once(
     finally:
         release.set()
         await flushing
-        writer.execute = real_execute  # type: ignore[method-assign]
+        engine.around_write = None
     got = await asyncio.wait_for(reading, 5)
     expected = 1 + 2 * uses
     assert got.usage_count == expected

@@ -25,7 +25,6 @@ from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.rules import ADMIN, WRITE, Status, status_of
 from tokengrpc.store import Actor, TokenRecord, TokenStore
-from tokengrpc.usage import UsageRecorder
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +76,28 @@ class Authenticator:
     def __init__(
         self,
         store: TokenStore,
-        usage: UsageRecorder,
         resolver: ClientAddressResolver,
         observe: Observation = ignore,
     ) -> None:
         self._store = store
-        self._usage = usage
         self.resolver = resolver
         #: Told whether each caller authentication succeeded (the metric).
         self._observe = observe
 
-    async def check(self, presented: str | None, address: IPAddress | None) -> TokenRecord | None:
-        """The token's record if it may be used now from ``address``; counts the use."""
+    async def check(
+        self, presented: str | None, address: IPAddress | None, *, counted: bool = False
+    ) -> TokenRecord | None:
+        """The token's record if it may be used now from ``address``; counts the use.
+
+        ``counted``: with usage figures exact (this use included); otherwise
+        they may leave out uses not yet written, which is cheaper.
+        """
         if not presented:
             return None
         parsed = plaintext.parse(presented)
         if parsed is None:
             return None
-        record = await self._store.get(parsed.id)
+        record = await self._store.get(parsed.id, usage=False)
         if record is None:
             return None
         now = now_us()
@@ -106,7 +109,9 @@ class Authenticator:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
-        self._usage.record(record.id, now, "" if address is None else str(address))
+        self._store.record_use(record.id, now, "" if address is None else str(address))
+        if counted:  # read again: the store's records count every use, this one too
+            return await self._store.get(record.id)
         return record
 
     def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:

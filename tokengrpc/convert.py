@@ -64,21 +64,15 @@ def _stamp(micros: int) -> dict[str, int]:
     return {"seconds": seconds, "nanos": rest * 1000}
 
 
-def token_fields(
-    record: TokenRecord, now: int, usage: tuple[int, int | None, str] | None = None
-) -> dict[str, Any]:
+def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
     """A Token's fields, to build it where it goes: ``tokens.add(**f)``, or as
     the ``token`` of a response (``Response(token=f)``).
 
     Plain values and dicts are much cheaper to hand to upb than messages,
     which it would copy (listings build many of these per call).
-    ``usage`` overrides the record's counters with pending uses.
+    The store's records already hold every use, pending ones too.
     """
-    usage_count, last_use_time, last_use_ip = usage or (
-        record.usage_count,
-        record.last_use_time,
-        record.last_use_ip,
-    )
+    last_use_time = record.last_use_time
     fields: dict[str, Any] = {
         "id": record.id,
         "name": record.name,
@@ -88,10 +82,10 @@ def token_fields(
         "allowed_ips": record.allowed_ips,
         "create_time": _stamp(record.create_time),
         "update_time": _stamp(record.update_time),
-        "usage_count": usage_count,
+        "usage_count": record.usage_count,
         "status": _STATUS[status_of(record, now)],
         "service_token": record.is_service,
-        "last_use_ip": last_use_ip,
+        "last_use_ip": record.last_use_ip,
     }
     if record.expire_time is not None:
         fields["expire_time"] = _stamp(record.expire_time)
@@ -102,12 +96,10 @@ def token_fields(
     return fields
 
 
-def token_init(
-    record: TokenRecord, now: int, usage: tuple[int, int | None, str] | None = None
-) -> tokens_pb2.Token:
+def token_init(record: TokenRecord, now: int) -> tokens_pb2.Token:
     """The ``token`` argument of a response constructor, and only that.
 
     It is the fields dict, which upb builds the submessage from without the
     copy a ready message costs; typed as the message it becomes there.
     """
-    return cast(tokens_pb2.Token, token_fields(record, now, usage))
+    return cast(tokens_pb2.Token, token_fields(record, now))

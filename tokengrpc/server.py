@@ -30,7 +30,8 @@ from tokengrpc.plaintext import valid_prefix
 from tokengrpc.reflection import enable_reflection
 from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
-from tokengrpc.store.sqlite import SqliteStore
+from tokengrpc.store import TokenStore
+from tokengrpc.store.open import open_store
 from tokengrpc.tokens import TokenManager
 from tokengrpc.usage import UsageRecorder, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
@@ -44,7 +45,7 @@ SERVICE_NAME = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
 class Core:
     """The pieces the gRPC server and the command line share."""
 
-    store: SqliteStore
+    store: TokenStore
     usage: UsageRecorder
     authenticator: Authenticator
     manager: TokenManager
@@ -59,7 +60,7 @@ class Core:
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        store = await SqliteStore.open(settings.data_dir)
+        store = await open_store(settings)
         try:
             key = await checked_key(store, settings.data_dir, settings.secret_key)
         except BaseException:
@@ -68,11 +69,10 @@ class Core:
         usage = UsageRecorder(store, settings.usage_flush_interval)
         authenticator = Authenticator(
             store,
-            usage,
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
         )
-        manager = TokenManager(store, usage, authenticator, Sealer(key.key), settings.token_prefix)
+        manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )

@@ -30,7 +30,6 @@ from tokengrpc.store import (
     TokenStore,
 )
 from tokengrpc.store.base import SERVICE_OWNER
-from tokengrpc.usage import UsageRecorder
 from tokengrpc.v1 import tokens_pb2 as pb
 
 DEFAULT_PAGE_SIZE = 50
@@ -127,13 +126,11 @@ class TokenManager:
     def __init__(
         self,
         store: TokenStore,
-        usage: UsageRecorder,
         authenticator: Authenticator,
         sealer: Sealer,
         prefix: str = "tgr_",
     ) -> None:
         self._store = store
-        self._usage = usage
         self._auth = authenticator
         self._sealer = sealer
         self._prefix = prefix
@@ -244,10 +241,9 @@ class TokenManager:
         )
         records = await self._store.list(query)
         now = now_us()
-        overlay = self._usage.overlay
         response = pb.ListTokensResponse()
         for record in records[:size]:
-            response.tokens.add(**token_fields(record, now, overlay(record)))
+            response.tokens.add(**token_fields(record, now))
         if len(records) > size:
             response.next_page_token = encode_page_token(
                 self._page_key, records[size - 1].id, owner, request.show_revoked
@@ -258,7 +254,7 @@ class TokenManager:
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
         record = await self._find(caller, request)
-        return pb.GetTokenResponse(token=token_init(record, now_us(), self._usage.overlay(record)))
+        return pb.GetTokenResponse(token=token_init(record, now_us()))
 
     async def update_token(
         self, caller: Caller, request: pb.UpdateTokenRequest
@@ -313,7 +309,7 @@ class TokenManager:
             raise AlreadyExists("a service token with this name already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        return pb.UpdateTokenResponse(token=token_init(updated, now, self._usage.overlay(updated)))
+        return pb.UpdateTokenResponse(token=token_init(updated, now))
 
     async def revoke_token(
         self, caller: Caller, request: pb.RevokeTokenRequest
@@ -331,7 +327,7 @@ class TokenManager:
         )
         if revoked is None:
             raise NotFound("token not found or already revoked")
-        return pb.RevokeTokenResponse(token=token_init(revoked, now, self._usage.overlay(revoked)))
+        return pb.RevokeTokenResponse(token=token_init(revoked, now))
 
     async def get_token_value(
         self, caller: Caller, request: pb.GetTokenValueRequest
@@ -352,7 +348,7 @@ class TokenManager:
         await self._store.record_value_read(record.id, now_us(), caller.actor)
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
-            token=token_init(record, now_us(), self._usage.overlay(record)),
+            token=token_init(record, now_us()),
         )
 
     async def introspect_token(
@@ -370,10 +366,10 @@ class TokenManager:
                 if address is None:
                     problems.add("client_ip", "is not an IP address")
             problems.raise_if_any()
-        record = await self._auth.check(token, address)
+        record = await self._auth.check(token, address, counted=True)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        fields = token_init(record, now_us(), self._usage.overlay(record))
+        fields = token_init(record, now_us())
         return pb.IntrospectTokenResponse(active=True, token=fields)
 
     async def rotate_token(
@@ -417,7 +413,7 @@ class TokenManager:
         if rotated is None:
             raise FailedPrecondition("the token is revoked and can no longer be rotated")
         return pb.RotateTokenResponse(
-            token=token_init(rotated, now, self._usage.overlay(rotated)),
+            token=token_init(rotated, now),
             plaintext=plaintext.join(rotated.id, secret),
         )
 

@@ -7,7 +7,7 @@ are the rows whose owner is the empty string.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -178,14 +178,31 @@ class NameTaken(Exception):
 
 
 class TokenStore(Protocol):
-    """Every write that changes a token writes its audit event in the same
-    transaction: no event without its change, no change without its event."""
+    """What the service holds (``open_store``; docs/store.md).
+
+    Every write that changes a token writes its audit event in the same
+    transaction: no event without its change, no change without its event.
+    Every record returned holds every use recorded through this store, once.
+    """
+
+    @property
+    def writable(self) -> bool:
+        """False from a write the disk refused until ``probe_write`` succeeds."""
+        ...
 
     async def insert(self, new: NewToken) -> TokenRecord:
         """Raises NameTaken for a duplicate live service-token name."""
         ...
 
-    async def get(self, token_id: int) -> TokenRecord | None: ...
+    async def insert_many(self, news: Sequence[NewToken]) -> range:
+        """Bulk loading (imports, benchmarks): one transaction, consecutive ids,
+        each row with its CREATED event."""
+        ...
+
+    async def get(self, token_id: int, *, usage: bool = True) -> TokenRecord | None:
+        """``usage=False``: the usage figures may leave out uses not yet written
+        (cheaper, for callers that never read them)."""
+        ...
 
     async def get_service_token(self, name: str) -> TokenRecord | None:
         """The live (not revoked) service token with this name."""
@@ -220,13 +237,12 @@ class TokenStore(Protocol):
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]: ...
 
-    async def add_usage(self, uses: Mapping[int, Usage]) -> None:
-        """Add counted uses to their tokens.
+    def record_use(self, token_id: int, when: int, address: str = "") -> None:
+        """Count one use, in memory (no I/O): the hot path calls this."""
+        ...
 
-        From the call on, every record the store returns holds these uses,
-        exactly once, unless the call raises: the caller drops them from its
-        pending counts in the same step and adds them back if it fails.
-        """
+    async def flush_usage(self) -> None:
+        """Write the uses counted so far in one batch; on failure they stay pending."""
         ...
 
     async def is_empty(self) -> bool: ...
@@ -246,6 +262,10 @@ class TokenStore(Protocol):
 
     async def ping(self) -> None:
         """Raises if the store cannot answer a query."""
+        ...
+
+    async def probe_write(self) -> None:
+        """A write that leaves no trace, to see whether the disk takes writes again."""
         ...
 
     async def close(self) -> None: ...

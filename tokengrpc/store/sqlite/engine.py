@@ -1,4 +1,4 @@
-"""The SQLite store (the embedded default), through aiosqlite.
+"""The SQLite engine (the embedded default), through aiosqlite: SQL and concurrency only.
 
 One writer connection, guarded by a lock, does every write; a second
 connection does the reads, so a long write never queues a read behind it.
@@ -11,9 +11,7 @@ does not wait for writers; should SQLite still say "busy" (a recovery or
 checkpoint in progress), the read goes to the thread instead of blocking the
 loop.
 
-Answers to those reads are kept until any process writes (``freshness``): a
-write commits, bumps a shared counter, then returns, so a revocation is
-effective on the very next request in every process.
+Caching and change announcement are layers over this (docs/store.md).
 """
 
 from __future__ import annotations
@@ -47,16 +45,18 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
-from tokengrpc.store.freshness import Generation, ReadCache
-from tokengrpc.store.migrations import migrate
+from tokengrpc.store.sqlite.migrations import migrate
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "tokens.db"
-GENERATION_FILE = "tokens.db-generation"
 
 T = TypeVar("T")
-Rows = TypeVar("Rows", bound=Sequence[TokenRecord])
+
+#: Wrapped around every statement of the writer connection: ``around(sql, run)``
+#: must return ``await run()``'s result. A public seam for tests (a slow or
+#: failing disk on demand) and tracing.
+AroundWrite = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 _COLUMNS = (
     "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
@@ -275,27 +275,28 @@ def _inline_reader(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class SqliteStore:
-    """TokenStore on one SQLite file."""
+class SqliteEngine:
+    """An ``Engine`` on one SQLite file.
+
+    One write thread protects the single write connection: every write holds
+    ``_write_lock``, and concurrent creations share one commit.
+    """
 
     def __init__(
         self,
         reader: aiosqlite.Connection,
         writer: aiosqlite.Connection,
         inline: sqlite3.Connection,
-        generation: Generation,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._inline = inline
-        self._generation = generation
-        self._cache = ReadCache(generation)
+        #: See ``AroundWrite``; None runs statements as they are.
+        self.around_write: AroundWrite | None = None
         self._write_lock = asyncio.Lock()
         #: Rows waiting for the next group commit, each with its caller's future.
         self._queued: list[tuple[NewToken, asyncio.Future[TokenRecord]]] = []
         self._inserting: set[asyncio.Task[None]] = set()
-        #: This process's usage batches being written, each with its end.
-        self._usage_writes: list[tuple[Mapping[int, Usage], asyncio.Event]] = []
         #: False from a write the disk refused until one succeeds (``/readyz`` says so).
         self.writable = True
 
@@ -326,15 +327,32 @@ class SqliteStore:
             log.warning("the store takes writes again")
 
     @classmethod
-    async def open(cls, data_dir: Path) -> SqliteStore:
+    async def open(cls, data_dir: Path) -> SqliteEngine:
+        """Migrate ``tokens.db`` in ``data_dir`` (created 0600) and connect to it."""
         path = data_dir / DB_FILE
         await asyncio.to_thread(_prepare, path)
         return cls(
             await _connect(path, writer=False),
             await _connect(path, writer=True),
             _inline_reader(path),
-            Generation(data_dir / GENERATION_FILE),
         )
+
+    async def _around(self, sql: str, run: Callable[[], Awaitable[T]]) -> T:
+        around = self.around_write
+        if around is None:
+            return await run()
+        result: T = await around(sql, run)
+        return result
+
+    async def _execute(self, sql: str, params: Any = ()) -> None:
+        await self._around(sql, functools.partial(self._writer.execute, sql, params))
+
+    async def _fetch(self, sql: str, params: Any = ()) -> Iterable[Any]:
+        fetch = functools.partial(self._writer.execute_fetchall, sql, params)
+        return await self._around(sql, fetch)
+
+    async def _execute_many(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        await self._around(sql, functools.partial(self._writer.executemany, sql, rows))
 
     async def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         """Run a short read inline; fall back to the reader thread if SQLite is busy.
@@ -349,83 +367,25 @@ class SqliteStore:
                 return list(await self._reader.execute_fetchall(sql, params))
 
     async def _records(self, sql: str, params: tuple[object, ...]) -> tuple[TokenRecord, ...]:
-        """A short read, answered from the cache while no process has written."""
-        key = (sql, params)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        mark = self._cache.mark()
-        records = tuple(_record(row) for row in await self._read(sql, params))
-        self._cache.put(key, records, mark)
-        if self._usage_writes:
-            return await self._exact(records, functools.partial(self._records, sql, params))
-        return records
+        return tuple(_record(row) for row in await self._read(sql, params))
 
-    async def _exact(self, records: Rows, again: Callable[[], Awaitable[Rows]]) -> Rows:
-        """``records``, read again if a usage write of ours touching them is in flight.
-
-        Such a read may or may not hold that batch (it depends on whether the
-        commit came first), so it waits for the write and reads once more.
-        Cache hits never come here: they know they do not hold it.
-        """
-        while True:
-            writes = [
-                done
-                for uses, done in self._usage_writes
-                if any(record.id in uses for record in records)
-            ]
-            if not writes:
-                return records
-            for done in writes:
-                await done.wait()
-            records = await again()
-
-    async def _write(
-        self, work: Callable[[], Awaitable[T]], usage: Mapping[int, Usage] | None = None
-    ) -> T:
-        """Run a write to its end, then tell every process's cache about it.
-
-        Shielded: a caller cancelled mid-write (a client's deadline) must not
-        leave a transaction open, or a commit that no bump announces. A
-        ``usage`` write only adds those counts, which this process's cache
-        already counts, so it keeps the cache.
-        """
-        self._cache.begin_write()  # now, not when the task first runs
-        if usage is not None:
-            self._cache.count_usage(usage)
-
-        async def locked() -> T:
-            try:
-                async with self._write_lock:
-                    return await announced()
-            finally:
-                self._cache.end_write()
-
-        async def announced() -> T:
-            done = False
-            try:
-                with self._engine_errors(writing=True):
-                    result = await work()
-                done = True
-                return result
-            finally:
-                before = self._generation.bump()
-                if done and usage is not None:
-                    self._cache.usage_announced(before)
-
-        return await asyncio.shield(locked())
+    async def _locked(self, work: Callable[[], Awaitable[T]]) -> T:
+        """A write, alone on the writer connection; disk failures become ``Unavailable``."""
+        async with self._write_lock:
+            with self._engine_errors(writing=True):
+                return await work()
 
     async def _transaction(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work`` in one immediate transaction: one fsync for many statements."""
-        await self._writer.execute("BEGIN IMMEDIATE")
+        await self._execute("BEGIN IMMEDIATE")
         try:
             result = await work()
         except BaseException:
             # SQLite may have rolled back already (it does on a full disk).
             if self._writer.in_transaction:
-                await self._writer.execute("ROLLBACK")
+                await self._execute("ROLLBACK")
             raise
-        await self._writer.execute("COMMIT")
+        await self._execute("COMMIT")
         return result
 
     async def insert(self, new: NewToken) -> TokenRecord:
@@ -438,7 +398,7 @@ class SqliteStore:
         landed = asyncio.get_running_loop().create_future()
         self._queued.append((new, landed))
         if len(self._queued) == 1:
-            task = asyncio.create_task(self._write(self._insert_queued))
+            task = asyncio.create_task(self._locked(self._insert_queued))
             self._inserting.add(task)
             task.add_done_callback(self._inserting.discard)
         record: TokenRecord = await landed
@@ -477,11 +437,11 @@ class SqliteStore:
         """The rows and their CREATED events (inside the caller's transaction)."""
         rows = [_insert_params(new) for new in news]
         if len(rows) == 1:
-            found = await self._writer.execute_fetchall(_INSERT, rows[0])
+            found = await self._fetch(_INSERT, rows[0])
         else:
             values = ", ".join([_INSERT_VALUES] * len(rows))
             sql = _INSERT.replace(_INSERT_VALUES, values)
-            found = await self._writer.execute_fetchall(sql, [v for row in rows for v in row])
+            found = await self._fetch(sql, [v for row in rows for v in row])
         # Rows get ascending ids in VALUES order; RETURNING's own order is unspecified.
         records = sorted((_record(row) for row in found), key=lambda record: record.id)
         events = [
@@ -495,7 +455,7 @@ class SqliteStore:
         for start in range(0, len(events), _INSERT_BATCH):
             chunk = events[start : start + _INSERT_BATCH]
             sql = _INSERT_EVENTS.format(rows=", ".join([_EVENT_VALUES] * len(chunk)))
-            await self._writer.execute(sql, [value for row in chunk for value in row])
+            await self._execute(sql, [value for row in chunk for value in row])
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Insert many rows in one transaction (imports, benchmarks); return their ids.
@@ -507,10 +467,10 @@ class SqliteStore:
         insert = _INSERT.partition(" RETURNING")[0]
 
         async def insert_all() -> int:
-            found = await self._writer.execute_fetchall(
+            found = await self._fetch(
                 "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0)"
             )
-            await self._writer.executemany(insert, rows)
+            await self._execute_many(insert, rows)
             first = int(next(iter(found))[0]) + 1
             await self._insert_events(
                 [
@@ -522,7 +482,7 @@ class SqliteStore:
             )
             return first
 
-        first = await self._write(functools.partial(self._transaction, insert_all))
+        first = await self._locked(functools.partial(self._transaction, insert_all))
         return range(first, first + len(rows))
 
     async def get(self, token_id: int) -> TokenRecord | None:
@@ -544,24 +504,18 @@ class SqliteStore:
         # An offset walks the index up to it: too long to hold the loop.
         with self._engine_errors(writing=False):
             rows = await self._reader.execute_fetchall(sql, params)
-        records = [_record(row) for row in rows]
-        return await self._exact(records, functools.partial(self.list, query))
+        return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
-        key = (_COUNT[query.include_revoked], query.owner)
-        found = self._cache.get_count(key)
-        if found is not None:
-            return found
-        mark = self._cache.mark()
         # Most owners have a handful of tokens: count those inline, and leave
         # the thread hop to the few with more than _INLINE_COUNT.
         rows = await self._read(_COUNT_UP_TO[query.include_revoked], (query.owner,))
         counted = int(rows[0][0])
         if counted > _INLINE_COUNT:
             with self._engine_errors(writing=False):
-                rows = list(await self._reader.execute_fetchall(key[0], (query.owner,)))
+                sql = _COUNT[query.include_revoked]
+                rows = list(await self._reader.execute_fetchall(sql, (query.owner,)))
             counted = int(rows[0][0])
-        self._cache.put_count(key, counted, mark)
         return counted
 
     async def update(
@@ -589,21 +543,21 @@ class SqliteStore:
 
         async def update() -> Iterable[Any]:
             try:
-                rows = await self._writer.execute_fetchall(sql, params)
+                rows = await self._fetch(sql, params)
             except sqlite3.IntegrityError as exc:
                 raise NameTaken(changes.name or "") from exc
             await self._audit(rows, EventAction.UPDATED, now, actor, changes.fields())
             return rows
 
-        return await self._returned(await self._write(functools.partial(self._transaction, update)))
+        return _returned(await self._locked(functools.partial(self._transaction, update)))
 
     async def revoke(self, token_id: int, now: int, actor: Actor = NO_ACTOR) -> TokenRecord | None:
         async def revoke() -> Iterable[Any]:
-            rows = await self._writer.execute_fetchall(_REVOKE, (now, now, token_id))
+            rows = await self._fetch(_REVOKE, (now, now, token_id))
             await self._audit(rows, EventAction.REVOKED, now, actor, ("revoke_time",))
             return rows
 
-        return await self._returned(await self._write(functools.partial(self._transaction, revoke)))
+        return _returned(await self._locked(functools.partial(self._transaction, revoke)))
 
     async def rotate(
         self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
@@ -613,11 +567,11 @@ class SqliteStore:
         fields = ("secret",) if rotation.sealed_value is None else ("secret", "value")
 
         async def rotate() -> Iterable[Any]:
-            rows = await self._writer.execute_fetchall(_ROTATE, (*params, token_id))
+            rows = await self._fetch(_ROTATE, (*params, token_id))
             await self._audit(rows, EventAction.ROTATED, now, actor, fields)
             return rows
 
-        return await self._returned(await self._write(functools.partial(self._transaction, rotate)))
+        return _returned(await self._locked(functools.partial(self._transaction, rotate)))
 
     async def _audit(
         self,
@@ -635,10 +589,10 @@ class SqliteStore:
 
     async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
         async def record() -> None:
-            rows = await self._writer.execute_fetchall(_GET, (token_id,))
+            rows = await self._fetch(_GET, (token_id,))
             await self._audit(rows, EventAction.VALUE_READ, now, actor)
 
-        await self._write(functools.partial(self._transaction, record))
+        await self._locked(functools.partial(self._transaction, record))
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
         sql = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
@@ -653,21 +607,6 @@ class SqliteStore:
             rows = await self._reader.execute_fetchall(sql, params)
         return [_event(row) for row in rows]
 
-    async def _returned(self, rows: Iterable[Any]) -> TokenRecord | None:
-        """The row a write returned, with its usage exact (see ``_exact``)."""
-        record = next((_record(row) for row in rows), None)
-        if record is None or not self._usage_writes:
-            return record
-
-        async def usage_again() -> tuple[TokenRecord]:
-            fresh = await self.get(record.id)
-            if fresh is None:
-                return (record,)
-            return (record.with_usage(fresh.usage_count, fresh.last_use_time, fresh.last_use_ip),)
-
-        (exact,) = await self._exact((record,), usage_again)
-        return exact
-
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
@@ -680,21 +619,10 @@ class SqliteStore:
             for start in range(0, len(params), _USAGE_CHUNK):
                 chunk = params[start : start + _USAGE_CHUNK]
                 sql = _ADD_USAGE.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
-                await self._writer.execute(sql, [value for row in chunk for value in row])
+                await self._execute(sql, [value for row in chunk for value in row])
 
-        # Counted in every answer from this moment: the caller has just taken
-        # these uses out of its pending counts.
-        done = asyncio.Event()
-        writing = (uses, done)
-        self._usage_writes.append(writing)
-        try:
-            # One transaction, so a batch costs one fsync, not one per token.
-            await self._write(functools.partial(self._transaction, add), usage=uses)
-        finally:
-            # In the caller's own step, so a failed batch goes straight back
-            # to its pending counts with no answer in between missing it.
-            self._usage_writes.remove(writing)
-            done.set()
+        # One transaction, so a batch costs one fsync, not one per token.
+        await self._locked(functools.partial(self._transaction, add))
 
     async def is_empty(self) -> bool:
         rows = await self._reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
@@ -706,12 +634,12 @@ class SqliteStore:
 
     async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
         async def record() -> Iterable[Any]:
-            await self._writer.execute(
+            await self._execute(
                 "INSERT OR IGNORE INTO secret_key (id, fingerprint) VALUES (1, ?)", (fingerprint,)
             )
-            return await self._writer.execute_fetchall("SELECT fingerprint FROM secret_key")
+            return await self._fetch("SELECT fingerprint FROM secret_key")
 
-        rows = await self._write(functools.partial(self._transaction, record))
+        rows = await self._locked(functools.partial(self._transaction, record))
         return bytes(next(iter(rows))[0])
 
     async def sealed_sample(self) -> tuple[bytes, bytes] | None:
@@ -730,7 +658,7 @@ class SqliteStore:
 
         # Two commits: pages freed in the transaction that wrote them are never written.
         for sql in ("INSERT INTO write_probe VALUES (zeroblob(65536))", "DELETE FROM write_probe"):
-            await self._write(functools.partial(self._writer.execute, sql))
+            await self._locked(functools.partial(self._execute, sql))
         self._healed()
 
     async def close(self) -> None:
@@ -739,7 +667,11 @@ class SqliteStore:
         self._inline.close()
         await self._reader.close()
         await self._writer.close()
-        self._generation.close()
 
 
-__all__ = ["DB_FILE", "SERVICE_OWNER", "SqliteStore"]
+def _returned(rows: Iterable[Any]) -> TokenRecord | None:
+    """The row a write returned, if any."""
+    return next((_record(row) for row in rows), None)
+
+
+__all__ = ["DB_FILE", "SERVICE_OWNER", "SqliteEngine"]

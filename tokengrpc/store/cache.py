@@ -1,69 +1,18 @@
-"""A change counter shared by every process on a data dir, and the read cache it guards.
+"""The read cache: rows of recent reads, kept while no process has written.
 
-Why not ask SQLite whether anything changed? Every SQLite call drops the GIL,
-and under gRPC load the poller thread takes it each time, so the server's
-thread waits its turn again: a five-microsecond primary-key read costs
-tens of microseconds of throughput (see docs/performance.md). Comparing
-eight bytes of shared memory drops nothing.
-
-The protocol, which keeps a revocation effective on the very next request in
-every process:
-
-- every write through the store commits, then bumps the counter, and only
-  then returns; bumps are serialised with ``flock``, so the counter only ever
-  grows and no value repeats;
-- a reader keeps rows only if the counter was the same before and after it
-  read them, and answers from them only while the counter has not moved.
-
-A write made behind tokengrpc's back (the ``sqlite3`` shell) does not bump
-the counter; ``docs/decisions.md`` says so.
+Engine-neutral and keyed by operation (``("get", id)``, not SQL text). The
+protocol, which keeps a revocation effective on the very next request in
+every process: a reader keeps rows only if ``Changes.current()`` was the same
+before and after it read them, and answers from them only while it has not
+moved (docs/store.md).
 """
 
 from __future__ import annotations
 
-import fcntl
-import mmap
-import os
 from collections.abc import Hashable, Mapping
-from pathlib import Path
 
 from tokengrpc.store.base import TokenRecord, Usage
-
-_SIZE = 8
-
-
-class Generation:
-    """A 64-bit counter in a small shared, memory-mapped file."""
-
-    def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)  # only ever grows a new file: racing openers agree
-            self._map = mmap.mmap(fd, _SIZE)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def current(self) -> int:
-        return int.from_bytes(self._map[:_SIZE], "little")
-
-    def bump(self) -> int:
-        """Announce a committed write to every process on this data dir; return the old value."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            before = self.current()
-            self._map[:_SIZE] = (before + 1).to_bytes(_SIZE, "little")
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return before
-
-    def close(self) -> None:
-        if not self._map.closed:
-            self._map.close()
-            os.close(self._fd)
-
+from tokengrpc.store.engine import Changes
 
 #: Usage batches kept for folding into entries; past this, the entries are
 #: read again instead (a flush twice a second: about half a minute).
@@ -85,14 +34,14 @@ class ReadCache:
     process's usage batches, or once it holds ``_MAX_BATCHES`` of those.
     """
 
-    def __init__(self, generation: Generation, max_rows: int = 20_000) -> None:
-        self._generation = generation
+    def __init__(self, changes: Changes, max_rows: int = 20_000) -> None:
+        self._changes = changes
         self._max_rows = max_rows
         #: Each entry with how many of ``_batches`` its rows hold.
         self._entries: dict[Hashable, tuple[tuple[TokenRecord, ...], int]] = {}
         self._counts: dict[Hashable, int] = {}
         self._rows = 0
-        self._valid_at = generation.current()
+        self._valid_at = changes.current()
         self._writes = 0
         #: This process's usage batches begun since the entries were emptied.
         self._batches: list[dict[int, tuple[int, int, str]]] = []
@@ -122,6 +71,10 @@ class ReadCache:
         if before == self._valid_at:
             self._valid_at = before + 1
 
+    def forget(self) -> None:
+        """Drop every entry (they count a usage batch that did not land)."""
+        self._empty()
+
     def _empty(self) -> None:
         self._entries.clear()
         self._counts.clear()
@@ -130,7 +83,7 @@ class ReadCache:
 
     def _still_valid(self) -> bool:
         """Whether no other process has written since the entries were read; empties them if so."""
-        now = self._generation.current()
+        now = self._changes.current()
         if now == self._valid_at:
             return True
         self._empty()
@@ -154,7 +107,7 @@ class ReadCache:
 
     def mark(self) -> int:
         """Call before reading rows to ``put``; a write in between makes ``put`` a no-op."""
-        return self._generation.current()
+        return self._changes.current()
 
     def get_count(self, key: Hashable) -> int | None:
         """A row count read before (usage writes do not change counts)."""
@@ -166,7 +119,7 @@ class ReadCache:
             self._rows += 1
 
     def _keeps(self, cost: int, mark: int) -> bool:
-        if self._writes or mark != self._valid_at or self._generation.current() != mark:
+        if self._writes or mark != self._valid_at or self._changes.current() != mark:
             return False
         return self._rows + cost <= self._max_rows
 

@@ -1,0 +1,207 @@
+"""The store contract, on every engine, through ``TokenStore`` only.
+
+Two stores opened by ``open_store`` stand for two processes (or instances)
+on one database. Engine-specific matters (query plans, group commit, the
+counter file, a writer held on demand) live in ``test_sqlite_engine.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from tests.stores import StoreFactory
+from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord
+from tokengrpc.usage import UsageRecorder
+
+
+def _new(name: str, owner: str = "o", now: int = 1) -> NewToken:
+    return NewToken(owner, name, b"h" * 32, (), True, None, (), now)
+
+
+async def test_service_names_unique_only_while_live(open_store: StoreFactory) -> None:
+    store = await open_store()
+    first = await store.insert(_new("svc", owner=""))
+    with pytest.raises(NameTaken):
+        await store.insert(_new("svc", owner=""))
+    await store.insert(_new("svc", owner="a person"))
+    assert await store.revoke(first.id, 5) is not None
+    assert await store.revoke(first.id, 6) is None
+    again = await store.insert(_new("svc", owner=""))
+    assert again.id > first.id
+    found = await store.get_service_token("svc")
+    assert found is not None
+    assert found.id == again.id
+
+
+async def test_list_and_count(open_store: StoreFactory) -> None:
+    store = await open_store()
+    ids = [(await store.insert(_new(f"t{i}"))).id for i in range(5)]
+    await store.revoke(ids[1], 9)
+    live = ListQuery(owner="o", include_revoked=False, limit=10)
+    assert [r.id for r in await store.list(live)] == [ids[0], *ids[2:]]
+    assert await store.count(live) == 4
+    every = ListQuery(owner="o", include_revoked=True, limit=2, after_id=ids[1])
+    assert [r.id for r in await store.list(every)] == ids[2:4]
+    paged = ListQuery(owner="o", include_revoked=True, limit=2, offset=3)
+    assert [r.id for r in await store.list(paged)] == ids[3:5]
+
+
+async def test_uses_show_at_once_and_are_written_on_shutdown(open_store: StoreFactory) -> None:
+    store = await open_store()
+    token = await store.insert(_new("used"))
+    usage = UsageRecorder(store, interval=3600)
+    usage.start()
+    for when in (10, 30, 20):
+        usage.record(token.id, when, "10.0.0.1")
+    pending = await store.get(token.id)
+    assert pending is not None
+    assert (pending.usage_count, pending.last_use_time) == (3, 30), "pending uses count at once"
+    await usage.stop()  # the timer never fired: stop() must flush
+    elsewhere = await open_store()
+    stored = await elsewhere.get(token.id)
+    assert stored is not None
+    assert (stored.usage_count, stored.last_use_time, stored.last_use_ip) == (3, 30, "10.0.0.1")
+
+
+async def test_closing_writes_pending_uses(open_store: StoreFactory) -> None:
+    store = await open_store()
+    token = await store.insert(_new("used"))
+    store.record_use(token.id, 5)
+    await store.close()
+    stored = await (await open_store()).get(token.id)
+    assert stored is not None
+    assert stored.usage_count == 1
+
+
+async def test_bulk_loading_and_counts_above_any_inline_limit(open_store: StoreFactory) -> None:
+    store = await open_store()
+    ids = await store.insert_many([_new(f"t{i}", owner="big") for i in range(1234)])
+    assert len(ids) == 1234
+    assert ids.step == 1
+    await store.insert_many([_new(f"t{i}", owner="small") for i in range(7)])
+    query = ListQuery(owner="big", include_revoked=False, limit=1)
+    assert await store.count(query) == 1234
+    assert await store.count(query) == 1234  # from the cache
+    assert await store.count(ListQuery(owner="small", include_revoked=True, limit=1)) == 7
+    await store.insert(_new("one more", owner="big"))
+    assert await store.count(query) == 1235
+    last = await store.get(ids[-1])
+    assert last is not None
+    assert last.name == "t1233"
+
+
+async def test_counts_follow_every_write_in_any_process(open_store: StoreFactory) -> None:
+    store, other = await open_store(), await open_store()
+    live = ListQuery(owner="o", include_revoked=False, limit=1)
+    every = ListQuery(owner="o", include_revoked=True, limit=1)
+    first = await store.insert(_new("a"))
+    assert (await store.count(live), await store.count(every)) == (1, 1)
+    store.record_use(first.id, 7)
+    await store.flush_usage()  # usage keeps counts
+    assert (await store.count(live), await store.count(every)) == (1, 1)
+    await other.insert(_new("b"))
+    assert (await store.count(live), await store.count(every)) == (2, 2)
+    await other.revoke(first.id, 9)
+    assert (await store.count(live), await store.count(every)) == (1, 2)
+
+
+async def test_a_write_in_another_store_is_seen_by_the_very_next_read(
+    open_store: StoreFactory,
+) -> None:
+    """Reads are cached, never stale."""
+    here, there = await open_store(), await open_store()
+    token = await here.insert(_new("shared"))
+    page = ListQuery(owner="o", include_revoked=False, limit=10)
+    for _ in range(2):  # the second answer comes from the cache
+        assert (await here.get(token.id)) == token
+        assert [r.id for r in await here.list(page)] == [token.id]
+    added = await there.insert(_new("later"))
+    assert [r.id for r in await here.list(page)] == [token.id, added.id]
+    await there.revoke(token.id, 9)
+    seen = await here.get(token.id)
+    assert seen is not None
+    assert seen.revoke_time == 9
+    for _ in range(4):
+        there.record_use(added.id, 11)
+    await there.flush_usage()
+    used = await here.get(added.id)
+    assert used is not None
+    assert (used.usage_count, used.last_use_time) == (4, 11)
+
+
+async def test_a_large_usage_batch_lands_whole(open_store: StoreFactory) -> None:
+    """More tokens than one statement may take: every count lands, last uses only grow."""
+    store = await open_store()
+    ids = await store.insert_many([_new(f"t{i}") for i in range(1200)])
+    for token_id in ids:
+        for _ in range(token_id % 7 + 1):
+            store.record_use(token_id, 100)
+    await store.flush_usage()
+    for token_id in ids[::2]:
+        store.record_use(token_id, 50)  # older than the last use
+    await store.flush_usage()
+    elsewhere = await open_store()
+    listed = await elsewhere.list(ListQuery(owner="o", include_revoked=True, limit=2000))
+    stored = {record.id: (record.usage_count, record.last_use_time) for record in listed}
+    for token_id in ids:
+        expected = token_id % 7 + 1 + (1 if (token_id - ids[0]) % 2 == 0 else 0)
+        assert stored[token_id] == (expected, 100)
+
+
+async def test_an_insert_whose_caller_gives_up_still_lands(open_store: StoreFactory) -> None:
+    """A cancelled caller stops waiting; its write is made and announced all the same."""
+    store = await open_store()
+    inserts = [asyncio.create_task(store.insert(_new(f"t{i}"))) for i in range(5)]
+    await asyncio.sleep(0)  # all five have begun
+    inserts[2].cancel()
+    done = await asyncio.wait_for(asyncio.gather(*inserts, return_exceptions=True), 5)
+    assert isinstance(done[2], asyncio.CancelledError)
+    page = await store.list(ListQuery(owner="o", include_revoked=True, limit=10))
+    assert sorted(r.name for r in page) == [f"t{i}" for i in range(5)]
+
+
+async def test_many_usage_batches_stay_exact_in_the_cache(open_store: StoreFactory) -> None:
+    """Batches are folded into cached rows on demand; past a bound the rows are read again."""
+    store = await open_store()
+    token = await store.insert(_new("counted"))
+    page = ListQuery(owner="o", include_revoked=False, limit=10)
+    for batch in range(1, 151):
+        store.record_use(token.id, batch)
+        await store.flush_usage()
+        if batch % 7 == 0:  # some batches land on rows cached long before
+            got = await store.get(token.id)
+            (listed,) = await store.list(page)
+            assert got is not None
+            assert (got.usage_count, listed.usage_count, got.last_use_time) == (
+                batch,
+                batch,
+                batch,
+            )
+
+
+async def test_writes_return_records_with_pending_uses(open_store: StoreFactory) -> None:
+    store = await open_store()
+    token = await store.insert(_new("counted"))
+    store.record_use(token.id, 40, "192.0.2.1")
+    revoked = await store.revoke(token.id, 99)
+    assert revoked is not None
+    assert (revoked.usage_count, revoked.last_use_time, revoked.last_use_ip) == (
+        1,
+        40,
+        "192.0.2.1",
+    )
+    quick = await store.get(token.id, usage=False)
+    assert quick is not None
+    assert quick.usage_count == 0, "usage=False leaves pending uses out"
+
+
+def test_with_usage_changes_only_the_usage_figures() -> None:
+    record = TokenRecord(
+        1, "o", "n", b"h", ("s",), False, 2, ("10.0.0.0/8",), 3, 4, 5, 6, 7, b"sealed"
+    )
+    assert record.with_usage(70, 60) == dataclasses.replace(
+        record, usage_count=70, last_use_time=60
+    )

@@ -1,0 +1,101 @@
+"""What an engine is: its SQL and its own concurrency, and how it announces changes.
+
+Caching, change watching and usage exactness are layers over these
+(``cached.py``); an engine knows none of them. docs/store.md has the picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from tokengrpc.store.base import (
+    Actor,
+    EventQuery,
+    EventRecord,
+    ListQuery,
+    NewToken,
+    Rotation,
+    TokenChanges,
+    TokenRecord,
+    Usage,
+)
+
+
+class Changes(Protocol):
+    """Change announcement between every process (or instance) on one database."""
+
+    def current(self) -> int:
+        """A value that moves whenever anyone committed a write since it was last read.
+
+        Read on every cached answer, so it must be cheap. An implementation
+        that cannot vouch for freshness returns a new value on every call.
+        """
+        ...
+
+    async def announce(self) -> int:
+        """Tell everyone a write of ours ended; return ``current()`` just before it.
+
+        Our own announcement, should it come back to us, moves ``current()``
+        by exactly one.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """The SQL of one database. Records are what the database holds now.
+
+    Every write that changes a token writes its audit event in the same
+    transaction. Engine failures are ``tokengrpc.errors.Unavailable``.
+    """
+
+    #: False from a write the disk refused until ``probe_write`` succeeds.
+    writable: bool
+
+    async def insert(self, new: NewToken) -> TokenRecord:
+        """Raises NameTaken for a duplicate live service-token name."""
+        ...
+
+    async def insert_many(self, news: Sequence[NewToken]) -> range: ...
+
+    async def get(self, token_id: int) -> TokenRecord | None: ...
+
+    async def get_service_token(self, name: str) -> TokenRecord | None: ...
+
+    async def list(self, query: ListQuery) -> Sequence[TokenRecord]: ...
+
+    async def count(self, query: ListQuery) -> int: ...
+
+    async def update(
+        self, token_id: int, changes: TokenChanges, now: int, actor: Actor
+    ) -> TokenRecord | None: ...
+
+    async def revoke(self, token_id: int, now: int, actor: Actor) -> TokenRecord | None: ...
+
+    async def rotate(
+        self, token_id: int, rotation: Rotation, actor: Actor
+    ) -> TokenRecord | None: ...
+
+    async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None: ...
+
+    async def list_events(self, query: EventQuery) -> Sequence[EventRecord]: ...
+
+    async def add_usage(self, uses: Mapping[int, Usage]) -> None:
+        """Add a batch of counted uses in one transaction."""
+        ...
+
+    async def is_empty(self) -> bool: ...
+
+    async def key_fingerprint(self) -> bytes | None: ...
+
+    async def record_key_fingerprint(self, fingerprint: bytes) -> bytes: ...
+
+    async def sealed_sample(self) -> tuple[bytes, bytes] | None: ...
+
+    async def ping(self) -> None: ...
+
+    async def probe_write(self) -> None: ...
+
+    async def close(self) -> None: ...
