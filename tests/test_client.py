@@ -239,6 +239,31 @@ async def test_the_cache_is_bounded_and_holds_no_plaintext(service: LiveService)
         await verifier.close()
 
 
+async def test_made_up_tokens_neither_evict_real_ones_nor_call_for_garbage(
+    service: LiveService,
+) -> None:
+    own = await verifier_token(service)
+    _, token = await service.create("app", owner="alice")
+    verifier = TokenVerifier(service.target, own, cache_ttl=60, max_entries=2, max_negative=3)
+    try:
+        assert await verifier.verify(token) is not None
+        # Anyone can compute a checksum: these cost a call each, but live in
+        # their own bound and leave the real entry where it is.
+        secret = token.partition("|")[2]
+        for made_up in range(100_000, 100_020):
+            assert await verifier.verify(f"{made_up}|{secret}") is None
+        assert verifier.cache_info().calls == 21
+        assert len(verifier.cache_keys()) == 1 + 3
+        assert await verifier.verify(token) is not None
+        assert verifier.cache_info().calls == 21
+        # A failing checksum is refused without asking.
+        for garbage in ("1|tgr_nope", token[:-1] + ("A" if token[-1] != "A" else "B"), "x" * 60):
+            assert await verifier.verify(garbage) is None
+        assert verifier.cache_info().calls == 21
+    finally:
+        await verifier.close()
+
+
 async def test_a_revocation_is_seen_within_cache_ttl(service: LiveService) -> None:
     ttl = 0.3
     verifier = TokenVerifier(service.target, await verifier_token(service), cache_ttl=ttl)

@@ -72,6 +72,46 @@ async def test_old_and_new_secret_work_inside_the_grace_period_only_the_new_afte
     assert await _works(service, new)
 
 
+async def test_a_replaced_secret_can_be_used_but_changes_nothing(service: LiveService) -> None:
+    """A leaked secret is why tokens get rotated: inside its grace it must not be
+    able to rotate again (locking the owner out), mint tokens that outlive the
+    grace, change tokens or read a value back."""
+    token_id, old = await service.create("ci", owner="alice", scopes=["write", "introspect"])
+    admin_id, old_admin = await service.create("ops", owner="ops", scopes=["admin"])
+    new = (await _rotate(service, service.admin_token, grace=600, id=token_id)).plaintext
+    new_admin = (await _rotate(service, service.admin_token, grace=600, id=admin_id)).plaintext
+    service_id, _ = await service.create("svc", service_token=True)
+    before = service.snapshot()
+    refused = [
+        service.stub.RotateToken(pb.RotateTokenRequest(id=token_id), metadata=bearer(old)),
+        service.stub.RotateToken(pb.RotateTokenRequest(id=admin_id), metadata=bearer(old_admin)),
+        service.stub.CreateToken(pb.CreateTokenRequest(name="spare"), metadata=bearer(old)),
+        service.stub.RevokeToken(pb.RevokeTokenRequest(id=token_id), metadata=bearer(old)),
+        service.stub.GetTokenValue(
+            pb.GetTokenValueRequest(id=service_id), metadata=bearer(old_admin)
+        ),
+        service.stub.CreateToken(
+            pb.CreateTokenRequest(name="spare", owner="x"), metadata=bearer(old_admin)
+        ),
+    ]
+    for call in refused:
+        assert await _code(call) == grpc.StatusCode.PERMISSION_DENIED
+    assert service.snapshot() == before
+    # Still a working credential for what it did before: reads and introspection.
+    assert await _works(service, old)
+    answer = await service.stub.IntrospectToken(
+        pb.IntrospectTokenRequest(token=new), metadata=bearer(old)
+    )
+    assert answer.active
+    # The new secrets keep every power.
+    created = await service.stub.CreateToken(
+        pb.CreateTokenRequest(name="spare"), metadata=bearer(new)
+    )
+    service.plaintexts.append(created.plaintext)
+    rotated = await _rotate(service, new_admin, id=admin_id)
+    service.plaintexts.append(rotated.plaintext)
+
+
 async def test_grace_zero_ends_the_old_secret_at_once(service: LiveService) -> None:
     token_id, old = await service.create("ci", owner="alice", scopes=["write"])
     new = (await _rotate(service, service.admin_token, id=token_id)).plaintext

@@ -23,7 +23,7 @@ from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
-from tokengrpc.rules import ADMIN, Status, status_of
+from tokengrpc.rules import ADMIN, WRITE, Status, status_of
 from tokengrpc.store import Actor, TokenRecord, TokenStore
 
 
@@ -37,6 +37,8 @@ class Caller:
     token_id: int = 0
     #: The client address, for audit events; empty when there is none.
     client_ip: str = ""
+    #: Authenticated by a secret a rotation replaced (inside its grace period).
+    replaced_secret: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -141,18 +143,42 @@ class Authenticator:
             self._observe(False)
             raise Unauthenticated()
         address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
-        record = await self.check(bearer(authorizations[0]), address)
+        presented = bearer(authorizations[0])
+        record = await self.check(presented, address)
         if record is None:
             self._observe(False)
             raise Unauthenticated()
         self._observe(True)
         note_caller(record.id)
+        scopes = frozenset(record.scopes)
+        replaced = (
+            record.previous_until is not None
+            and record.previous_until > now_us()
+            and not _current(presented, record)
+        )
+        if replaced:
+            # Whoever holds a replaced secret (perhaps leaked: that is why
+            # tokens are rotated) may keep using it, not change anything with
+            # it: no writes, no values read back, no rotation to take over.
+            scopes -= _CHANGING
         return Caller(
             owner=record.owner,
-            scopes=frozenset(record.scopes),
+            scopes=scopes,
             token_id=record.id,
             client_ip="" if address is None else str(address),
+            replaced_secret=replaced,
         )
+
+
+#: What a secret replaced by a rotation no longer grants its caller.
+_CHANGING = frozenset({WRITE, ADMIN})
+
+
+def _current(presented: str | None, record: TokenRecord) -> bool:
+    """Whether ``presented`` is the record's current secret (asked only inside
+    a grace period, so the hot path never parses twice)."""
+    parsed = plaintext.parse(presented or "")
+    return parsed is not None and plaintext.secret_matches(parsed, record.secret_hash)
 
 
 def _previous_matches(parsed: plaintext.ParsedToken, record: TokenRecord, now: int) -> bool:

@@ -388,6 +388,10 @@ class TokenManager:
                 rules.check_grace(found, "grace_period", problems)
                 grace = found
         problems.raise_if_any()
+        if caller.replaced_secret:
+            # Else a leaked secret, replaced for that very reason, could rotate
+            # its token once more and lock its owner out.
+            raise PermissionDenied("a secret replaced by a rotation cannot rotate; use the new one")
         if not caller.holds(rules.WRITE) and not (
             request.WhichOneof("selector") == "id" and request.id == caller.token_id > 0
         ):

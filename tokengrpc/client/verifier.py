@@ -4,7 +4,10 @@ The cache is keyed by SHA-256 of the address and the token, so a heap dump of
 a service holds no plaintext it did not already have in its request. It is
 bounded in entries and in (estimated) bytes; the oldest entries go first,
 which is enough because every entry dies within ``cache_ttl`` anyway.
-Concurrent lookups of one token share a single call.
+Concurrent lookups of one token share a single call, and calls in flight
+are bounded. A token whose checksum fails is refused without a call; the
+rejections the service gives are remembered apart from the accepted tokens,
+in a bound of their own, so made-up tokens cannot push real ones out.
 
 It fails closed: when tokengrpc cannot be reached or refuses the verifier's
 own token, ``verify`` answers None (and nothing is cached), and the log says
@@ -22,6 +25,7 @@ from datetime import UTC
 
 import grpc
 
+from tokengrpc import plaintext
 from tokengrpc.client.identity import Identity
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -47,7 +51,7 @@ class CacheInfo:
 
 @dataclass(slots=True)
 class _Entry:
-    identity: Identity | None
+    identity: Identity
     expires: float  # time.monotonic()
     size: int
 
@@ -81,7 +85,9 @@ class TokenVerifier:
         cache_ttl: float = 1.0,
         negative_ttl: float = 1.0,
         max_entries: int = 10_000,
+        max_negative: int = 1_000,
         max_bytes: int = 16 * 1024 * 1024,
+        max_calls: int = 64,
         timeout: float = 2.0,
     ) -> None:
         if isinstance(target, str):
@@ -99,6 +105,12 @@ class TokenVerifier:
         self.timeout = timeout
         self._cache: dict[bytes, _Entry] = {}
         self._bytes = 0
+        #: Rejections apart, in a bound of their own: anyone can make up tokens
+        #: with a valid checksum, and a flood of them must not evict real ones.
+        self._rejected: dict[bytes, float] = {}
+        self.max_negative = max_negative
+        #: IntrospectToken calls in flight at once; more lookups wait their turn.
+        self._calls_allowed = asyncio.Semaphore(max_calls)
         self._pending: dict[bytes, asyncio.Task[Identity | None]] = {}
         self._hits = 0
         self._calls = 0
@@ -106,9 +118,15 @@ class TokenVerifier:
 
     async def verify(self, token: str | None, client_ip: str = "") -> Identity | None:
         """The identity of an active token presented from ``client_ip``, else None."""
-        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii() or "|" not in token:
-            return None
+        if not token or len(token) > MAX_TOKEN_LENGTH or plaintext.parse(token) is None:
+            return None  # garbage or a typo: the checksum says so without a call
         key = hashlib.sha256(f"{client_ip}\n{token}".encode()).digest()
+        rejected_until = self._rejected.get(key)
+        if rejected_until is not None:
+            if rejected_until > time.monotonic():
+                self._hits += 1
+                return None
+            del self._rejected[key]
         entry = self._cache.get(key)
         if entry is not None:
             if entry.expires > time.monotonic():
@@ -124,19 +142,23 @@ class TokenVerifier:
         return await asyncio.shield(task)
 
     async def _lookup(self, key: bytes, token: str, client_ip: str) -> Identity | None:
-        self._calls += 1
         try:
-            answer = await self._stub.IntrospectToken(
-                pb.IntrospectTokenRequest(token=token, client_ip=client_ip),
-                metadata=self._metadata,
-                timeout=self.timeout,
-            )
+            async with self._calls_allowed:
+                self._calls += 1
+                answer = await self._stub.IntrospectToken(
+                    pb.IntrospectTokenRequest(token=token, client_ip=client_ip),
+                    metadata=self._metadata,
+                    timeout=self.timeout,
+                )
         except grpc.aio.AioRpcError as error:
             self._warn(error)
             return None
         now = time.monotonic()
         if not answer.active:
-            self._remember(key, _Entry(None, now + self.negative_ttl, _ENTRY_OVERHEAD))
+            if self.negative_ttl > 0:
+                while len(self._rejected) >= self.max_negative:
+                    del self._rejected[next(iter(self._rejected))]
+                self._rejected[key] = now + self.negative_ttl
             return None
         identity = _identity(answer.token)
         ttl = self.cache_ttl
@@ -176,14 +198,16 @@ class TokenVerifier:
         )
 
     def cache_info(self) -> CacheInfo:
+        """Entries and bytes of accepted tokens; rejections are counted apart."""
         return CacheInfo(len(self._cache), self._bytes, self._hits, self._calls)
 
     def cache_keys(self) -> list[bytes]:
         """The keys held (SHA-256 digests), so an audit can see no plaintext is kept."""
-        return list(self._cache)
+        return [*self._cache, *self._rejected]
 
     def clear(self) -> None:
         self._cache.clear()
+        self._rejected.clear()
         self._bytes = 0
 
     async def close(self) -> None:
