@@ -102,9 +102,14 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         yield cluster
     finally:
         await cluster.close()
-    # Whatever a test did, no plaintext secret reached the database.
-    rows = await cluster.fetch("SELECT secret_hash, sealed_value FROM tokens")
-    assert all(b"tgr_" not in (row[1] or b"") for row in rows)
+    # Whatever a test did, no plaintext secret reached the database: no row of
+    # either table holds the prefix, as text or as bytes (hex "7467725f").
+    for table in ("tokens", "token_events"):
+        found = await cluster.fetch(
+            f"SELECT count(*) FROM {table} AS r"  # noqa: S608 (a constant table name)
+            " WHERE r::text LIKE '%tgr\\_%' OR r::text LIKE '%7467725f%'"
+        )
+        assert found[0][0] == 0, f"a plaintext secret was found in {table}"
 
 
 async def _active(instance: Instance, plaintext: str) -> bool:
