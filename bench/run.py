@@ -420,14 +420,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
-        "--only", choices=["grpc", "http", "metrics", "scale", "services"], action="append"
+        "--only",
+        choices=["grpc", "http", "metrics", "scale", "services", "postgres"],
+        action="append",
     )
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "metrics", "scale", "services"]
+    sections = args.only or ["grpc", "http", "metrics", "scale", "services", "postgres"]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -444,6 +446,11 @@ def main() -> None:
             from bench.services import services_section  # it imports this module
 
             services_section(rows, work, args.runs, args.seconds)
+        if "postgres" in sections:
+            from bench.postgres import postgres_section  # it imports this module
+
+            sizes = [int(s) for s in args.sizes.split(",")]
+            postgres_section(rows, work, args.runs, args.seconds, sizes)
     text = render(rows, args.runs, args.seconds)
     print(text)
     Path(args.output).write_text(text)

@@ -36,10 +36,15 @@ class Group:
 
 
 async def seed(
-    data_dir: Path, groups: list[Group], filler_owners: int = 0, filler: int = 0
+    data_dir: Path,
+    groups: list[Group],
+    filler_owners: int = 0,
+    filler: int = 0,
+    database_url: str = "",
 ) -> Seeded:
-    """Create the groups (the first token of each is a writer caller) and filler rows."""
-    core = await Core.open(Settings(data_dir=data_dir))
+    """Create the groups (the first token of each is a writer caller) and filler rows
+    (in the data dir's SQLite, or in the PostgreSQL database ``database_url`` names)."""
+    core = await Core.open(Settings(data_dir=data_dir, database_url=database_url))
     try:
         admin = (data_dir / "bootstrap-token").read_text().strip()
         now = time.time_ns() // 1000
@@ -84,6 +89,10 @@ async def seed(
 
 
 def seed_sync(
-    data_dir: Path, groups: list[Group], filler_owners: int = 0, filler: int = 0
+    data_dir: Path,
+    groups: list[Group],
+    filler_owners: int = 0,
+    filler: int = 0,
+    database_url: str = "",
 ) -> Seeded:
-    return asyncio.run(seed(data_dir, groups, filler_owners, filler))
+    return asyncio.run(seed(data_dir, groups, filler_owners, filler, database_url))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.helpers import (
     stop_gateway,
     stop_service,
 )
+from tests.postgres import External, PgServer, remove_server, start_server
 
 #: The contract suite's ``open_store`` fixture, parametrized by engine.
 pytest_plugins = ["tests.stores"]
@@ -43,3 +45,23 @@ async def gateway(
         yield live
     finally:
         await stop_gateway(live)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer | External]:
+    """``TOKENGRPC_TEST_DATABASE_URL`` when set, else a private server for the session."""
+    url = os.environ.get("TOKENGRPC_TEST_DATABASE_URL")
+    if url:
+        yield External(url)
+        return
+    server = start_server()
+    try:
+        yield server
+    finally:
+        remove_server(server)
+
+
+@pytest.fixture
+def database_url(postgres_server: PgServer | External) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgres_server.new_database()

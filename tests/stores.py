@@ -6,30 +6,61 @@ called: two stand for two processes (or instances) sharing it.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tokengrpc.store import TokenStore
+from tokengrpc.store.postgres.open import open_postgres
 from tokengrpc.store.sqlite import open_sqlite
 
-StoreFactory = Callable[[], Awaitable[TokenStore]]
+T = TypeVar("T")
 
 
-@pytest.fixture(params=["sqlite"])
+class StoreFactory:
+    """Opens another store on the test's database each call.
+
+    ``within``: seconds another store may take to see a write (CONTRACT section
+    5): 0 for SQLite, whose processes see it on the very next read; up to 1 s
+    for PostgreSQL instances, which hear of it by ``NOTIFY``.
+    """
+
+    def __init__(self, open_one: Callable[[], Awaitable[TokenStore]], within: float) -> None:
+        self._open_one = open_one
+        self.within = within
+
+    async def __call__(self) -> TokenStore:
+        return await self._open_one()
+
+    async def seen(self, read: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
+        """What ``read`` returns once ``check`` holds, or after ``within`` whatever it is."""
+        deadline = time.monotonic() + self.within
+        while True:
+            value = await read()
+            if check(value) or time.monotonic() >= deadline:
+                return value
+            await asyncio.sleep(0.002)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     data_dir = tmp_path / "store"
     data_dir.mkdir()
     opened: list[TokenStore] = []
+    # A fresh database of the session's PostgreSQL server (tests/postgres.py).
+    url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
 
     async def open_one() -> TokenStore:
-        store = await open_sqlite(data_dir)
+        store = await open_postgres(url) if url else await open_sqlite(data_dir)
         opened.append(store)
         return store
 
     try:
-        yield open_one
+        yield StoreFactory(open_one, 1.0 if url else 0.0)
     finally:
         for store in reversed(opened):
             await store.close()

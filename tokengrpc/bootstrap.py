@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tokengrpc.auth import OPERATOR
-from tokengrpc.store import TokenStore
+from tokengrpc.store import StoreNotEmpty, TokenStore
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -20,10 +20,16 @@ async def ensure_bootstrap_token(
     """Create the bootstrap token if the store is empty; return where it was written."""
     if not await store.is_empty():
         return None
-    response = await manager.create_token(
-        OPERATOR,
-        pb.CreateTokenRequest(name="bootstrap", owner="admin", scopes=BOOTSTRAP_SCOPES),
-    )
+    try:
+        # Checked again in the insert's own transaction: of instances that start
+        # at once on one database, exactly one creates it.
+        response = await manager.create_token(
+            OPERATOR,
+            pb.CreateTokenRequest(name="bootstrap", owner="admin", scopes=BOOTSTRAP_SCOPES),
+            first=True,
+        )
+    except StoreNotEmpty:
+        return None
     path = data_dir / BOOTSTRAP_FILE
     # Written 0600 from the first byte: the plaintext never sits world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -28,11 +28,19 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from tokengrpc import logs
 from tokengrpc.auth import OPERATOR
-from tokengrpc.config import LIMITS, Settings, add_limit_flags, limit_overrides, log_format
+from tokengrpc.config import (
+    LIMITS,
+    Settings,
+    add_limit_flags,
+    database_url,
+    limit_overrides,
+    log_format,
+)
 from tokengrpc.errors import DomainError
 from tokengrpc.metrics import Metrics, share_between_processes
 from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
+from tokengrpc.store.open import migrate_store
 from tokengrpc.supervise import (
     Worker,
     WorkerPipes,
@@ -455,6 +463,13 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _migrate(settings: Settings) -> int:
+    """Apply the store's migrations, as every start does, and say the version."""
+    _before, after = await migrate_store(settings)
+    _say(f"schema version {after}")
+    return 0
+
+
 async def _print_events(manager: TokenManager, token_id: int) -> None:
     """Every event (of one token, or all), newest first, one line each."""
     _say("TIME\tACTION\tTOKEN\tACTOR\tACTOR OWNER\tCLIENT\tFIELDS")
@@ -483,6 +498,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def data_dir(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--data-dir", type=Path, help="store directory (TOKENGRPC_DATA_DIR)")
+        sub.add_argument(
+            "--database",
+            metavar="URL",  # checked later: argparse would print a bad value, password and all
+            help="postgresql://USER:PASSWORD@HOST:PORT/DB to share one database between"
+            " instances; empty: SQLite in the data dir (TOKENGRPC_DATABASE_URL)",
+        )
 
     serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
     data_dir(serve)
@@ -552,6 +573,11 @@ def _parser() -> argparse.ArgumentParser:
     events = actions.add_parser("events", help="list the audit events, newest first")
     data_dir(events)
     events.add_argument("token_id", nargs="?", type=int, help="only this token's events")
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the store's schema up to date, print its version and exit"
+    )
+    data_dir(migrate)
     return parser
 
 
@@ -592,6 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, object] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "database", None) is not None:
+        try:
+            overrides["database_url"] = database_url(args.database)
+        except ValueError as error:
+            print(f"tokengrpc: {error}", file=sys.stderr)
+            return 2
     if getattr(args, "grpc_listen", None):
         overrides["grpc_listen"] = args.grpc_listen
     if getattr(args, "http_listen", None):
@@ -619,6 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.supervised))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
         if args.command == "gateway":
             upstream_tls = UpstreamTls(args.upstream_ca, args.upstream_cert, args.upstream_key)
             return asyncio.run(_gateway(args.upstream, settings, upstream_tls))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
+from tokengrpc.store.postgres.dsn import is_postgres
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,9 @@ class Settings:
     #: The gateway inside ``serve`` calls the servicers directly (no network hop);
     #: False makes it dial the gRPC port like a separate gateway would.
     http_in_process: bool = True
+    #: Empty: SQLite in ``data_dir``. A ``postgresql://`` URL: that database,
+    #: shared by every instance pointed at it (never printed with its password).
+    database_url: str = ""
     #: AES-256-GCM key for retrievable values; else ``<data_dir>/secret.key``.
     secret_key: str | None = None
     token_prefix: str = "tgr_"  # noqa: S105 (a label, not a secret)
@@ -76,6 +80,7 @@ class Settings:
             data_dir=Path(env.get("TOKENGRPC_DATA_DIR") or base.data_dir),
             grpc_listen=env.get("TOKENGRPC_GRPC_LISTEN") or base.grpc_listen,
             http_listen=env.get("TOKENGRPC_HTTP_LISTEN") or base.http_listen,
+            database_url=database_url(env.get("TOKENGRPC_DATABASE_URL") or ""),
             secret_key=env.get("TOKENGRPC_SECRET_KEY") or None,
             token_prefix=env.get("TOKENGRPC_TOKEN_PREFIX") or base.token_prefix,
             trusted_proxies=tuple(p.strip() for p in trusted.split(",") if p.strip())
@@ -109,6 +114,12 @@ def _switch(text: str | None, variable: str) -> bool:
     if text.lower() in ("off", "0", "false"):
         return False
     raise ValueError(f"{variable} must be on or off")
+
+
+def database_url(text: str) -> str:
+    """Empty or a PostgreSQL URL (the error never repeats it: it may hold a password)."""
+    is_postgres(text)
+    return text
 
 
 def log_format(text: str) -> str:

@@ -138,8 +138,9 @@ class TokenManager:
         self._event_page_key = sealer.derive(EVENT_PAGE_TOKEN_LABEL)
 
     async def create_token(
-        self, caller: Caller, request: pb.CreateTokenRequest
+        self, caller: Caller, request: pb.CreateTokenRequest, *, first: bool = False
     ) -> pb.CreateTokenResponse:
+        """``first``: only into an empty store (the bootstrap); else ``StoreNotEmpty``."""
         _require(caller, rules.WRITE, "creating a token")
         now = now_us()
         problems = Violations()
@@ -184,6 +185,7 @@ class TokenManager:
             now=now,
             sealed_value=self._sealer.seal(secret, secret_hash) if request.service_token else None,
             actor=caller.actor,
+            only_into_empty_store=first,
         )
         try:
             record = await self._store.insert(new)

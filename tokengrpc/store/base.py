@@ -128,6 +128,9 @@ class NewToken:
     now: int
     sealed_value: bytes | None = None
     actor: Actor = NO_ACTOR
+    #: Insert only if the store holds no token at all (the bootstrap token:
+    #: instances starting at once on one database create one); else StoreNotEmpty.
+    only_into_empty_store: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,10 @@ class Usage:
 
 class NameTaken(Exception):
     """A service token that is not revoked already has this name."""
+
+
+class StoreNotEmpty(Exception):
+    """A first token was asked for (``only_into_empty_store``), but the store holds one."""
 
 
 class TokenStore(Protocol):

@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokengrpc.store.cached import CachingStore
-from tokengrpc.store.sqlite.engine import DB_FILE, SqliteEngine
+from tokengrpc.store.sqlite.engine import DB_FILE, SqliteEngine, prepare
 from tokengrpc.store.sqlite.generation import Generation
 
 GENERATION_FILE = "tokens.db-generation"
+
+
+def migrate_sqlite(data_dir: Path) -> tuple[int, int]:
+    """Migrate ``tokens.db`` in ``data_dir`` (made 0700, as ``serve`` makes it); the
+    schema versions before and after."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return prepare(data_dir / DB_FILE)
 
 
 async def open_sqlite(data_dir: Path) -> CachingStore:
@@ -23,4 +30,11 @@ async def open_sqlite(data_dir: Path) -> CachingStore:
     return CachingStore(engine, changes)
 
 
-__all__ = ["DB_FILE", "GENERATION_FILE", "Generation", "SqliteEngine", "open_sqlite"]
+__all__ = [
+    "DB_FILE",
+    "GENERATION_FILE",
+    "Generation",
+    "SqliteEngine",
+    "migrate_sqlite",
+    "open_sqlite",
+]

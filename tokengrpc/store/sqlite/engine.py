@@ -41,11 +41,12 @@ from tokengrpc.store.base import (
     NameTaken,
     NewToken,
     Rotation,
+    StoreNotEmpty,
     TokenChanges,
     TokenRecord,
     Usage,
 )
-from tokengrpc.store.sqlite.migrations import migrate
+from tokengrpc.store.sqlite.migrations import LATEST, migrate
 
 log = logging.getLogger(__name__)
 
@@ -242,15 +243,16 @@ def _unavailable(error: sqlite3.Error) -> Unavailable | None:
     return None
 
 
-def _prepare(path: Path) -> None:
-    """Set WAL and migrate, on a plain connection before serving starts."""
+def prepare(path: Path) -> tuple[int, int]:
+    """Set WAL and migrate, on a plain connection before serving starts; the
+    schema versions before and after."""
     # Hashes and sealed values are nobody else's business: create it 0600.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA busy_timeout = 10000")
         connection.execute("PRAGMA journal_mode = WAL")
-        migrate(connection)
+        return migrate(connection), LATEST
     finally:
         connection.close()
 
@@ -330,7 +332,7 @@ class SqliteEngine:
     async def open(cls, data_dir: Path) -> SqliteEngine:
         """Migrate ``tokens.db`` in ``data_dir`` (created 0600) and connect to it."""
         path = data_dir / DB_FILE
-        await asyncio.to_thread(_prepare, path)
+        await asyncio.to_thread(prepare, path)
         return cls(
             await _connect(path, writer=False),
             await _connect(path, writer=True),
@@ -395,6 +397,10 @@ class SqliteEngine:
         concurrent creations share one (group commit) instead of queueing
         for the write lock one by one.
         """
+        if new.only_into_empty_store:
+            return await self._locked(
+                functools.partial(self._transaction, functools.partial(self._insert_first, new))
+            )
         landed = asyncio.get_running_loop().create_future()
         self._queued.append((new, landed))
         if len(self._queued) == 1:
@@ -402,6 +408,14 @@ class SqliteEngine:
             self._inserting.add(task)
             task.add_done_callback(self._inserting.discard)
         record: TokenRecord = await landed
+        return record
+
+    async def _insert_first(self, new: NewToken) -> TokenRecord:
+        """The first token of an empty store (inside the writer's transaction)."""
+        if next(iter(await self._fetch("SELECT EXISTS (SELECT 1 FROM tokens)")))[0]:
+            raise StoreNotEmpty
+        (record,) = await self._insert_with_events([new])
+        self._healed()
         return record
 
     async def _insert_queued(self) -> None:

@@ -1,0 +1,154 @@
+"""A private PostgreSQL server for the tests, from the binaries ``pgserver`` ships.
+
+pgserver's own start-up listens on a unix socket with no password at all; the
+tests need TCP and a password (a wrong one must be refused, and its text must
+not come back), and some need to stop and start the server under a running
+tokengrpc. So this runs ``initdb`` and ``pg_ctl`` from its binaries directly.
+
+PostgreSQL refuses to run as root. As root (CI, a fresh machine) the server
+runs as ``nobody``, which exists on every Linux: its directory is made for it
+in ``/tmp`` (``pytest``'s own temp dirs are private to root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# Found, not imported: importing pgserver sets up locks and dirs of its own.
+_SPEC = importlib.util.find_spec("pgserver")
+assert _SPEC is not None, "pgserver is a dev dependency"
+assert _SPEC.origin is not None
+BIN = Path(_SPEC.origin).parent / "pginstall" / "bin"
+#: The superuser's password in every test server (never a real secret).
+PASSWORD = "pg-test-Secret-7f3a"
+USER = "postgres"
+#: Runs the server when the tests run as root.
+_UNPRIVILEGED = "nobody"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class PgServer:
+    """One running server: ``url(db)`` to reach a database on it."""
+
+    directory: Path
+    port: int
+    user: str | None
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    def url(self, database: str = "postgres", password: str = PASSWORD) -> str:
+        return f"postgresql://{USER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(
+            [str(BIN / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+            user=self.user,
+            cwd=self.directory,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.directory}"
+            # A test server: durability across a power cut is not what is tested.
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c max_connections=300"
+        )
+        log = str(self.directory / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` as the superuser over the unix socket; return its output."""
+        done = subprocess.run(
+            [str(BIN / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+             "-h", str(self.directory), "-p", str(self.port), "-U", USER, "-d", database,
+             "-c", sql],
+            check=True, capture_output=True, text=True, timeout=60, user=self.user,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def new_database(self) -> str:
+        """A fresh, empty database's URL (one per test, so tests cannot see each other)."""
+        name = f"t_{os.getpid()}_{next(self._numbers)}"
+        self.psql(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+def start_server() -> PgServer:
+    """initdb and start a server in a new temp dir, on a free port, with a password."""
+    user = _UNPRIVILEGED if os.geteuid() == 0 else None
+    directory = Path(tempfile.mkdtemp(prefix="tokengrpc-pg-"))
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    (directory / "pwfile").write_text(PASSWORD + "\n")
+    if user is not None:
+        os.chown(directory / "pwfile", entry.pw_uid, entry.pw_gid)
+    server = PgServer(directory, _free_port(), user)
+    server._run(
+        "initdb", "-D", str(server.data), "-U", USER, "--pwfile", str(directory / "pwfile"),
+        "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
+        "--no-instructions",
+    )  # fmt: skip
+    server.start()
+    return server
+
+
+def remove_server(server: PgServer) -> None:
+    with contextlib.suppress(subprocess.SubprocessError):
+        server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+class External:
+    """The server named by ``TOKENGRPC_TEST_DATABASE_URL``: fresh databases on it."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._numbers = itertools.count(1)
+
+    def new_database(self) -> str:
+        import asyncio
+
+        import asyncpg
+
+        name = f"t_{os.getpid()}_{next(self._numbers)}"
+
+        async def create() -> None:
+            connection = await asyncpg.connect(self._url)
+            try:
+                await connection.execute(f"DROP DATABASE IF EXISTS {name}")
+                await connection.execute(f"CREATE DATABASE {name}")
+            finally:
+                await connection.close()
+
+        asyncio.run(create())
+        parts = urlsplit(self._url)
+        return urlunsplit(parts._replace(path="/" + name))

@@ -1,0 +1,254 @@
+"""The PostgreSQL engine's own parts: migrations, change notifications, start-up errors.
+
+The rules every engine shares are in the store contract suite; these are the
+parts only PostgreSQL has, on a real server (see ``tests/postgres.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from tests.postgres import PASSWORD, remove_server, start_server
+from tokengrpc.errors import Unavailable
+from tokengrpc.store.base import NewToken, StoreNotEmpty, Usage
+from tokengrpc.store.postgres.changes import LISTENER_APPLICATION, Notifications
+from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
+from tokengrpc.store.postgres.engine import PostgresEngine
+from tokengrpc.store.postgres.migrations import LATEST
+from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_engine
+
+
+def _new(name: str, owner: str = "alice", *, first: bool = False) -> NewToken:
+    return NewToken(
+        owner=owner,
+        name=name,
+        secret_hash=b"h" * 32,
+        scopes=("write",),
+        active=True,
+        expire_time=None,
+        allowed_ips=(),
+        now=1_000_000,
+        only_into_empty_store=first,
+    )
+
+
+@pytest.fixture
+async def instances(database_url: str) -> AsyncIterator[list[tuple[PostgresEngine, Notifications]]]:
+    """Three instances' engines and notifications on one database."""
+    opened = [await open_engine(database_url) for _ in range(3)]
+    try:
+        yield opened
+    finally:
+        for engine, changes in opened:
+            await changes.close()
+            await engine.close()
+
+
+async def _moves(changes: Notifications, since: int, within: float = 2.0) -> float:
+    """Seconds until ``changes.current()`` moves from ``since`` (fails past ``within``)."""
+    start = time.perf_counter()
+    while changes.current() == since:
+        assert time.perf_counter() - start < within, "no notification arrived"
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - start
+
+
+async def _until(condition: Callable[[], bool], within: float) -> float:
+    """Seconds until ``condition()`` holds (fails past ``within``)."""
+    start = time.perf_counter()
+    while not condition():
+        assert time.perf_counter() - start < within, "the condition never held"
+        await asyncio.sleep(0.005)
+    return time.perf_counter() - start
+
+
+def _writable(engine: PostgresEngine) -> bool:
+    """Read through a call, so the type checker does not carry one reading to the next."""
+    return engine.writable
+
+
+def test_database_urls() -> None:
+    assert not is_postgres("")
+    assert is_postgres("postgresql://u:p@h/db?sslmode=require")
+    assert is_postgres("postgres://h/db")
+    with pytest.raises(BadDatabaseUrl) as raised:
+        is_postgres("mysql://u:hunter2@h/db")
+    assert "hunter2" not in str(raised.value)
+    url = "postgresql://user:s%40cret@db.example:5432/tokens?sslmode=verify-full"
+    assert redacted(url) == "postgresql://user:***@db.example:5432/tokens?sslmode=verify-full"
+    said = scrub(f"failed at {url} with s@cret and s%40cret", url)
+    assert "s@cret" not in said
+    assert "s%40cret" not in said
+    assert redacted("postgresql://db.example/tokens") == "postgresql://db.example/tokens"
+
+
+async def test_migrations_run_once_when_instances_start_together(database_url: str) -> None:
+    results = await asyncio.gather(*(migrate_postgres(database_url) for _ in range(5)))
+    assert sorted(before for before, _ in results) == [0, LATEST, LATEST, LATEST, LATEST]
+    assert {after for _, after in results} == {LATEST}
+    connection = await asyncpg.connect(database_url)
+    try:
+        versions = await connection.fetch("SELECT version FROM tokengrpc_schema")
+        assert [tuple(row) for row in versions] == [(LATEST,)]
+    finally:
+        await connection.close()
+    assert await migrate_postgres(database_url) == (LATEST, LATEST)
+
+
+async def test_a_newer_schema_is_refused(database_url: str) -> None:
+    await migrate_postgres(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("UPDATE tokengrpc_schema SET version = $1", LATEST + 1)
+    finally:
+        await connection.close()
+    with pytest.raises(DatabaseError) as raised:
+        await open_engine(database_url)
+    message = str(raised.value)
+    print(message)
+    assert "newer" in message
+    assert PASSWORD not in message
+
+
+async def test_a_wrong_password_is_named_without_either_password(database_url: str) -> None:
+    wrong = database_url.replace(PASSWORD, "Wrong-Guess-91")
+    if wrong == database_url:  # an external server's URL: put a wrong password in
+        wrong = database_url.replace("://", "://tokengrpc_nobody:Wrong-Guess-91@", 1)
+    with pytest.raises(DatabaseError) as raised:
+        await open_engine(wrong)
+    message = str(raised.value)
+    print(message)
+    assert "Wrong-Guess-91" not in message
+    assert PASSWORD not in message
+    assert "***" in message
+
+
+async def test_an_unreachable_database_fails_quickly() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(DatabaseError) as raised:
+        await open_engine(f"postgresql://u:Secret-Pw-3@127.0.0.1:{port}/db")
+    took = time.perf_counter() - start
+    print(f"refused after {took:.3f} s: {raised.value}")
+    assert took < 10
+    assert "Secret-Pw-3" not in str(raised.value)
+
+
+async def test_another_instance_write_moves_current_and_ours_by_one(
+    instances: list[tuple[PostgresEngine, Notifications]],
+) -> None:
+    (engine_a, changes_a), (engine_b, _), _ = instances
+    before_a = changes_a.current()
+    record = await engine_b.insert(_new("t"))
+    delay = await _moves(changes_a, before_a)
+    print(f"A heard B's write after {delay * 1000:.1f} ms")
+    assert delay < 1.0
+    # Our own write: announce() moves it by one, its notification coming back does not.
+    await engine_a.revoke(record.id, 2_000_000)
+    mark = await changes_a.announce()
+    assert changes_a.current() == mark + 1
+    await asyncio.sleep(0.2)
+    assert changes_a.current() == mark + 1
+
+
+async def test_a_lost_listen_connection_vouches_for_nothing_until_back(
+    database_url: str, instances: list[tuple[PostgresEngine, Notifications]]
+) -> None:
+    _, changes = instances[0]
+    connection = await asyncpg.connect(database_url)
+    try:
+        ended = await connection.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE $1 AND datname = current_database()) AS t",
+            LISTENER_APPLICATION + " %",
+        )
+        assert ended == 3
+        await _until(lambda: not changes.listening, within=2)
+        # Down: no two reads of current() agree, so the cache keeps nothing.
+        assert changes.current() != changes.current()
+        took = await _until(lambda: all(c.listening for _, c in instances), within=5)
+        print(f"listening again after {took:.3f} s")
+        value = changes.current()
+        assert changes.current() == value
+        listeners = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1"
+            " AND datname = current_database()",
+            LISTENER_APPLICATION + " %",
+        )
+        assert listeners == 3
+    finally:
+        await connection.close()
+
+
+async def test_the_first_token_is_created_once(
+    instances: list[tuple[PostgresEngine, Notifications]],
+) -> None:
+    outcomes = await asyncio.gather(
+        *(engine.insert(_new(f"first-{n}", first=True)) for n, (engine, _) in enumerate(instances)),
+        return_exceptions=True,
+    )
+    created = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, StoreNotEmpty)]
+    assert len(created) == 1
+    assert len(refused) == 2
+    with pytest.raises(StoreNotEmpty):
+        await instances[0][0].insert(_new("again", first=True))
+
+
+async def test_usage_batches_of_several_instances_add_up(
+    instances: list[tuple[PostgresEngine, Notifications]],
+) -> None:
+    engine = instances[0][0]
+    ids = list(await engine.insert_many([_new(f"u{n}") for n in range(50)]))
+    assert len(ids) == 50
+    assert ids == list(range(ids[0], ids[0] + 50))
+
+    async def flush(engine: PostgresEngine, round_: int) -> None:
+        # Overlapping rows in opposite orders: the engine orders them itself.
+        order = ids if round_ % 2 else ids[::-1]
+        await engine.add_usage({i: Usage(1, 2_000_000 + round_, f"10.0.0.{round_}") for i in order})
+
+    await asyncio.gather(*(flush(engine, n) for n in range(20) for engine, _ in [instances[n % 3]]))
+    for token_id in ids:
+        record = await engine.get(token_id)
+        assert record is not None
+        assert record.usage_count == 20
+        assert record.last_use_time == 2_000_019
+        assert record.last_use_ip == "10.0.0.19"
+
+
+async def test_a_stopped_server_is_unavailable_and_back_by_itself() -> None:
+    """Its own server: stopping the session's would stop every other test."""
+    server = await asyncio.to_thread(start_server)
+    try:
+        url = await asyncio.to_thread(server.new_database)
+        engine, changes = await open_engine(url)
+        try:
+            created = await engine.insert(_new("kept"))
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(Unavailable) as raised:
+                await engine.get(created.id)
+            assert PASSWORD not in raised.value.message
+            with pytest.raises(Unavailable):
+                await engine.insert(_new("refused"))
+            assert _writable(engine) is False
+            assert changes.current() != changes.current()
+            await asyncio.to_thread(server.start)
+            assert await engine.get(created.id) == created
+            await engine.probe_write()
+            assert _writable(engine) is True
+            await _until(lambda: changes.listening, within=5)
+        finally:
+            await changes.close()
+            await engine.close()
+    finally:
+        await asyncio.to_thread(remove_server, server)

@@ -1,0 +1,1 @@
+"""The PostgreSQL engine, for several instances on one database (CONTRACT section 5)."""

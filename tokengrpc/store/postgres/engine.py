@@ -1,0 +1,498 @@
+"""An ``Engine`` on one PostgreSQL database, through an asyncpg pool.
+
+Several instances share the database: PostgreSQL's own locks do what
+SQLite's single writer does there, so concurrent creations just run in
+parallel on the pool. Every write's transaction ends with ``NOTIFY`` (see
+``changes.py``), so other instances drop what they hold from memory.
+
+Failures of the server or the network become ``Unavailable`` with words of
+our own: neither the server's text nor the URL (and its password) reaches a
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
+
+from tokengrpc.errors import Unavailable
+from tokengrpc.store.base import (
+    NO_ACTOR,
+    Actor,
+    EventAction,
+    EventQuery,
+    EventRecord,
+    ListQuery,
+    NameTaken,
+    NewToken,
+    Rotation,
+    StoreNotEmpty,
+    TokenChanges,
+    TokenRecord,
+    Usage,
+)
+from tokengrpc.store.postgres.changes import APPLICATION, CHANNEL
+
+log = logging.getLogger(__name__)
+
+#: A pooled connection (a proxy with the connection's methods).
+Connection: TypeAlias = "PoolConnectionProxy[Record]"
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
+    " create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value,"
+    " previous_hash, previous_until, last_use_ip"
+)
+_GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = $1"
+_GET_SERVICE = (
+    f"SELECT {_COLUMNS} FROM tokens WHERE owner = '' AND revoke_time IS NULL AND name = $1"
+)
+_INSERT_COLUMNS = (
+    "owner, name, secret_hash, scopes, active, expire_time, allowed_ips, create_time,"
+    " update_time, sealed_value"
+)
+_INSERT = (
+    f"INSERT INTO tokens ({_INSERT_COLUMNS})"
+    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}"
+)
+_INSERT_ID = _INSERT.partition(" RETURNING")[0] + " RETURNING id"
+_REVOKE = (
+    "UPDATE tokens SET revoke_time = $1, update_time = $1 WHERE id = $2 AND revoke_time IS NULL"
+    f" RETURNING {_COLUMNS}"
+)
+# The old hash stays only while it has time left; a grace of 0 clears it.
+_ROTATE = (
+    "UPDATE tokens SET previous_hash = CASE WHEN $1::bigint > $2::bigint THEN secret_hash END,"
+    " previous_until = CASE WHEN $1::bigint > $2::bigint THEN $1::bigint END,"
+    " secret_hash = $3, sealed_value = $4, update_time = $2"
+    f" WHERE id = $5 AND revoke_time IS NULL RETURNING {_COLUMNS}"
+)
+# One statement for the whole batch. SET expressions see the row as it was,
+# so the address follows the newer time.
+_ADD_USAGE = (
+    "UPDATE tokens SET usage_count = usage_count + batch.uses,"
+    " last_use_time = greatest(coalesce(tokens.last_use_time, 0), batch.used),"
+    " last_use_ip = CASE WHEN batch.used >= coalesce(tokens.last_use_time, 0)"
+    " THEN batch.address ELSE tokens.last_use_ip END"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
+    " AS batch (id, uses, used, address) WHERE tokens.id = batch.id"
+)
+_EVENT_COLUMNS = (
+    "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
+    " changed_fields"
+)
+_INSERT_EVENT = (
+    "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+    " actor_owner, client_ip, changed_fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+_LIST = {
+    (include_revoked, keyset): (
+        f"SELECT {_COLUMNS} FROM tokens WHERE owner = $1 AND id > $2"
+        + ("" if include_revoked else " AND revoke_time IS NULL")
+        + " ORDER BY id LIMIT $3"
+        + ("" if keyset else " OFFSET $4")
+    )
+    for include_revoked in (False, True)
+    for keyset in (False, True)
+}
+_COUNT = {
+    include_revoked: "SELECT count(*) FROM tokens WHERE owner = $1"
+    + ("" if include_revoked else " AND revoke_time IS NULL")
+    for include_revoked in (False, True)
+}
+#: Lock key held while checking for an empty store and creating the first token.
+_FIRST_TOKEN_LOCK = 0x746F6B31
+#: A usage batch that meets another instance's on the same rows may deadlock;
+#: PostgreSQL then aborts one, which simply runs again.
+_USAGE_TRIES = 3
+
+#: Errors that say the server or the way to it failed us, not the request.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InternalServerError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _record(row: Any) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        owner=row[1],
+        name=row[2],
+        secret_hash=row[3],
+        scopes=tuple(row[4]),
+        active=row[5],
+        expire_time=row[6],
+        allowed_ips=tuple(row[7]),
+        create_time=row[8],
+        update_time=row[9],
+        revoke_time=row[10],
+        last_use_time=row[11],
+        usage_count=row[12],
+        sealed_value=row[13],
+        previous_hash=row[14],
+        previous_until=row[15],
+        last_use_ip=row[16] or "",
+    )
+
+
+def _event(row: Any) -> EventRecord:
+    return EventRecord(
+        id=row[0],
+        event_time=row[1],
+        action=EventAction(row[2]),
+        token_id=row[3],
+        owner=row[4],
+        actor_token_id=row[5],
+        actor_owner=row[6],
+        client_ip=row[7],
+        changed_fields=tuple(row[8]),
+    )
+
+
+def _insert_params(new: NewToken) -> tuple[object, ...]:
+    return (
+        new.owner,
+        new.name,
+        new.secret_hash,
+        list(new.scopes),
+        new.active,
+        new.expire_time,
+        list(new.allowed_ips),
+        new.now,
+        new.now,
+        new.sealed_value,
+    )
+
+
+class PostgresEngine:
+    """``Engine`` on PostgreSQL; ``instance_id`` marks its notifications as its own."""
+
+    def __init__(self, pool: asyncpg.Pool, instance_id: str) -> None:
+        self._pool = pool
+        self._instance_id = instance_id
+        #: False from a write the database refused until ``probe_write`` succeeds.
+        self.writable = True
+
+    @classmethod
+    async def open(cls, url: str, instance_id: str) -> PostgresEngine:
+        """A pool on a migrated database (see ``open_postgres`` for the whole start)."""
+        # No floor of idle connections: asyncpg would log a traceback each time
+        # it fails to restore one while the server is away.
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=0,
+            max_size=10,
+            timeout=5,
+            command_timeout=30,
+            server_settings={"application_name": APPLICATION},
+        )
+        return cls(pool, instance_id)
+
+    @contextlib.contextmanager
+    def _engine_errors(self, *, writing: bool) -> Iterator[None]:
+        try:
+            yield
+        except _UNREACHABLE as error:
+            if isinstance(error, asyncpg.exceptions.DiskFullError):
+                mapped = Unavailable("the store's disk is full; try again later")
+            else:
+                mapped = Unavailable("the store cannot be reached right now; try again later")
+            if writing and self.writable:
+                self.writable = False
+                log.warning("the store refused a write: %s", mapped.message)
+            raise mapped from None
+
+    def _healed(self) -> None:
+        if not self.writable:
+            self.writable = True
+            log.warning("the store takes writes again")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        async with self._pool.acquire() as connection:
+            yield connection
+
+    async def _read(self, sql: str, *params: object) -> list[Any]:
+        """A read; one retry on a pooled connection the server has since dropped."""
+        with self._engine_errors(writing=False):
+            for attempt in (1, 2):
+                try:
+                    async with self._connection() as connection:
+                        rows: list[Any] = await connection.fetch(sql, *params)
+                        return rows
+                except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` in one transaction that also notifies the other instances.
+
+        Shielded: a caller cancelled mid-write must not leave the outcome to
+        chance halfway through a commit.
+        """
+
+        async def run() -> T:
+            with self._engine_errors(writing=True):
+                async with self._connection() as connection, connection.transaction():
+                    result = await work(connection)
+                    await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, self._instance_id)
+            return result
+
+        return await asyncio.shield(run())
+
+    async def insert(self, new: NewToken) -> TokenRecord:
+        async def insert(connection: Connection) -> TokenRecord:
+            if new.only_into_empty_store:
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _FIRST_TOKEN_LOCK)
+                if await connection.fetchval("SELECT EXISTS (SELECT 1 FROM tokens)"):
+                    raise StoreNotEmpty
+            try:
+                row = await connection.fetchrow(_INSERT, *_insert_params(new))
+            except asyncpg.UniqueViolationError:
+                raise NameTaken(new.name) from None
+            record = _record(row)
+            await connection.execute(
+                _INSERT_EVENT,
+                *_event_row(EventAction.CREATED, (record.id, record.owner), new.now, new.actor),
+            )
+            return record
+
+        record = await self._write(insert)
+        self._healed()
+        return record
+
+    async def insert_many(self, news: Sequence[NewToken]) -> range:
+        """Many rows in one transaction with consecutive ids (imports, benchmarks)."""
+        if not news:
+            return range(0)
+        rows = [_insert_params(new) for new in news]
+
+        async def insert_all(connection: Connection) -> int:
+            # The table lock keeps every other insert out, so the ids are consecutive.
+            await connection.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE")
+            first = int(await connection.fetchval(_INSERT_ID, *rows[0]))
+            await connection.executemany(_INSERT_ID, rows[1:])
+            await connection.executemany(
+                _INSERT_EVENT,
+                [
+                    _event_row(EventAction.CREATED, (first + index, new.owner), new.now, new.actor)
+                    for index, new in enumerate(news)
+                ],
+            )
+            return first
+
+        first = await self._write(insert_all)
+        return range(first, first + len(news))
+
+    async def get(self, token_id: int) -> TokenRecord | None:
+        rows = await self._read(_GET, token_id)
+        return _record(rows[0]) if rows else None
+
+    async def get_service_token(self, name: str) -> TokenRecord | None:
+        rows = await self._read(_GET_SERVICE, name)
+        return _record(rows[0]) if rows else None
+
+    async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
+        keyset = query.offset == 0
+        params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
+        if not keyset:
+            params += (query.offset,)
+        rows = await self._read(_LIST[query.include_revoked, keyset], *params)
+        return [_record(row) for row in rows]
+
+    async def count(self, query: ListQuery) -> int:
+        rows = await self._read(_COUNT[query.include_revoked], query.owner)
+        return int(rows[0][0])
+
+    async def update(
+        self, token_id: int, changes: TokenChanges, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        assignments = ["update_time = $1"]
+        params: list[object] = [now]
+        for column, value in (
+            ("name", changes.name),
+            ("scopes", None if changes.scopes is None else list(changes.scopes)),
+            ("active", changes.active),
+            ("allowed_ips", None if changes.allowed_ips is None else list(changes.allowed_ips)),
+        ):
+            if value is not None:
+                params.append(value)
+                assignments.append(f"{column} = ${len(params)}")
+        if changes.set_expire_time:
+            params.append(changes.expire_time)
+            assignments.append(f"expire_time = ${len(params)}")
+        params.append(token_id)
+        sql = (
+            f"UPDATE tokens SET {', '.join(assignments)}"  # constant column names
+            f" WHERE id = ${len(params)} AND revoke_time IS NULL RETURNING {_COLUMNS}"
+        )
+
+        async def update(connection: Connection) -> TokenRecord | None:
+            try:
+                row = await connection.fetchrow(sql, *params)
+            except asyncpg.UniqueViolationError:
+                raise NameTaken(changes.name or "") from None
+            return await _audited(
+                connection, row, EventAction.UPDATED, now, actor, changes.fields()
+            )
+
+        return await self._write(update)
+
+    async def revoke(self, token_id: int, now: int, actor: Actor = NO_ACTOR) -> TokenRecord | None:
+        async def revoke(connection: Connection) -> TokenRecord | None:
+            row = await connection.fetchrow(_REVOKE, now, token_id)
+            return await _audited(
+                connection, row, EventAction.REVOKED, now, actor, ("revoke_time",)
+            )
+
+        return await self._write(revoke)
+
+    async def rotate(
+        self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        now, until = rotation.now, rotation.previous_until or 0
+        fields = ("secret",) if rotation.sealed_value is None else ("secret", "value")
+
+        async def rotate(connection: Connection) -> TokenRecord | None:
+            row = await connection.fetchrow(
+                _ROTATE, until, now, rotation.secret_hash, rotation.sealed_value, token_id
+            )
+            return await _audited(connection, row, EventAction.ROTATED, now, actor, fields)
+
+        return await self._write(rotate)
+
+    async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
+        async def record(connection: Connection) -> None:
+            row = await connection.fetchrow(_GET, token_id)
+            await _audited(connection, row, EventAction.VALUE_READ, now, actor)
+
+        await self._write(record)
+
+    async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
+        conditions = ["id < $1"]
+        params: list[object] = [query.before_id or (1 << 63) - 1]
+        if query.owner is not None:
+            params.append(query.owner)
+            conditions.append(f"owner = ${len(params)}")
+        if query.token_id is not None:
+            params.append(query.token_id)
+            conditions.append(f"token_id = ${len(params)}")
+        params.append(query.limit)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM token_events"  # constant conditions
+            f" WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT ${len(params)}"
+        )
+        return [_event(row) for row in await self._read(sql, *params)]
+
+    async def add_usage(self, uses: Mapping[int, Usage]) -> None:
+        if not uses:
+            return
+        # Ascending ids: two instances' batches lock shared rows in the same order.
+        ordered = sorted(uses.items())
+        columns = (
+            [token_id for token_id, _ in ordered],
+            [use.count for _, use in ordered],
+            [use.last_use_time for _, use in ordered],
+            [use.last_use_ip or None for _, use in ordered],
+        )
+
+        async def add(connection: Connection) -> None:
+            await connection.execute(_ADD_USAGE, *columns)
+
+        for attempt in range(1, _USAGE_TRIES + 1):
+            try:
+                await self._write(add)
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == _USAGE_TRIES:
+                    raise Unavailable("the store is busy; try again later") from None
+
+    async def is_empty(self) -> bool:
+        rows = await self._read("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
+        return bool(rows[0][0])
+
+    async def key_fingerprint(self) -> bytes | None:
+        rows = await self._read("SELECT fingerprint FROM secret_key")
+        return bytes(rows[0][0]) if rows else None
+
+    async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
+        async def record(connection: Connection) -> bytes:
+            await connection.execute(
+                "INSERT INTO secret_key (id, fingerprint) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                fingerprint,
+            )
+            return bytes(await connection.fetchval("SELECT fingerprint FROM secret_key"))
+
+        return await self._write(record)
+
+    async def sealed_sample(self) -> tuple[bytes, bytes] | None:
+        rows = await self._read(
+            "SELECT sealed_value, secret_hash FROM tokens WHERE sealed_value IS NOT NULL LIMIT 1"
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    async def ping(self) -> None:
+        await self._read("SELECT 1 FROM tokens LIMIT 1")
+
+    async def probe_write(self) -> None:
+        """A write that leaves no trace, to see if the database takes writes again."""
+
+        async def probe(connection: Connection) -> None:
+            await connection.execute("INSERT INTO write_probe VALUES ('\\x00'::bytea)")
+            await connection.execute("DELETE FROM write_probe")
+
+        await self._write(probe)
+        self._healed()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._pool.close(), 5)
+        self._pool.terminate()
+
+
+def _event_row(
+    action: EventAction,
+    token: tuple[int, str],
+    now: int,
+    actor: Actor,
+    fields: Sequence[str] = (),
+) -> tuple[object, ...]:
+    """One event: the token's id and owner, the actor, and field names only."""
+    return (now, int(action), *token, actor.token_id, actor.owner, actor.client_ip,
+            list(fields))  # fmt: skip
+
+
+async def _audited(
+    connection: Connection,
+    row: Any,
+    action: EventAction,
+    now: int,
+    actor: Actor,
+    fields: Sequence[str] = (),
+) -> TokenRecord | None:
+    """The changed row's record, with its event written (no row: nothing changed, no event)."""
+    if row is None:
+        return None
+    record = _record(row)
+    await connection.execute(
+        _INSERT_EVENT, *_event_row(action, (record.id, record.owner), now, actor, fields)
+    )
+    return record
+
+
+__all__ = ["PostgresEngine"]
