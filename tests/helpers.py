@@ -31,11 +31,12 @@ class LiveService:
     data_dir: Path
     channel: grpc.aio.Channel
     stub: tokens_pb2_grpc.TokenServiceAsyncStub
-    admin_token: str
+    # Not in a failing test's output: secrets, and the URL holds a password.
+    admin_token: str = field(repr=False)
     #: Every plaintext a test saw, to search the database file for later.
-    plaintexts: list[str] = field(default_factory=list)
+    plaintexts: list[str] = field(default_factory=list, repr=False)
     #: Empty: SQLite in ``data_dir``; else the PostgreSQL database it uses.
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
 
     @property
     def engine(self) -> str:
