@@ -24,8 +24,11 @@ pytest_plugins = ["tests.stores"]
 
 #: Every service-level test runs on each engine (CONTRACT section 5).
 ENGINES = ("sqlite", "postgres")
-#: Gateway tests: each engine, each way the gateway reaches the servicers.
-GATEWAY_VARIANTS = tuple((engine, mode) for engine in ENGINES for mode in ("network", "in-process"))
+#: Gateway tests: SQLite each way the gateway reaches the servicers, and
+#: PostgreSQL in-process only. The upstream's transport and the engine do not
+#: meet (the gateway never sees the store), and a fourth variant would add
+#: minutes to the suite for no rule it could break alone.
+GATEWAY_VARIANTS = (("sqlite", "network"), ("sqlite", "in-process"), ("postgres", "in-process"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
