@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,15 +11,12 @@ import grpc
 import httpx
 from google.rpc import error_details_pb2, status_pb2
 
+from tests import rows
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
-
-# Columns a request may legitimately change without changing the store's
-# meaning: a successful authentication counts a use, from an address.
-_USAGE_COLUMNS = {"usage_count", "last_use_time", "last_use_ip"}
 
 
 def bearer(token: str) -> Metadata:
@@ -35,9 +31,16 @@ class LiveService:
     data_dir: Path
     channel: grpc.aio.Channel
     stub: tokens_pb2_grpc.TokenServiceAsyncStub
-    admin_token: str
+    # Not in a failing test's output: secrets, and the URL holds a password.
+    admin_token: str = field(repr=False)
     #: Every plaintext a test saw, to search the database file for later.
-    plaintexts: list[str] = field(default_factory=list)
+    plaintexts: list[str] = field(default_factory=list, repr=False)
+    #: Empty: SQLite in ``data_dir``; else the PostgreSQL database it uses.
+    database_url: str = field(default="", repr=False)
+
+    @property
+    def engine(self) -> str:
+        return "postgres" if self.database_url else "sqlite"
 
     @property
     def target(self) -> str:
@@ -69,12 +72,8 @@ class LiveService:
 
     def snapshot(self) -> list[tuple[object, ...]]:
         """Every row of the store, minus usage counters, then every audit event,
-        for before/after checks."""
-        with sqlite3.connect(self.data_dir / "tokens.db") as db:
-            names = [row[1] for row in db.execute("PRAGMA table_info(tokens)")]
-            keep = [n for n in names if n not in _USAGE_COLUMNS]
-            rows = list(db.execute(f"SELECT {', '.join(keep)} FROM tokens ORDER BY id"))  # noqa: S608
-            return rows + list(db.execute("SELECT * FROM token_events ORDER BY id"))
+        for before/after checks (either engine: tests/rows.py)."""
+        return rows.snapshot(self.data_dir, self.database_url)
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -95,19 +94,25 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     return found
 
 
-async def start_service(data_dir: Path) -> LiveService:
+async def start_service(data_dir: Path, database_url: str = "") -> LiveService:
+    """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named."""
     from tokengrpc.config import Settings
 
-    core = await Core.open(Settings(data_dir=data_dir, usage_flush_interval=0.05))
+    settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
+    core = await Core.open(settings)
     server = GrpcServer(core)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     admin = (data_dir / "bootstrap-token").read_text().strip()
-    service = LiveService(
-        core, server, port, data_dir, channel, tokens_pb2_grpc.TokenServiceStub(channel), admin
-    )
+    stub = tokens_pb2_grpc.TokenServiceStub(channel)
+    service = LiveService(core, server, port, data_dir, channel, stub, admin, [], database_url)
     service.plaintexts.append(admin)
     return service
+
+
+async def start_twin(service: LiveService) -> LiveService:
+    """Another process on the same store (data dir and database): the same secret key."""
+    return await start_service(service.data_dir, service.database_url)
 
 
 async def stop_service(service: LiveService) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
+from tests import rows
 from tests.helpers import LiveService, bearer, field_violations
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -28,11 +26,6 @@ class World:
     other_id: int  # bob's token
     service_id: int
     by_state: dict[str, str]
-
-
-def _set_column(data_dir: Path, token_id: int, column: str, value: int) -> None:
-    with contextlib.closing(sqlite3.connect(data_dir / "tokens.db")) as db, db:
-        db.execute(f"UPDATE tokens SET {column} = ? WHERE id = ?", (value, token_id))  # noqa: S608
 
 
 @pytest.fixture
@@ -51,7 +44,9 @@ async def world(service: LiveService) -> World:
             "inactive": ("active", 0),
         }[state]
         # In a thread: the service's writer may be mid-transaction, waiting for this loop.
-        await asyncio.to_thread(_set_column, service.data_dir, token_id, column, value)
+        await asyncio.to_thread(
+            rows.set_column, service.data_dir, service.database_url, token_id, column, value
+        )
     # Those writes went behind the service's back; this create announces a change,
     # so no process keeps a cached copy of the rows from before them.
     _, states["ip-disallowed"] = await service.create(

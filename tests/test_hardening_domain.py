@@ -24,7 +24,7 @@ from tests.helpers import (
     LiveService,
     bearer,
     field_violations,
-    start_service,
+    start_twin,
     status_details,
     stop_service,
 )
@@ -350,7 +350,7 @@ async def test_page_tokens_are_authenticated(service: LiveService) -> None:
     assert service.snapshot() == before
 
     # Another process on the same data dir (the same secret key) accepts it.
-    twin = await start_service(service.data_dir)
+    twin = await start_twin(service)
     try:
         again = await twin.stub.ListTokens(
             pb.ListTokensRequest(page_size=1, page_token=good), metadata=md

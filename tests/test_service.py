@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from tests.helpers import LiveService, bearer, field_violations, start_service, stop_service
+from tests import rows
+from tests.helpers import LiveService, bearer, field_violations, start_twin, stop_service
 from tokengrpc.v1 import tokens_pb2 as pb
 
 PLAINTEXT = re.compile(r"^(\d+)\|tgr_[0-9A-Za-z]{46}$")
@@ -144,7 +144,7 @@ async def test_revocation_reaches_another_process_sharing_the_store(
     service: LiveService,
 ) -> None:
     token_id, plaintext = await service.create("shared", scopes=["write"])
-    other = await start_service(service.data_dir)
+    other = await start_twin(service)
     try:
         await other.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(plaintext))
         await service.stub.RevokeToken(
@@ -305,8 +305,7 @@ async def test_usage_is_counted_in_batches(service: LiveService) -> None:
     assert got.token.HasField("last_use_time")
     # ... and the flusher writes them well within a second.
     await asyncio.sleep(0.3)
-    with sqlite3.connect(service.data_dir / "tokens.db") as db:
-        (count,) = db.execute("SELECT usage_count FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    count = rows.usage_count(service.data_dir, service.database_url, token_id)
     assert count == 6
 
 

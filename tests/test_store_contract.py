@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 
 from tests.stores import StoreFactory
-from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord
+from tokengrpc.store import EventQuery, ListQuery, NameTaken, NewToken, TokenRecord
 from tokengrpc.usage import UsageRecorder
 
 
@@ -47,6 +47,19 @@ async def test_list_and_count(open_store: StoreFactory) -> None:
     assert [r.id for r in await store.list(every)] == ids[2:4]
     paged = ListQuery(owner="o", include_revoked=True, limit=2, offset=3)
     assert [r.id for r in await store.list(paged)] == ids[3:5]
+
+
+async def test_a_lookup_by_a_name_or_owner_holding_nul_finds_nothing(
+    open_store: StoreFactory,
+) -> None:
+    """PostgreSQL's text cannot hold NUL; a lookup by one is still just a miss."""
+    store = await open_store()
+    await store.insert(_new("svc", owner=""))
+    assert await store.get_service_token("svc\x00") is None
+    query = ListQuery(owner="o\x00", include_revoked=True, limit=10)
+    assert list(await store.list(query)) == []
+    assert await store.count(query) == 0
+    assert list(await store.list_events(EventQuery(owner="\x00", limit=10))) == []
 
 
 async def test_uses_show_at_once_and_are_written_on_shutdown(open_store: StoreFactory) -> None:

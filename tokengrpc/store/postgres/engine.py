@@ -127,6 +127,12 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _unstorable(text: str | None) -> bool:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): no row has such a name
+    or owner, so a lookup by one finds nothing, as on SQLite, instead of an error."""
+    return text is not None and "\x00" in text
+
+
 def _record(row: Any) -> TokenRecord:
     return TokenRecord(
         id=row[0],
@@ -304,10 +310,14 @@ class PostgresEngine:
         return _record(rows[0]) if rows else None
 
     async def get_service_token(self, name: str) -> TokenRecord | None:
+        if _unstorable(name):
+            return None
         rows = await self._read(_GET_SERVICE, name)
         return _record(rows[0]) if rows else None
 
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
+        if _unstorable(query.owner):
+            return []
         keyset = query.offset == 0
         params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
         if not keyset:
@@ -316,6 +326,8 @@ class PostgresEngine:
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
+        if _unstorable(query.owner):
+            return 0
         rows = await self._read(_COUNT[query.include_revoked], query.owner)
         return int(rows[0][0])
 
@@ -384,6 +396,8 @@ class PostgresEngine:
         await self._write(record)
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
+        if _unstorable(query.owner):
+            return []
         conditions = ["id < $1"]
         params: list[object] = [query.before_id or (1 << 63) - 1]
         if query.owner is not None:
