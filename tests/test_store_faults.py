@@ -146,3 +146,39 @@ async def test_a_spoilt_store_is_unavailable_everywhere(
     assert code == 0, output
     # Said, not shouted: no traceback a second from the health watch.
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_removed_store_file_refuses_writes_instead_of_losing_them(
+    running: Serving, tmp_path: Path, how: str
+) -> None:
+    """Writes into a deleted or replaced file would be acknowledged and then lost
+    at the next start; the server says so instead, and /readyz turns 503."""
+    data = tmp_path / "data"
+    admin = (data / "bootstrap-token").read_text().strip()
+    async with (
+        grpc.aio.insecure_channel(running.address("grpc")) as channel,
+        httpx.AsyncClient(base_url=f"http://{running.address('http')}", timeout=30) as client,
+    ):
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        await stub.CreateToken(pb.CreateTokenRequest(name="kept"), metadata=bearer(admin))
+        db = data / "tokens.db"
+        if how == "deleted":
+            db.unlink()
+        else:
+            copy = data / "copy.db"
+            copy.write_bytes(db.read_bytes())
+            copy.replace(db)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateToken(pb.CreateTokenRequest(name="lost"), metadata=bearer(admin))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "removed or replaced" in (caught.value.details() or "")
+        assert not _ENGINE_TEXT.search(caught.value.details() or "")
+        response = await client.post(
+            "/api/token", json={"name": "lost"}, headers={"Authorization": f"Bearer {admin}"}
+        )
+        assert response.status_code == 503, response.text
+        assert (await _readyz(client, 503)).status_code == 503
+    code, output = await running.stop()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output

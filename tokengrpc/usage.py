@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 
+from tokengrpc.errors import Unavailable
 from tokengrpc.store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ class UsageRecorder:
     async def flush(self) -> None:
         try:
             await self._store.flush_usage()
+        except Unavailable as error:  # the store said why: no traceback needed
+            if not self._failing:
+                self._failing = True
+                log.warning("writing usage counts failed (%s); keeping them", error.message)
         except Exception:
             if not self._failing:
                 self._failing = True

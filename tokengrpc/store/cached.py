@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import TypeVar
 
+from tokengrpc.errors import Unavailable
 from tokengrpc.store.base import (
     NO_ACTOR,
     Actor,
@@ -33,6 +35,8 @@ from tokengrpc.store.base import (
 from tokengrpc.store.cache import ReadCache
 from tokengrpc.store.engine import Changes, Engine
 from tokengrpc.store.usage import PendingUses
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Arg = TypeVar("Arg")
@@ -279,6 +283,9 @@ class CachingStore:
         self._closed = True
         try:
             await self.flush_usage()
+        except Unavailable as error:
+            # The process is ending either way: say what is lost, not a traceback.
+            log.warning("usage counts not yet written are lost at shutdown: %s", error.message)
         finally:
             try:
                 await self.engine.close()

@@ -243,6 +243,15 @@ def _unavailable(error: sqlite3.Error) -> Unavailable | None:
     return None
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of ``path``, or None if it is gone."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def prepare(path: Path) -> tuple[int, int]:
     """Set WAL and migrate, on a plain connection before serving starts; the
     schema versions before and after."""
@@ -289,7 +298,12 @@ class SqliteEngine:
         reader: aiosqlite.Connection,
         writer: aiosqlite.Connection,
         inline: sqlite3.Connection,
+        path: Path | None = None,
     ) -> None:
+        #: The file the connections opened, to notice it being deleted or
+        #: replaced under us: writes would then go to a file nobody will read.
+        self._path = path
+        self._file = _identity(path) if path is not None else None
         self._reader = reader
         self._writer = writer
         self._inline = inline
@@ -337,6 +351,7 @@ class SqliteEngine:
             await _connect(path, writer=False),
             await _connect(path, writer=True),
             _inline_reader(path),
+            path,
         )
 
     async def _around(self, sql: str, run: Callable[[], Awaitable[T]]) -> T:
@@ -371,11 +386,29 @@ class SqliteEngine:
     async def _records(self, sql: str, params: tuple[object, ...]) -> tuple[TokenRecord, ...]:
         return tuple(_record(row) for row in await self._read(sql, params))
 
-    async def _locked(self, work: Callable[[], Awaitable[T]]) -> T:
-        """A write, alone on the writer connection; disk failures become ``Unavailable``."""
+    async def _locked(self, work: Callable[[], Awaitable[T]], *, checked: bool = False) -> T:
+        """A write, alone on the writer connection; disk failures become ``Unavailable``.
+
+        ``checked``: ``work`` looks at the file itself (the group insert, which
+        must hand every failure to its queued callers).
+        """
         async with self._write_lock:
+            if not checked:
+                self._same_file()
             with self._engine_errors(writing=True):
                 return await work()
+
+    def _same_file(self) -> None:
+        """Refuse to write into a file that is no longer the store (deleted or
+        replaced on disk): nothing written there would survive a restart."""
+        if self._path is None or _identity(self._path) == self._file:
+            return
+        if self.writable:
+            self.writable = False
+            log.warning("the store's file was removed or replaced; refusing writes until restart")
+        raise Unavailable(
+            "the store's file was removed or replaced under the running server; restart it"
+        )
 
     async def _transaction(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work`` in one immediate transaction: one fsync for many statements."""
@@ -404,7 +437,7 @@ class SqliteEngine:
         landed = asyncio.get_running_loop().create_future()
         self._queued.append((new, landed))
         if len(self._queued) == 1:
-            task = asyncio.create_task(self._locked(self._insert_queued))
+            task = asyncio.create_task(self._locked(self._insert_queued, checked=True))
             self._inserting.add(task)
             task.add_done_callback(self._inserting.discard)
         record: TokenRecord = await landed
@@ -425,6 +458,7 @@ class SqliteEngine:
         for start in range(0, len(batch), _INSERT_BATCH):
             news = [new for new, _ in batch[start : start + _INSERT_BATCH]]
             try:
+                self._same_file()
                 with self._engine_errors(writing=True):
                     outcomes += await self._insert_rows(news)
                 self._healed()
