@@ -50,7 +50,7 @@ class Settings:
     #: gRPC: seconds a connection with no calls is kept open.
     grpc_max_connection_idle: float = 300.0
     #: gRPC: concurrent calls on one connection.
-    grpc_max_concurrent_streams: int = 100
+    grpc_max_concurrent_streams: int = 1000
     #: gRPC: open connections per process.
     grpc_max_connections: int = 1000
     #: gRPC: bytes of one request message (the HTTP body limit is 1 MiB too).
