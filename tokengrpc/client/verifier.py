@@ -118,21 +118,23 @@ class TokenVerifier:
 
     async def verify(self, token: str | None, client_ip: str = "") -> Identity | None:
         """The identity of an active token presented from ``client_ip``, else None."""
-        if not token or len(token) > MAX_TOKEN_LENGTH or plaintext.parse(token) is None:
-            return None  # garbage or a typo: the checksum says so without a call
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
         key = hashlib.sha256(f"{client_ip}\n{token}".encode()).digest()
-        rejected_until = self._rejected.get(key)
-        if rejected_until is not None:
-            if rejected_until > time.monotonic():
-                self._hits += 1
-                return None
-            del self._rejected[key]
         entry = self._cache.get(key)
         if entry is not None:
             if entry.expires > time.monotonic():
                 self._hits += 1
                 return entry.identity
             self._forget(key)
+        rejected_until = self._rejected.get(key)
+        if rejected_until is not None:
+            if rejected_until > time.monotonic():
+                self._hits += 1
+                return None
+            del self._rejected[key]
+        if plaintext.parse(token) is None:
+            return None  # garbage or a typo: the checksum says so without a call
         task = self._pending.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._lookup(key, token, client_ip))
