@@ -3,6 +3,8 @@ and no label holds a token, a token id or a name."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from gateway.app import HttpServer, start_http
 from tests.helpers import bearer
 from tests.processes import serve
 from tokengrpc.config import Settings
-from tokengrpc.metrics import Metrics
+from tokengrpc.metrics import SHARE_EVERY, Metrics
 from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -178,15 +180,29 @@ async def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
                 response = await client.get("/healthz")
                 assert response.status_code == 200
         async with httpx.AsyncClient() as client:
-            text = (await client.get(f"http://{scraper}/metrics")).text
+            # Each process copies its numbers to the shared files every SHARE_EVERY
+            # seconds: the other worker's part may show a moment late, never wrong.
+            deadline = time.monotonic() + 10 * SHARE_EVERY
+            while True:
+                text = (await client.get(f"http://{scraper}/metrics")).text
+                samples = parse(text)
+                total = value(
+                    samples, "tokengrpc_http_requests_total", route="/healthz", status="200"
+                )
+                if total >= sent or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(SHARE_EVERY / 5)
             # The HTTP listener's own /metrics shows the same sum, whichever worker answers.
             listed = await client.get(
                 f"http://{http}/api/token", headers={"Authorization": f"Bearer {admin}"}
             )
             assert listed.status_code == 200
-        samples = parse(text)
-        total = value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200")
+            own = parse((await client.get(f"http://{http}/metrics")).text)
         assert total == sent, text
+        timed = "tokengrpc_http_request_duration_seconds_count"
+        assert value(samples, timed, route="/healthz") == sent, text
+        assert value(own, "tokengrpc_http_requests_total", route="/healthz", status="200") == sent
+        assert value(own, "tokengrpc_http_requests_total", route="/api/token", status="200") == 1
         print(f"{sent} requests over 2 processes, one scrape shows {total}")
     finally:
         code, output = await server.stop()

@@ -182,6 +182,11 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
         if certificates is not None
         else None
     )
+    sharer = (
+        asyncio.create_task(metrics.share_forever(), name="metrics-share")
+        if metrics is not None and metrics.shared
+        else None
+    )
     try:
         port = await grpc_server.start(settings.grpc_listen)
         host = settings.grpc_listen.rpartition(":")[0]
@@ -229,6 +234,9 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
             watcher.cancel()
         await _shut_down(settings.grace_period, grpc_server, http, workers)
         await core.close()
+        if sharer is not None and metrics is not None:
+            sharer.cancel()
+            metrics.share()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
@@ -337,6 +345,11 @@ async def _gateway(upstream: str, settings: Settings, upstream_tls: UpstreamTls)
     watcher = (
         asyncio.create_task(certificates.watch(), name="tls-watch")
         if certificates is not None
+        else None
+    )
+    sharer = (
+        asyncio.create_task(metrics.share_forever(), name="metrics-share")
+        if metrics is not None and metrics.shared
         else None
     )
     if certificates is None:

@@ -4,15 +4,22 @@ Labels are only ever a method name, a route *template*, a status or a fixed
 word: never a token, a token id or a name, so neither a secret nor a
 client-chosen value can reach a scrape, and the series stay few.
 
-With ``serve --workers N`` every process writes its values to files in one
-directory (prometheus-client's multiprocess mode); a scrape, whichever
-process answers it, reads and sums them all.
+Recording sits on every request's path, so it is plain arithmetic on this
+process's own numbers (no lock, no label lookup in the library); a scrape
+turns those numbers into Prometheus families when it is asked for them.
+
+With ``serve --workers N`` every process also copies its numbers, every
+:data:`SHARE_EVERY` seconds and when it stops, into files in one directory
+(prometheus-client's multiprocess mode); a scrape, whichever process answers
+it, reads and sums them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -25,6 +32,7 @@ from prometheus_client import (
     start_http_server,
     values,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 #: prometheus-client's variable: set, every process shares its values through that directory.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,6 +40,12 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "(unmatched)"
 #: Seconds; the service answers most requests in well under a millisecond.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Seconds between copies of a worker's numbers to the shared files (how stale
+#: another worker's figures can be in a scrape).
+SHARE_EVERY = 0.5
+
+#: The ``le`` labels, as prometheus-client writes these bounds.
+_LE = (*(repr(bound) for bound in BUCKETS), "+Inf")
 
 
 def share_between_processes(directory: str) -> None:
@@ -42,79 +56,155 @@ def share_between_processes(directory: str) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
+class _Times:
+    """One histogram series: a count per bucket (the last is +Inf) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class _Series:
+    """A request counter series and the duration series of its method or route."""
+
+    __slots__ = ("count", "times")
+
+    def __init__(self, times: _Times) -> None:
+        self.count = 0
+        self.times = times
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.times.observe(seconds)
+
+
+class _Requests:
+    """``<name>_total{label,status}`` and ``<name>_duration_seconds{label}``."""
+
+    def __init__(self, surface: str, label: str, status: str, one: str) -> None:
+        self.name = f"tokengrpc_{surface}_requests"
+        self.duration_name = f"tokengrpc_{surface}_request_duration_seconds"
+        self.label, self.status = label, status
+        self.what = f"{one}s by {label} and {status}"
+        self.what_duration = f"{one} duration by {label}"
+        self.series: dict[tuple[str, str], _Series] = {}
+        self.times: dict[str, _Times] = {}
+
+    def add(self, label: str, status: str, seconds: float) -> None:
+        series = self.series.get((label, status))
+        if series is None:
+            times = self.times.get(label)
+            if times is None:
+                times = self.times[label] = _Times()
+            series = self.series[label, status] = _Series(times)
+        series.add(seconds)
+
+    def families(self) -> Iterator[Metric]:
+        # Copies first: a scrape served from a thread reads while the loop counts.
+        counted = CounterMetricFamily(self.name, self.what, labels=(self.label, self.status))
+        for (label, status), series in list(self.series.items()):
+            counted.add_metric((label, status), series.count)
+        yield counted
+        timed = HistogramMetricFamily(self.duration_name, self.what_duration, labels=(self.label,))
+        for label, times in list(self.times.items()):
+            counts, running, buckets = list(times.counts), 0, []
+            for le, count in zip(_LE, counts, strict=True):
+                running += count
+                buckets.append((le, running))
+            timed.add_metric((label,), buckets, times.total)
+        yield timed
+
+
+class _Outcomes:
+    """``<name>_total{label}`` over a fixed pair of label values."""
+
+    def __init__(self, name: str, label: str, what: str, yes: str, no: str) -> None:
+        self.name, self.label, self.what, self.words = name, label, what, (yes, no)
+        self.yes = self.no = 0
+
+    def families(self) -> Iterator[Metric]:
+        counted = CounterMetricFamily(self.name, self.what, labels=(self.label,))
+        counted.add_metric((self.words[0],), self.yes)
+        counted.add_metric((self.words[1],), self.no)
+        yield counted
+
+
 class Metrics:
     """Every metric of one process, and its scrape."""
 
     def __init__(self) -> None:
-        self._shared = bool(os.environ.get(MULTIPROCESS_DIR))
-        # Shared: values live in files, and a scrape reads those, not a registry.
+        self.grpc = _Requests("grpc", "method", "code", "gRPC call")
+        self.http = _Requests("http", "route", "status", "HTTP request")
+        self.authentications = _Outcomes(
+            "tokengrpc_authentications", "result", "bearer checks of callers, ok or failed",
+            "ok", "failed",
+        )  # fmt: skip
+        self.introspections = _Outcomes(
+            "tokengrpc_introspections", "active", "IntrospectToken answers by active",
+            "true", "false",
+        )  # fmt: skip
         self._registry = CollectorRegistry()
-        registry = None if self._shared else self._registry
-        self.grpc_requests = Counter(
-            "tokengrpc_grpc_requests", "gRPC calls by full method name and status code",
-            ("method", "code"), registry=registry,
-        )  # fmt: skip
-        self.grpc_duration = Histogram(
-            "tokengrpc_grpc_request_duration_seconds", "gRPC call duration by method",
-            ("method",), buckets=BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.http_requests = Counter(
-            "tokengrpc_http_requests", "HTTP requests by route template and status",
-            ("route", "status"), registry=registry,
-        )  # fmt: skip
-        self.http_duration = Histogram(
-            "tokengrpc_http_request_duration_seconds", "HTTP request duration by route template",
-            ("route",), buckets=BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.authentications = Counter(
-            "tokengrpc_authentications", "bearer checks of callers, ok or failed",
-            ("result",), registry=registry,
-        )  # fmt: skip
-        self.introspections = Counter(
-            "tokengrpc_introspections", "IntrospectToken answers by active",
-            ("active",), registry=registry,
-        )  # fmt: skip
-        self._auth_ok = self.authentications.labels("ok")
-        self._auth_failed = self.authentications.labels("failed")
-        self._active = self.introspections.labels("true")
-        self._inactive = self.introspections.labels("false")
-
-        #: Label children by label values: ``labels()`` takes a lock and builds a key each time.
-        self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._registry.register(self)
+        #: With workers: the files this process copies its numbers to.
+        self._shared = _SharedFiles(self) if os.environ.get(MULTIPROCESS_DIR) else None
 
     def grpc_call(self, method: str, code: str, seconds: float) -> None:
-        children = self._grpc.get((method, code))
-        if children is None:
-            children = self.grpc_requests.labels(method, code), self.grpc_duration.labels(method)
-            self._grpc[method, code] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.grpc.add(method, code, seconds)
 
     def http_request(self, route: str, status: str, seconds: float) -> None:
-        children = self._http.get((route, status))
-        if children is None:
-            children = self.http_requests.labels(route, status), self.http_duration.labels(route)
-            self._http[route, status] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.http.add(route, status, seconds)
 
     def authenticated(self, ok: bool) -> None:
-        (self._auth_ok if ok else self._auth_failed).inc()
+        if ok:
+            self.authentications.yes += 1
+        else:
+            self.authentications.no += 1
 
     def introspected(self, active: bool) -> None:
-        (self._active if active else self._inactive).inc()
+        if active:
+            self.introspections.yes += 1
+        else:
+            self.introspections.no += 1
+
+    def collect(self) -> Iterator[Metric]:
+        """This process's families (prometheus-client's collector protocol)."""
+        yield from self.grpc.families()
+        yield from self.http.families()
+        yield from self.authentications.families()
+        yield from self.introspections.families()
+
+    @property
+    def shared(self) -> bool:
+        return self._shared is not None
+
+    def share(self) -> None:
+        """Copy what was counted since the last copy to the shared files (the loop's job)."""
+        if self._shared is not None:
+            self._shared.copy()
+
+    async def share_forever(self) -> None:
+        """Keep the shared files current until cancelled; the last copy is the caller's."""
+        while True:
+            await asyncio.sleep(SHARE_EVERY)
+            self.share()
 
     def collector(self) -> CollectorRegistry:
-        """What a scrape reads: this process's registry, or every process's files."""
-        if not self._shared:
+        """What a scrape reads: this process's numbers, or every process's files."""
+        if self._shared is None:
             return self._registry
         summed = CollectorRegistry()
         multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
         return summed
 
     def scrape(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
+        """The exposition text and its content type (called on the event loop)."""
+        self.share()
         return generate_latest(self.collector()), CONTENT_TYPE_LATEST
 
     def listen(self, address: str) -> str:
@@ -130,6 +220,63 @@ class Metrics:
         bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         return f"{shown}:{bound_port}"
+
+
+class _SharedFiles:
+    """prometheus-client's file-backed metrics, fed by differences since the last copy."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._copied: dict[object, float] = {}
+        self._children: dict[object, Any] = {}
+        self._grpc = self._mirror(metrics.grpc)
+        self._http = self._mirror(metrics.http)
+        self._auth = Counter(
+            metrics.authentications.name, metrics.authentications.what,
+            (metrics.authentications.label,), registry=None,
+        )  # fmt: skip
+        self._intro = Counter(
+            metrics.introspections.name, metrics.introspections.what,
+            (metrics.introspections.label,), registry=None,
+        )  # fmt: skip
+
+    @staticmethod
+    def _mirror(requests: _Requests) -> tuple[Counter, Histogram]:
+        return (
+            Counter(requests.name, requests.what, (requests.label, requests.status), registry=None),
+            Histogram(
+                requests.duration_name, requests.what_duration, (requests.label,),
+                buckets=BUCKETS, registry=None,
+            ),
+        )  # fmt: skip
+
+    def _add(self, key: object, now: float, add: Any) -> None:
+        before = self._copied.get(key, 0)
+        if now != before:
+            add(now - before)
+            self._copied[key] = now
+
+    def copy(self) -> None:
+        metrics = self._metrics
+        for requests, (counter, histogram) in (
+            (metrics.grpc, self._grpc),
+            (metrics.http, self._http),
+        ):
+            for labels, series in list(requests.series.items()):
+                self._add((requests.name, labels), series.count, counter.labels(*labels).inc)
+            for label, times in list(requests.times.items()):
+                # A child's buckets and sum are its value files: added to as observe() would.
+                child = histogram.labels(label)
+                self._add((requests.name, label, "sum"), times.total, child._sum.inc)
+                for index, count in enumerate(list(times.counts)):
+                    bucket = child._buckets[index]
+                    self._add((requests.name, label, index), count, bucket.inc)
+        for outcomes, counter in (
+            (metrics.authentications, self._auth),
+            (metrics.introspections, self._intro),
+        ):
+            for word, count in zip(outcomes.words, (outcomes.yes, outcomes.no), strict=True):
+                self._add((outcomes.name, word), count, counter.labels(word).inc)
 
 
 #: What the servicer and the authenticator call; a no-op when metrics are off.
