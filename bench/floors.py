@@ -3,11 +3,14 @@
     python -m bench.floors grpc-echo --listen 127.0.0.1:0
     python -m bench.floors http-json --listen 127.0.0.1:0
     python -m bench.floors http-grpc-echo --listen 127.0.0.1:0
+    python -m bench.floors grpc-allow-all --listen 127.0.0.1:0
 
 Each prints ``listening on HOST:PORT`` and serves until killed. The HTTP
 floors run on the same ASGI server, with the same settings, as the gateway;
 ``http-grpc-echo`` runs its echo server in the same process and event loop,
 as ``tokengrpc serve`` runs the gateway next to the service.
+``grpc-allow-all`` answers Envoy's ``Authorization/Check`` with "allowed" and
+nothing else: what any grpcio ext_authz server costs before it looks at a token.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any
 
 import grpc
 import uvicorn
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from google.rpc.status_pb2 import Status
 
 from bench.load import ECHO_METHOD
 from gateway.app import _bind
+from tokengrpc.extauthz import SERVICE_NAME as AUTHORIZATION
 
 SMALL_JSON = json.dumps({"tokens": [{"id": 1, "name": "bench", "last_used_at": None}]}).encode()
 
@@ -43,6 +49,23 @@ async def start_grpc_echo(listen: str, reuse_port: bool = False) -> tuple[grpc.a
 async def grpc_echo(listen: str, reuse_port: bool) -> None:
     server, address = await start_grpc_echo(listen, reuse_port)
     print(f"listening on {address}", flush=True)
+    await server.wait_for_termination()
+
+
+async def grpc_allow_all(listen: str) -> None:
+    allowed: bytes = CheckResponse(status=Status(code=0)).SerializeToString()
+
+    async def check(request: bytes, context: object) -> bytes:
+        return allowed
+
+    handler = grpc.method_handlers_generic_handler(
+        AUTHORIZATION, {"Check": grpc.unary_unary_rpc_method_handler(check)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(listen)
+    await server.start()
+    print(f"listening on {listen.rpartition(':')[0]}:{port}", flush=True)
     await server.wait_for_termination()
 
 
@@ -91,12 +114,15 @@ async def http_server(listen: str, with_echo: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["grpc-echo", "http-json", "http-grpc-echo"])
+    kinds = ["grpc-echo", "http-json", "http-grpc-echo", "grpc-allow-all"]
+    parser.add_argument("kind", choices=kinds)
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--reuse-port", action="store_true", help="share the port with others")
     args = parser.parse_args()
     if args.kind == "grpc-echo":
         asyncio.run(grpc_echo(args.listen, args.reuse_port))
+    elif args.kind == "grpc-allow-all":
+        asyncio.run(grpc_allow_all(args.listen))
     else:
         asyncio.run(http_server(args.listen, with_echo=args.kind == "http-grpc-echo"))
 

@@ -4,7 +4,8 @@
 
 Envoy runs the config README.md shows (tests/fixtures/envoy-ext-authz.yaml)
 in front of the bench's JSON floor; the "without" run is the same file with
-the ext_authz filter taken out.
+the ext_authz filter taken out, and a third asks the ``grpc-allow-all`` floor
+instead of tokengrpc: the price of a grpcio ext_authz server that does nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def envoy_config(folder: Path, tokengrpc: str, upstream: str, token: str, authz:
     )
     if not authz:
         text = _EXT_AUTHZ_FILTER.sub("", text)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / ("with-authz.yaml" if authz else "without-authz.yaml")
     path.write_text(text)
     return path
@@ -117,24 +119,37 @@ def services_section(rows: list[Row], work: Path, runs: int, seconds: float) -> 
                 note=f"{Figure.of(uncached).show(0)} µs"),
         ]  # fmt: skip
         ensure_wrk()
-        with server(["-m", "bench.floors", "http-json"], ["default"]) as app:
+        with (
+            server(["-m", "bench.floors", "http-json"], ["default"]) as app,
+            server(["-m", "bench.floors", "grpc-allow-all"], ["default"]) as allow_all,
+        ):
             upstream = app.addresses["default"]
             folder = Path(tempfile.mkdtemp(dir=work))
+            guards = {"tokengrpc": target, "allow-all": allow_all.addresses["default"]}
             configs = {
-                authz: envoy_config(folder, target, upstream, seeded.introspector, authz)
-                for authz in (True, False)
+                name: envoy_config(folder / name, guard, upstream, seeded.introspector, True)
+                for name, guard in guards.items()
             }
-            with envoy(configs[True], folder) as guarded, envoy(configs[False], folder) as bare:
+            configs["bare"] = envoy_config(folder, target, upstream, seeded.introspector, False)
+            with ExitStack() as running:
+                urls = {
+                    name: f"http://{running.enter_context(envoy(config, config.parent))}/"
+                    for name, config in configs.items()
+                }
                 got = interleaved(runs, {
-                    "bare": partial(wrk, f"http://{bare}/", seconds, headers),
-                    "authz": partial(wrk, f"http://{guarded}/", seconds, headers),
+                    name: partial(wrk, url, seconds, headers) for name, url in urls.items()
                 })  # fmt: skip
     bare_rate = got["bare"][0]
-    rate, p50, p99 = got["authz"]
+    floor_rate = got["allow-all"][0]
+    rate, p50, p99 = got["tokengrpc"]
     rows += [
         Row("Services", "Envoy → JSON floor, no ext_authz, 64 connections", *got["bare"]),
+        Row("Services", "Envoy + ext_authz (grpcio allowing all, no token work) → JSON floor",
+            *got["allow-all"], f"{floor_rate.median / bare_rate.median:.0%} of Envoy alone"),
         Row("Services", "Envoy + ext_authz (tokengrpc Check) → JSON floor, 64 connections",
-            rate, p50, p99, f"{rate.median / bare_rate.median:.0%} of Envoy alone (target ≥ 50 %)"),
+            rate, p50, p99,
+            f"{rate.median / bare_rate.median:.0%} of Envoy alone (target ≥ 50 %), "
+            f"{rate.median / floor_rate.median:.0%} of the allow-all server"),
     ]  # fmt: skip
 
 

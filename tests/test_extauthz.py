@@ -229,6 +229,26 @@ async def test_a_revocation_takes_effect_on_the_next_request(stack: Stack) -> No
     assert_unauthenticated(await stack.get("/", token), "revoked just now")
 
 
+async def test_a_changed_token_shows_its_new_identity_on_the_next_request(stack: Stack) -> None:
+    """The allowing answer is kept per token, and never outlives the token's record."""
+    token_id, token = await stack.service.create("before", owner="alice", scopes=["read"])
+    for _ in range(3):  # the second and third answers are the kept one
+        first = received(await stack.get("/", token))
+        assert values(first, "x-token-name") == ["before"]
+        assert values(first, "x-token-scopes") == ["read"]
+    await stack.service.stub.UpdateToken(
+        pb.UpdateTokenRequest(
+            token=pb.Token(id=token_id, name="after", scopes=["read", "deploy"]),
+            update_mask=field_mask_pb2.FieldMask(paths=["name", "scopes"]),
+        ),
+        metadata=bearer(stack.service.admin_token),
+    )
+    changed = received(await stack.get("/deploy/now", token))
+    assert values(changed, "x-token-name") == ["after"]
+    assert values(changed, "x-token-scopes") == ["read deploy"]
+    assert await stack.usage(token_id) == 4
+
+
 async def test_envoy_without_introspect_lets_nothing_through(
     service: LiveService, tmp_path: Path
 ) -> None:

@@ -18,6 +18,17 @@ MAX_ADDRESS_LENGTH = 64
 #: ``x-forwarded-for`` entries examined from the right: more trusted hops than
 #: any real chain of proxies has, and a bound on the work a header can cause.
 MAX_FORWARDED_HOPS = 32
+#: Answers :class:`ClientAddressResolver` remembers: a proxy or a client calls
+#: from the same few peers with the same few chains, over and over.
+_RESOLVED = 4096
+#: Longer chains are walked every time, so the memory stays small (about 1 MB).
+_REMEMBERED_CHAIN = 256
+
+
+@functools.lru_cache(maxsize=_RESOLVED)
+def address_text(address: IPAddress) -> str:
+    """``str(address)``, which ``ipaddress`` rebuilds each time, once per address."""
+    return str(address)
 
 
 def parse_allowed(entry: str) -> str:
@@ -128,6 +139,7 @@ class ClientAddressResolver:
 
     def __init__(self, trusted_proxies: Iterable[str] = DEFAULT_TRUSTED_PROXIES) -> None:
         self._trusted = compile_networks(trusted_proxies)
+        self._remembered = functools.lru_cache(maxsize=_RESOLVED)(self._walk)
 
     def trusts(self, address: IPAddress | None) -> bool:
         return address is not None and any(
@@ -136,6 +148,11 @@ class ClientAddressResolver:
 
     def resolve(self, peer: str, forwarded_for: str | None) -> IPAddress | None:
         """``forwarded_for``: every ``x-forwarded-for`` value, joined with commas in order."""
+        if forwarded_for is not None and len(forwarded_for) > _REMEMBERED_CHAIN:
+            return self._walk(peer, forwarded_for)
+        return self._remembered(peer, forwarded_for)
+
+    def _walk(self, peer: str, forwarded_for: str | None) -> IPAddress | None:
         # Unix-socket peers are local processes and so trusted like loopback.
         is_unix = peer.startswith("unix:")
         address = None if is_unix else peer_address(peer)

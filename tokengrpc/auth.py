@@ -17,6 +17,7 @@ from tokengrpc.addresses import (
     IPAddress,
     IPNetwork,
     address_allowed,
+    address_text,
     compile_networks,
 )
 from tokengrpc.clock import now_us
@@ -109,7 +110,7 @@ class Authenticator:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
-        self._store.record_use(record.id, now, "" if address is None else str(address))
+        self._store.record_use(record.id, now, "" if address is None else address_text(address))
         if counted:  # read again: the store's records count every use, this one too
             return await self._store.get(record.id)
         return record
@@ -122,7 +123,7 @@ class Authenticator:
         ]
         address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
         return Caller(
-            owner="", scopes=frozenset(), client_ip="" if address is None else str(address)
+            owner="", scopes=frozenset(), client_ip="" if address is None else address_text(address)
         )
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
@@ -165,7 +166,7 @@ class Authenticator:
             owner=record.owner,
             scopes=scopes,
             token_id=record.id,
-            client_ip="" if address is None else str(address),
+            client_ip="" if address is None else address_text(address),
             replaced_secret=replaced,
         )
 

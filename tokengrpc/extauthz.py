@@ -42,6 +42,8 @@ REQUIRED_SCOPES = "required_scopes"
 #: At most one warning per this many seconds about Envoy's own bad token, so a
 #: misconfigured proxy under load does not flood the log.
 _WARN_EVERY = 60.0
+#: Allowing answers kept, one per token: a few hundred bytes each.
+_KEPT_ANSWERS = 4096
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # Printable ASCII stays readable; the rest (and "%") is percent-encoded UTF-8,
@@ -124,8 +126,25 @@ def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
 
 def missing_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
     """Opaque scopes are matched exactly: ``admin`` stands in only for reserved ones."""
-    required = extensions.get(REQUIRED_SCOPES, "").split()
-    return not set(required).issubset(record.scopes)
+    required = extensions.get(REQUIRED_SCOPES)
+    if not required:
+        return False
+    return not set(required.split()).issubset(record.scopes)
+
+
+def allowed(record: TokenRecord) -> external_auth_pb2.CheckResponse:
+    """The answer letting ``record``'s request through, with its identity headers.
+
+    Set headers overwrite every client copy; the ones we do not set
+    (x-token-owner of a service token) and the secret itself are removed.
+    """
+    headers = identity_headers(record)
+    kept = {option.header.key for option in headers}
+    removed = ["authorization", *(name for name in IDENTITY_HEADERS if name not in kept)]
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=external_auth_pb2.OkHttpResponse(headers=headers, headers_to_remove=removed),
+    )
 
 
 class AuthorizationServicer:
@@ -134,6 +153,10 @@ class AuthorizationServicer:
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
         self._last_warning = -_WARN_EVERY
+        #: Token id -> (the record it was built from, its allowing answer). Building
+        #: an answer costs more than the rest of a check; the store hands out the
+        #: same record object until the token changes, so identity says "still true".
+        self._answers: dict[int, tuple[TokenRecord, external_auth_pb2.CheckResponse]] = {}
 
     async def _caller_may_check(self, context: grpc.aio.ServicerContext[object, object]) -> bool:
         """Envoy authenticates like any caller and needs ``introspect`` (or ``admin``)."""
@@ -182,17 +205,17 @@ class AuthorizationServicer:
             return UNAUTHENTICATED
         if missing_scopes(record, attributes.context_extensions):
             return FORBIDDEN
-        # Set headers overwrite every client copy; the ones we do not set
-        # (x-token-owner of a service token) and the secret itself are removed.
-        headers = identity_headers(record)
-        kept = {option.header.key for option in headers}
-        removed = ["authorization", *(name for name in IDENTITY_HEADERS if name not in kept)]
-        return external_auth_pb2.CheckResponse(
-            status=status_pb2.Status(code=code_pb2.OK),
-            ok_response=external_auth_pb2.OkHttpResponse(
-                headers=headers, headers_to_remove=removed
-            ),
-        )
+        return self._allowed(record)
+
+    def _allowed(self, record: TokenRecord) -> external_auth_pb2.CheckResponse:
+        known = self._answers.get(record.id)
+        if known is not None and known[0] is record:
+            return known[1]
+        answer = allowed(record)
+        if len(self._answers) >= _KEPT_ANSWERS:
+            self._answers.clear()
+        self._answers[record.id] = (record, answer)
+        return answer
 
 
 def register(server: grpc.aio.Server, authenticator: Authenticator) -> str:
