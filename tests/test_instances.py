@@ -66,11 +66,11 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         return clean_env(TOKENGRPC_DATABASE_URL=self.url, TOKENGRPC_SECRET_KEY=self.key) | extra
 
-    async def start(self, name: str, **extra: str) -> Instance:
+    async def start(self, name: str, *args: str, **extra: str) -> Instance:
         data = self.root / name
         serving = await serve(
             "--data-dir", str(data), "--grpc-listen", "127.0.0.1:0",
-            "--http-listen", "127.0.0.1:0", "--no-access-log",
+            "--http-listen", "127.0.0.1:0", "--no-access-log", *args,
             env=self.env(**extra), until="http",
         )  # fmt: skip
         instance = Instance(serving, data, grpc.aio.insecure_channel(serving.address("grpc")))
@@ -241,6 +241,58 @@ async def test_usage_counts_of_both_instances_add_up(cluster: Cluster) -> None:
     assert [(await instance.stop())[0] for instance in (a, b)] == [0, 0]
     (row,) = await cluster.fetch("SELECT usage_count FROM tokens WHERE id = $1", token_id)
     assert row[0] == sum(uses.values())
+
+
+async def _active_on_new_connection(address: str, plaintext: str) -> bool:
+    """As :func:`_active`, over a connection of its own: the kernel hands each new
+    connection to one of the ``--workers`` processes sharing the port."""
+    async with grpc.aio.insecure_channel(
+        address, options=(("grpc.use_local_subchannel_pool", 1),)
+    ) as channel:
+        try:
+            await tokens_pb2_grpc.TokenServiceStub(channel).ListTokens(
+                pb.ListTokensRequest(), metadata=bearer(plaintext)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            return False
+    return True
+
+
+async def test_workers_of_one_serve_share_the_database(cluster: Cluster) -> None:
+    a = await cluster.start("a", "--workers", "2")
+    admin = cluster.admin()
+    # Each process listens for changes on a connection of its own.
+    listeners = await cluster.fetch(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1",
+        f"{LISTENER_APPLICATION} %",
+    )
+    assert len(listeners) == 2, listeners
+    address = a.serving.address("grpc")
+    token_id, plaintext = await _create(a, admin, "shared by workers")
+    sent = 40  # over 40 connections: all on one process is a 1 in 2**39 chance
+    assert all(
+        await asyncio.gather(*(_active_on_new_connection(address, plaintext) for _ in range(sent)))
+    )
+    used = sent
+    await a.stub.RevokeToken(pb.RevokeTokenRequest(id=token_id), metadata=bearer(admin))
+    start = time.perf_counter()
+    while True:  # the other process learns of it by notification: within the 1 s bound
+        served = sum(
+            await asyncio.gather(
+                *(_active_on_new_connection(address, plaintext) for _ in range(sent))
+            )
+        )
+        used += served
+        if not served:
+            break
+        assert time.perf_counter() - start < 1.0, "a worker still serves a revoked token"
+    print(f"revoked through one worker, refused by all after {time.perf_counter() - start:.3f} s")
+    code, output = await a.stop()
+    assert code == 0, output
+    (row,) = await cluster.fetch("SELECT usage_count FROM tokens WHERE id = $1", token_id)
+    assert row[0] == used, "every worker's uses were written before it stopped"
 
 
 async def test_another_key_than_the_store_s_is_refused(cluster: Cluster) -> None:
