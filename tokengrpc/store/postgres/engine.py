@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -23,6 +24,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
 from tokengrpc.errors import Unavailable
+from tokengrpc.store import statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     Actor,
@@ -47,15 +49,9 @@ Connection: TypeAlias = "PoolConnectionProxy[Record]"
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
-    " create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value,"
-    " previous_hash, previous_until, last_use_ip"
-)
-_GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = $1"
-_GET_SERVICE = (
-    f"SELECT {_COLUMNS} FROM tokens WHERE owner = '' AND revoke_time IS NULL AND name = $1"
-)
+_COLUMNS = statements.TOKEN_COLUMNS
+_GET = statements.get_token(statements.numbered)
+_GET_SERVICE = statements.get_service_token(statements.numbered)
 _INSERT_COLUMNS = (
     "owner, name, secret_hash, scopes, active, expire_time, allowed_ips, create_time,"
     " update_time, sealed_value"
@@ -86,29 +82,13 @@ _ADD_USAGE = (
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
     " AS batch (id, uses, used, address) WHERE tokens.id = batch.id"
 )
-_EVENT_COLUMNS = (
-    "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
-    " changed_fields"
-)
 _INSERT_EVENT = (
     "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
     " actor_owner, client_ip, changed_fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
-_LIST = {
-    (include_revoked, keyset): (
-        f"SELECT {_COLUMNS} FROM tokens WHERE owner = $1 AND id > $2"
-        + ("" if include_revoked else " AND revoke_time IS NULL")
-        + " ORDER BY id LIMIT $3"
-        + ("" if keyset else " OFFSET $4")
-    )
-    for include_revoked in (False, True)
-    for keyset in (False, True)
-}
-_COUNT = {
-    include_revoked: "SELECT count(*) FROM tokens WHERE owner = $1"
-    + ("" if include_revoked else " AND revoke_time IS NULL")
-    for include_revoked in (False, True)
-}
+_LIST = statements.list_tokens(statements.numbered)
+_COUNT = statements.count_tokens(statements.numbered)
+_LIST_EVENTS = statements.list_events(statements.numbered)
 #: Lock key held while checking for an empty store and creating the first token.
 _FIRST_TOKEN_LOCK = 0x746F6B31
 #: A usage batch that meets another instance's on the same rows may deadlock;
@@ -127,61 +107,16 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# List columns are arrays: asyncpg reads them as lists and takes lists.
+_record = functools.partial(statements.token_record, strings=tuple)
+_event = functools.partial(statements.event_record, strings=tuple)
+_insert_params = functools.partial(statements.insert_params, strings=list)
+
+
 def _unstorable(text: str | None) -> bool:
     """PostgreSQL's text cannot hold NUL (SQLite's can): no row has such a name
     or owner, so a lookup by one finds nothing, as on SQLite, instead of an error."""
     return text is not None and "\x00" in text
-
-
-def _record(row: Any) -> TokenRecord:
-    return TokenRecord(
-        id=row[0],
-        owner=row[1],
-        name=row[2],
-        secret_hash=row[3],
-        scopes=tuple(row[4]),
-        active=row[5],
-        expire_time=row[6],
-        allowed_ips=tuple(row[7]),
-        create_time=row[8],
-        update_time=row[9],
-        revoke_time=row[10],
-        last_use_time=row[11],
-        usage_count=row[12],
-        sealed_value=row[13],
-        previous_hash=row[14],
-        previous_until=row[15],
-        last_use_ip=row[16] or "",
-    )
-
-
-def _event(row: Any) -> EventRecord:
-    return EventRecord(
-        id=row[0],
-        event_time=row[1],
-        action=EventAction(row[2]),
-        token_id=row[3],
-        owner=row[4],
-        actor_token_id=row[5],
-        actor_owner=row[6],
-        client_ip=row[7],
-        changed_fields=tuple(row[8]),
-    )
-
-
-def _insert_params(new: NewToken) -> tuple[object, ...]:
-    return (
-        new.owner,
-        new.name,
-        new.secret_hash,
-        list(new.scopes),
-        new.active,
-        new.expire_time,
-        list(new.allowed_ips),
-        new.now,
-        new.now,
-        new.sealed_value,
-    )
 
 
 class PostgresEngine:
@@ -318,11 +253,8 @@ class PostgresEngine:
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         if _unstorable(query.owner):
             return []
-        keyset = query.offset == 0
-        params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
-        if not keyset:
-            params += (query.offset,)
-        rows = await self._read(_LIST[query.include_revoked, keyset], *params)
+        statement = _LIST[query.include_revoked, query.offset == 0]
+        rows = await self._read(statement, *statements.list_tokens_params(query))
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
@@ -398,20 +330,9 @@ class PostgresEngine:
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
         if _unstorable(query.owner):
             return []
-        conditions = ["id < $1"]
-        params: list[object] = [query.before_id or (1 << 63) - 1]
-        if query.owner is not None:
-            params.append(query.owner)
-            conditions.append(f"owner = ${len(params)}")
-        if query.token_id is not None:
-            params.append(query.token_id)
-            conditions.append(f"token_id = ${len(params)}")
-        params.append(query.limit)
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM token_events"  # constant conditions
-            f" WHERE {' AND '.join(conditions)} ORDER BY id DESC LIMIT ${len(params)}"
-        )
-        return [_event(row) for row in await self._read(sql, *params)]
+        statement = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
+        rows = await self._read(statement, *statements.list_events_params(query))
+        return [_event(row) for row in rows]
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:

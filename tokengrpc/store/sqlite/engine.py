@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from tokengrpc.errors import Unavailable
+from tokengrpc.store import statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     SERVICE_OWNER,
@@ -59,15 +60,9 @@ T = TypeVar("T")
 #: failing disk on demand) and tracing.
 AroundWrite = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
-_COLUMNS = (
-    "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips, "
-    "create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value,"
-    " previous_hash, previous_until, last_use_ip"
-)
-_GET = f"SELECT {_COLUMNS} FROM tokens WHERE id = ?"
-_GET_SERVICE = (
-    f"SELECT {_COLUMNS} FROM tokens WHERE owner = '' AND revoke_time IS NULL AND name = ?"
-)
+_COLUMNS = statements.TOKEN_COLUMNS
+_GET = statements.get_token(statements.question_mark)
+_GET_SERVICE = statements.get_service_token(statements.question_mark)
 _INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: Rows per group-commit statement: ten parameters each, well under SQLite's limit.
 _INSERT_BATCH = 500
@@ -97,40 +92,14 @@ _ROTATE = (
     " secret_hash = ?, sealed_value = ?, update_time = ?"
     f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
 )
-_EVENT_COLUMNS = (
-    "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
-    " changed_fields"
-)
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS = (
     "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
     " actor_owner, client_ip, changed_fields) VALUES {rows}"
 )
-# Newest first, keyset below an id: overall, per owner, per token.
-_LIST_EVENTS = {
-    (by_owner, by_token): f"SELECT {_EVENT_COLUMNS} FROM token_events WHERE id < ?"
-    + (" AND owner = ?" if by_owner else "")
-    + (" AND token_id = ?" if by_token else "")
-    + " ORDER BY id DESC LIMIT ?"
-    for by_owner in (False, True)
-    for by_token in (False, True)
-}
-# The four listing shapes, built once: live or all, keyset or offset.
-_LIST = {
-    (include_revoked, keyset): (
-        f"SELECT {_COLUMNS} FROM tokens WHERE owner = ? AND id > ?"
-        + ("" if include_revoked else " AND revoke_time IS NULL")
-        + " ORDER BY id LIMIT ?"
-        + ("" if keyset else " OFFSET ?")
-    )
-    for include_revoked in (False, True)
-    for keyset in (False, True)
-}
-_COUNT = {
-    include_revoked: "SELECT count(*) FROM tokens WHERE owner = ?"
-    + ("" if include_revoked else " AND revoke_time IS NULL")
-    for include_revoked in (False, True)
-}
+_LIST_EVENTS = statements.list_events(statements.question_mark)
+_LIST = statements.list_tokens(statements.question_mark)
+_COUNT = statements.count_tokens(statements.question_mark)
 # Counting stops after this many rows, so it can run on the loop thread; an
 # owner with more is counted in the reader thread.
 _INLINE_COUNT = 1000
@@ -146,28 +115,6 @@ _COUNT_UP_TO = {
 def _strings(text: str) -> tuple[str, ...]:
     """Decoded JSON lists, cached: the same few scope lists come back all the time."""
     return tuple(json.loads(text))
-
-
-def _record(row: Any) -> TokenRecord:
-    return TokenRecord(
-        id=row[0],
-        owner=row[1],
-        name=row[2],
-        secret_hash=row[3],
-        scopes=_strings(row[4]),
-        active=bool(row[5]),
-        expire_time=row[6],
-        allowed_ips=_strings(row[7]),
-        create_time=row[8],
-        update_time=row[9],
-        revoke_time=row[10],
-        last_use_time=row[11],
-        usage_count=row[12],
-        sealed_value=row[13],
-        previous_hash=row[14],
-        previous_until=row[15],
-        last_use_ip=row[16] or "",
-    )
 
 
 def _event_params(
@@ -189,37 +136,14 @@ def _event_params(
     )
 
 
-def _event(row: Any) -> EventRecord:
-    return EventRecord(
-        id=row[0],
-        event_time=row[1],
-        action=EventAction(row[2]),
-        token_id=row[3],
-        owner=row[4],
-        actor_token_id=row[5],
-        actor_owner=row[6],
-        client_ip=row[7],
-        changed_fields=_strings(row[8]),
-    )
-
-
 def _json(values: tuple[str, ...]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-def _insert_params(new: NewToken) -> tuple[object, ...]:
-    return (
-        new.owner,
-        new.name,
-        new.secret_hash,
-        _json(new.scopes),
-        int(new.active),
-        new.expire_time,
-        _json(new.allowed_ips),
-        new.now,
-        new.now,
-        new.sealed_value,
-    )
+# List columns are JSON text.
+_record = functools.partial(statements.token_record, strings=_strings)
+_event = functools.partial(statements.event_record, strings=_strings)
+_insert_params = functools.partial(statements.insert_params, strings=_json)
 
 
 #: Engine errors that say the disk or the file failed us, not the request.
@@ -543,15 +467,13 @@ class SqliteEngine:
 
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         keyset = query.offset == 0
-        sql = _LIST[query.include_revoked, keyset]
-        params: tuple[object, ...] = (query.owner, query.after_id, query.limit)
-        if not keyset:
-            params += (query.offset,)
+        statement = _LIST[query.include_revoked, keyset]
+        params = statements.list_tokens_params(query)
         if keyset and query.limit <= _INLINE_PAGE + 1:
-            return await self._records(sql, params)
+            return await self._records(statement, params)
         # An offset walks the index up to it: too long to hold the loop.
         with self._engine_errors(writing=False):
-            rows = await self._reader.execute_fetchall(sql, params)
+            rows = await self._reader.execute_fetchall(statement, params)
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
@@ -643,16 +565,12 @@ class SqliteEngine:
         await self._locked(functools.partial(self._transaction, record))
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]:
-        sql = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
-        params: list[object] = [query.before_id or (1 << 63) - 1]
-        if query.owner is not None:
-            params.append(query.owner)
-        if query.token_id is not None:
-            params.append(query.token_id)
-        params.append(query.limit)
+        statement = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
         # Not cached: an audit listing is rare and must show the latest.
         with self._engine_errors(writing=False):
-            rows = await self._reader.execute_fetchall(sql, params)
+            rows = await self._reader.execute_fetchall(
+                statement, statements.list_events_params(query)
+            )
         return [_event(row) for row in rows]
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
