@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -72,6 +73,9 @@ def status_word(token: pb.Token) -> str:
 
 # Laravel's validation wording.
 
+#: How the service words a length limit (``must be at most 255 characters``).
+_AT_MOST = re.compile(r"\bat most (\d+) characters\b")
+
 
 def attribute(field: str) -> str:
     """Laravel shows ``expires_at`` as ``expires at``."""
@@ -90,8 +94,10 @@ def laravel_message(field: str, problem: FieldProblem) -> str:
     """The service's field violation in the words a Laravel client expects."""
     if problem.reason == "REQUIRED":
         return required(field)
-    if problem.reason == "TOO_LONG" and field == "name":
-        return f"The {attribute(field)} field must not be greater than 255 characters."
+    too_long = _AT_MOST.search(problem.description) if problem.reason == "TOO_LONG" else None
+    if too_long is not None:
+        # The service states its limit; Laravel's max rule words it so.
+        return f"The {attribute(field)} field must not be greater than {too_long[1]} characters."
     if problem.reason == "PAST":
         return f"The {attribute(field)} field must be a date after now."
     text = problem.description.rstrip(".")
