@@ -6,7 +6,8 @@ address it saw, so the rightmost entries are the trusted proxies' own and
 the leftmost are whatever the client chose to write. Walk leftwards past
 trusted proxies and stop at the first address that is not one; an entry
 that is not an address stops the walk too, as nothing left of it can be
-believed.
+believed. An entry is read as the service reads one (``tokengrpc.addresses``),
+ports and brackets included, so both surfaces find the same client.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: Entries examined from the right; a longer chain of trusted proxies is not
-#: a deployment, and each entry costs an address parse.
-MAX_HOPS = 16
+from tokengrpc.addresses import MAX_FORWARDED_HOPS, forwarded_address, parse_address
+
 _HOST = re.compile(r"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _PROTOS = {"http", "https"}
 
@@ -47,21 +47,10 @@ class Trust:
         return known
 
     def _check(self, host: str) -> bool:
-        address = address_of(host)
+        address = parse_address(host)
         if address is None:
             return False
         return any(address.version == n.version and address in n for n in self.proxies)
-
-
-def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An IP address in canonical form (IPv4-mapped IPv6 as IPv4), or None."""
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
 
 
 def client_address(peer: str | None, forwarded_for: str, trust: Trust) -> str | None:
@@ -73,8 +62,9 @@ def client_address(peer: str | None, forwarded_for: str, trust: Trust) -> str | 
         return peer
     client = peer
     # rsplit with a limit reads only the tail: a long header costs no more.
-    for entry in reversed(forwarded_for.rsplit(",", MAX_HOPS)[-MAX_HOPS:]):
-        address = address_of(entry)
+    hops = forwarded_for.rsplit(",", MAX_FORWARDED_HOPS)[-MAX_FORWARDED_HOPS:]
+    for entry in reversed(hops):
+        address = forwarded_address(entry)
         if address is None:
             break  # garbage: nothing to its left can be believed
         client = str(address)

@@ -31,6 +31,12 @@ CASES: list[tuple[tuple[str, ...], bool]] = [
     ((OTHER, CLIENT), True),  # several headers are one list, in order
     ((CLIENT, OTHER), False),
     ((f"{CLIENT}, garbage",), False),  # nothing left of garbage is believed
+    # Entries with a port, or bracketed, read as the service reads them.
+    ((f"{OTHER}, {CLIENT}:51234",), True),
+    ((f"{OTHER}:80, {CLIENT}:51234, 127.0.0.1:8080",), True),
+    ((f"{CLIENT}:51234, {OTHER}:80",), False),
+    ((f"{OTHER}, [::ffff:{CLIENT}]:443",), True),
+    ((f"{CLIENT}, {OTHER}:99999",), False),  # not a port: garbage
     ((), False),  # the peer itself, 127.0.0.1
 ]
 

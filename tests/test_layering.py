@@ -18,11 +18,21 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_gateway_imports_only_the_generated_stubs_from_tokengrpc() -> None:
+#: What the gateway may use of the service's package: the generated stubs, and
+#: the standard-library-only reading of addresses (one rule on both surfaces).
+GATEWAY_MAY_IMPORT = ("tokengrpc.v1", "tokengrpc.addresses")
+
+
+def test_gateway_imports_only_the_generated_stubs_and_addresses_from_tokengrpc() -> None:
     for path in (ROOT / "gateway").rglob("*.py"):
         for name in _imports(path):
             if name.startswith("tokengrpc"):
-                assert name.startswith("tokengrpc.v1"), f"{path.name} imports {name}"
+                assert name.startswith(GATEWAY_MAY_IMPORT), f"{path.name} imports {name}"
+
+
+def test_addresses_need_nothing_but_the_standard_library() -> None:
+    allowed = {"__future__", "functools", "ipaddress", "collections.abc"}
+    assert _imports(ROOT / "tokengrpc" / "addresses.py") <= allowed
 
 
 def test_the_service_never_imports_the_gateway() -> None:
