@@ -347,11 +347,6 @@ async def _gateway(upstream: str, settings: Settings, upstream_tls: UpstreamTls)
         if certificates is not None
         else None
     )
-    sharer = (
-        asyncio.create_task(metrics.share_forever(), name="metrics-share")
-        if metrics is not None and metrics.shared
-        else None
-    )
     if certificates is None:
         _warn_plaintext(http.address)
     _freeze_startup_objects()
