@@ -54,7 +54,8 @@ class Observer(Protocol):
     """Metrics and the access log, handed in by the command line (they are the service's).
 
     ``begin`` runs before routing (so authentication can note the caller in
-    what it returns); ``end`` once the response is known.
+    what it returns); ``end`` once the response is known, with the token id
+    the upstream named (what an in-process ``begin`` noted comes first).
     """
 
     serves_metrics: bool
@@ -72,6 +73,7 @@ class Observer(Protocol):
         client: str | None,
         headers: Mapping[str, str],
         trace_id: str | None,
+        token_id: int | None,
     ) -> None: ...
 
     def scrape(self) -> tuple[bytes, str] | None: ...
@@ -122,6 +124,7 @@ class Gateway:
             client=request.client_host,
             headers=request.headers,
             trace_id=_trace_id(response),
+            token_id=request.caller_id,
         )
 
     async def _respond(self, request: Request) -> tuple[Response, str | None]:

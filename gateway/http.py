@@ -64,6 +64,8 @@ class Request:
     host: str
     receive: Receive
     _body: bytes | None = field(default=None, repr=False)
+    #: The token id the service said it authenticated (for the access line).
+    caller_id: int | None = None
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:

@@ -24,6 +24,11 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 #: What gRPC accepts in a text metadata value: printable ASCII.
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _MAX_REQUEST_ID = 128
+#: The service's ``tokengrpc.logs.CALLER_ID_METADATA``: the id of the token a
+#: call authenticated with, for the access line (never passed on to a client).
+CALLER_ID_METADATA = "tokengrpc-caller-id"
+#: A token id is a positive 64-bit integer: at most 19 digits.
+_MAX_ID_DIGITS = 19
 #: A longer grpc-timeout (the header allows 99999999 hours) is clamped: past
 #: a deadline this far, gRPC's clock arithmetic overflows and the call fails
 #: at once as DEADLINE_EXCEEDED.
@@ -105,15 +110,37 @@ class Upstream:
         return tuple(pairs)
 
     async def call(self, method: Callable[..., Awaitable[R]], message: Any, request: Request) -> R:
-        """Make one call for an HTTP request; raise RpcFailure on a non-OK status."""
+        """Make one call for an HTTP request; raise RpcFailure on a non-OK status.
+
+        Whom the service authenticated, if it says so, is noted on ``request``
+        for the access line, on success and failure alike.
+        """
         try:
-            return await method(
+            call = method(
                 message,
                 metadata=self.metadata(request),
                 timeout=parse_timeout(request.headers.get("grpc-timeout")),
             )
+            response = await call
         except grpc.aio.AioRpcError as error:
+            _note_caller(request, error.trailing_metadata())
             raise RpcFailure.of(error) from None
+        if isinstance(call, grpc.aio.Call):  # not the in-process channel's plain awaitable
+            _note_caller(request, await call.trailing_metadata())
+        return response
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _note_caller(request: Request, trailing: grpc.aio.Metadata | None) -> None:
+    """A decimal token id from the service's trailing metadata; anything else is ignored."""
+    for key, value in trailing or ():
+        if (
+            key == CALLER_ID_METADATA
+            and isinstance(value, str)
+            and 0 < len(value) <= _MAX_ID_DIGITS
+            and value.isascii()
+            and value.isdigit()
+        ):
+            request.caller_id = int(value)

@@ -66,7 +66,7 @@ def _say(line: str) -> None:
 
 def _warn(core: Core) -> None:
     for notice in core.notices:
-        print(f"tokengrpc: {notice}", file=sys.stderr, flush=True)
+        log.warning("%s", notice)
 
 
 def _open_files_for(connections: int) -> None:
@@ -82,11 +82,11 @@ def _open_files_for(connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             soft = wanted
     if soft != resource.RLIM_INFINITY and soft < connections + 64:
-        print(
-            f"tokengrpc: warning: the open-file limit ({soft}) is below the connection"
-            f" limits ({connections}) plus the store's files; lower the limits or raise it",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            "the open-file limit (%d) is below the connection limits (%d) plus the store's"
+            " files; lower the limits or raise it",
+            soft,
+            connections,
         )
 
 
@@ -261,15 +261,24 @@ async def _shut_down(
             await grpc_server.stop(max(deadline - loop.time(), 0.1))
             await stopping
     except TimeoutError:
-        print("tokengrpc: shutdown passed the grace period; closing anyway", file=sys.stderr)
+        log.warning("shutdown passed the grace period; closing anyway")
         stopping.cancel()
 
 
 def _exit_anyway_after(seconds: float) -> None:
     """The last resort, should anything hang past the deadline (a blocked loop, a stuck thread)."""
 
+    def say_so() -> None:
+        log.error("shutdown hung; exiting")
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # os._exit flushes nothing
+
     def give_up() -> None:
-        print("tokengrpc: shutdown hung; exiting", file=sys.stderr, flush=True)
+        # From a thread of its own: if stderr itself is what blocks, the line
+        # must not keep the process from exiting.
+        saying = threading.Thread(target=say_so, name="exit-anyway-log", daemon=True)
+        saying.start()
+        saying.join(1.0)
         os._exit(1)
 
     timer = threading.Timer(seconds, give_up)
@@ -464,7 +473,7 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
             )
             _say(f"revoked token {revoked.token.id} ({revoked.token.name})")
     except DomainError as error:
-        print(f"tokengrpc: {error.message}", file=sys.stderr)
+        log.error("%s", error.message)
         return 1
     finally:
         await core.close()
@@ -654,8 +663,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "no_metrics", False):
         overrides["metrics_enabled"] = False
     settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
-    if args.command in ("serve", "gateway"):
-        logs.configure(settings.log_format, access_log=settings.access_log)
+    # From here on every message goes through logging, in the chosen format
+    # (the commands' results and serve's start-up lines stay on stdout).
+    logs.configure(settings.log_format, access_log=settings.access_log)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.supervised))
@@ -666,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_gateway(args.upstream, settings, upstream_tls))
         return asyncio.run(_token_command(args, settings))
     except (OSError, ValueError) as error:
-        print(f"tokengrpc: {error}", file=sys.stderr)
+        log.error("%s", error)
         return 2
 
 

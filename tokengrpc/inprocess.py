@@ -42,6 +42,7 @@ class _Context:
     def __init__(self, metadata: tuple[tuple[str, str], ...], deadline: float | None) -> None:
         self._metadata = metadata
         self._deadline = deadline
+        self._trailing: tuple[tuple[str, str], ...] = ()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -54,10 +55,14 @@ class _Context:
             return None
         return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._trailing = metadata
+
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
     ) -> NoReturn:
-        raise _Abort(code, details, Metadata(*trailing_metadata))
+        # As grpc does: an abort without trailing metadata sends what was set.
+        raise _Abort(code, details, Metadata(*(trailing_metadata or self._trailing)))
 
     async def abort_with_status(self, status: Any) -> NoReturn:
         raise _Abort(status.code, status.details, Metadata(*status.trailing_metadata))

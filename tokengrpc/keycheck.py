@@ -51,9 +51,7 @@ async def checked_key(store: TokenStore, data_dir: Path, env_value: str | None) 
     else:
         key, origin = found.key, found.origin
         if found.exposed:
-            notices.append(
-                f"warning: the key file {path} is readable by group or others; chmod 600 it"
-            )
+            notices.append(f"the key file {path} is readable by group or others; chmod 600 it")
     mine = fingerprint(key)
     if stored is None and sample is not None and Sealer(key).open(*sample) is None:
         stored = b""  # values from before fingerprints were kept: the key does not open them

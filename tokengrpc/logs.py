@@ -23,6 +23,10 @@ from typing import Any
 from tokengrpc import plaintext
 
 ACCESS_LOGGER = "tokengrpc.access"
+#: Trailing metadata by which the service names the token a call authenticated
+#: with, so that a gateway in another process can log it too. The id is the
+#: public part of the caller's own token: telling it back reveals nothing.
+CALLER_ID_METADATA = "tokengrpc-caller-id"
 #: The fields of an access line, in the order the text format prints them.
 ACCESS_FIELDS = ("surface", "method", "route", "status", "duration_ms", "token_id", "client",
                  "trace_id")  # fmt: skip
@@ -61,6 +65,11 @@ def note_caller(token_id: int) -> None:
     slot = _CALLER.get()
     if slot is not None:
         slot.token_id = token_id
+
+
+def caller_metadata(token_id: int) -> tuple[tuple[str, str]]:
+    """The trailing metadata of a call whose caller authenticated with ``token_id``."""
+    return ((CALLER_ID_METADATA, str(token_id)),)
 
 
 def trace_id_of(pairs: Iterable[tuple[str, Any]]) -> str | None:

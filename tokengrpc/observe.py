@@ -143,14 +143,18 @@ class HttpObserver:
         client: str | None,
         headers: Mapping[str, str],
         trace_id: str | None,
+        token_id: int | None = None,
     ) -> None:
+        """``token_id``: whom a separate service said it authenticated; an
+        authentication in this process (noted in ``begun``) comes first."""
         label = route or UNMATCHED_ROUTE
         if self._metrics is not None:
             self._metrics.http_request(label, str(status), seconds)
         if self._access is not None:
             self._access.write(
                 surface="http", method=method, route=label, status=status,
-                duration_ms=round(seconds * 1000, 3), token_id=begun.token_id, client=client,
+                duration_ms=round(seconds * 1000, 3), client=client,
+                token_id=begun.token_id if begun.token_id is not None else token_id,
                 trace_id=trace_id or trace_id_of(headers.items()),
             )  # fmt: skip
 

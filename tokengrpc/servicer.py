@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
+from tokengrpc.logs import caller_metadata
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -42,16 +43,23 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         *,
         authenticate: bool = True,
     ) -> Response:
+        named: tuple[tuple[str, str], ...] = ()
         try:
             metadata = context.invocation_metadata() or ()
             if authenticate:
                 caller = await self._auth.authenticate(metadata, context.peer())
+                # Set once authenticated, so that every ending names the caller
+                # (a refusal after it too); never for a failed authentication.
+                named = caller_metadata(caller.token_id)
+                context.set_trailing_metadata(named)
             else:
                 caller = self._auth.anonymous(metadata, context.peer())
             return await operation(caller, request)
         except DomainError as error:
-            await context.abort_with_status(rpc_status.to_status(to_status(error)))
-            raise  # unreachable: abort_with_status raises
+            status = rpc_status.to_status(to_status(error))
+            # An abort's own trailing metadata replaces what was set: keep the name.
+            await context.abort(status.code, status.details, (*status.trailing_metadata, *named))
+            raise  # unreachable: abort raises
         except Exception:
             # Left to grpc, it would be UNKNOWN naming the exception's class and
             # repeating its text (an engine's message, say) to the client.
