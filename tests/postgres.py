@@ -12,6 +12,7 @@ in ``/tmp`` (``pytest``'s own temp dirs are private to root).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import importlib.util
 import itertools
@@ -84,21 +85,9 @@ class PgServer:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        """Run ``sql`` as the superuser over the unix socket; return its output."""
-        done = subprocess.run(
-            [str(BIN / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-             "-h", str(self.directory), "-p", str(self.port), "-U", USER, "-d", database,
-             "-c", sql],
-            check=True, capture_output=True, text=True, timeout=60, user=self.user,
-        )  # fmt: skip
-        return done.stdout.strip()
-
     def new_database(self) -> str:
         """A fresh, empty database's URL (one per test, so tests cannot see each other)."""
-        name = f"t_{os.getpid()}_{next(self._numbers)}"
-        self.psql(f"CREATE DATABASE {name}")
-        return self.url(name)
+        return _create_database(self.url(), f"t_{os.getpid()}_{next(self._numbers)}")
 
 
 def start_server() -> PgServer:
@@ -135,20 +124,26 @@ class External:
         self._numbers = itertools.count(1)
 
     def new_database(self) -> str:
-        import asyncio
+        return _create_database(self._url, f"t_{os.getpid()}_{next(self._numbers)}")
 
-        import asyncpg
 
-        name = f"t_{os.getpid()}_{next(self._numbers)}"
+def _create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` (dropping a leftover of that name) through ``server_url``,
+    over the driver the service uses: no client binary to spawn, or to crash."""
+    import asyncio
 
-        async def create() -> None:
-            connection = await asyncpg.connect(self._url)
-            try:
-                await connection.execute(f"DROP DATABASE IF EXISTS {name}")
-                await connection.execute(f"CREATE DATABASE {name}")
-            finally:
-                await connection.close()
+    import asyncpg
 
-        asyncio.run(create())
-        parts = urlsplit(self._url)
-        return urlunsplit(parts._replace(path="/" + name))
+    async def create() -> None:
+        connection = await asyncpg.connect(server_url)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name}")
+            await connection.execute(f"CREATE DATABASE {name}")
+        finally:
+            await connection.close()
+
+    # In a thread of its own: a fixture may be set up while the test's loop runs.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, create()).result(timeout=60)
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + name))
