@@ -53,7 +53,22 @@ async def serve(
 ) -> Serving:
     """``tokengrpc serve`` until it prints its ``until`` address; ``open_files``
     sets its (soft, hard) descriptor limits as an operator's shell would."""
+    return await _start("serve", *args, env=env, until=until, open_files=open_files)
 
+
+async def start_gateway(upstream: str, *args: str, env: dict[str, str] | None = None) -> Serving:
+    """``tokengrpc gateway`` in front of ``upstream``, until it listens."""
+    command = ("--upstream", upstream, "--http-listen", "127.0.0.1:0", *args)
+    return await _start("gateway", *command, env=env, until="http")
+
+
+async def _start(
+    command: str,
+    *args: str,
+    env: dict[str, str] | None,
+    until: str,
+    open_files: tuple[int, int] | None = None,
+) -> Serving:
     def limit() -> None:
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
@@ -62,7 +77,7 @@ async def serve(
         sys.executable,
         "-m",
         "tokengrpc",
-        "serve",
+        command,
         *args,
         env=env or clean_env(),
         stdout=asyncio.subprocess.PIPE,
@@ -73,7 +88,7 @@ async def serve(
     lines: list[str] = []
     while not any(line.startswith(f"{until} listening on") for line in lines):
         raw = await asyncio.wait_for(process.stdout.readline(), timeout=20)
-        assert raw, f"serve exited early: {lines}"
+        assert raw, f"{command} exited early: {lines}"
         lines.append(raw.decode().rstrip("\n"))
     return Serving(process, lines)
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.helpers import bearer
-from tests.processes import Serving, children, clean_env, run_cli, serve
+from tests.processes import children, clean_env, run_cli, serve, start_gateway
 from tokengrpc.store.sqlite.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -136,15 +136,8 @@ async def test_serve_with_http_and_a_separate_gateway(tmp_path: Path, upstream: 
         listed = await client.get("/api/token", headers=headers)
         assert [t["name"] for t in listed.json()["tokens"]] == ["bootstrap"]
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokengrpc", "gateway", "--upstream", server.address("grpc"),
-        "--http-listen", "127.0.0.1:0",
-        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()
-    assert line.startswith("http listening on 127.0.0.1:")
-    alone = Serving(process, [line.strip()])
+    alone = await start_gateway(server.address("grpc"))
+    assert alone.lines[0].startswith("http listening on 127.0.0.1:")
     async with httpx.AsyncClient(base_url=f"http://{alone.address('http')}") as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200

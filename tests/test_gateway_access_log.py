@@ -7,9 +7,7 @@ access line and never hands the metadata on to an HTTP client.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import grpc
@@ -17,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import bearer
-from tests.processes import Serving, clean_env, serve
+from tests.processes import serve, start_gateway
 from tokengrpc.logs import CALLER_ID_METADATA
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -110,18 +108,7 @@ def _fields(line: str) -> dict[str, object]:
 async def test_a_separate_gateway_logs_the_caller_in_text(tmp_path: Path) -> None:
     server = await serve("--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http")
     admin = (tmp_path / "bootstrap-token").read_text().strip()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokengrpc", "gateway", "--upstream", server.address("grpc"),
-        "--http-listen", "127.0.0.1:0",
-        env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    first: list[str] = []
-    while not any(line.startswith("http listening on ") for line in first):
-        raw = await asyncio.wait_for(process.stdout.readline(), timeout=20)
-        assert raw, f"gateway exited early: {first}"
-        first.append(raw.decode().rstrip("\n"))
-    gateway = Serving(process, first)
+    gateway = await start_gateway(server.address("grpc"))
     try:
         reader_id, reader = await _reader(server.address("grpc"), admin)
         await _drive(gateway.address("http"), admin, reader)
@@ -130,7 +117,7 @@ async def test_a_separate_gateway_logs_the_caller_in_text(tmp_path: Path) -> Non
         served = await server.stop()
     assert code == 0, output
     assert served[0] == 0, served[1]
-    lines = [*first, *output.splitlines()]
+    lines = [*gateway.lines, *output.splitlines()]
     access = [_fields(line) for line in lines if " INFO tokengrpc.access: " in line]
     _check_lines(lines, access, {"admin": 1, "reader": reader_id}, [admin, reader, FORGED])
 

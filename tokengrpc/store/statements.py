@@ -123,41 +123,19 @@ def list_events_params(query: EventQuery) -> list[object]:
 
 
 def token_record(row: Any, strings: Decode) -> TokenRecord:
-    """A row of ``TOKEN_COLUMNS``."""
+    """A row of ``TOKEN_COLUMNS``, which lists the record's fields in order."""
     return TokenRecord(
-        id=row[0],
-        owner=row[1],
-        name=row[2],
-        secret_hash=row[3],
-        scopes=strings(row[4]),
-        active=bool(row[5]),
-        expire_time=row[6],
-        allowed_ips=strings(row[7]),
-        create_time=row[8],
-        update_time=row[9],
-        revoke_time=row[10],
-        last_use_time=row[11],
-        usage_count=row[12],
-        sealed_value=row[13],
-        previous_hash=row[14],
-        previous_until=row[15],
-        last_use_ip=row[16] or "",
-    )
+        row[0], row[1], row[2], row[3], strings(row[4]), bool(row[5]), row[6], strings(row[7]),
+        row[8], row[9], row[10], row[11], row[12], row[13], row[14], row[15], row[16] or "",
+    )  # fmt: skip
 
 
 def event_record(row: Any, strings: Decode) -> EventRecord:
-    """A row of ``EVENT_COLUMNS``."""
+    """A row of ``EVENT_COLUMNS``, which lists the record's fields in order."""
     return EventRecord(
-        id=row[0],
-        event_time=row[1],
-        action=EventAction(row[2]),
-        token_id=row[3],
-        owner=row[4],
-        actor_token_id=row[5],
-        actor_owner=row[6],
-        client_ip=row[7],
-        changed_fields=strings(row[8]),
-    )
+        row[0], row[1], EventAction(row[2]), row[3], row[4], row[5], row[6], row[7],
+        strings(row[8]),
+    )  # fmt: skip
 
 
 def insert_params(new: NewToken, strings: Encode) -> tuple[object, ...]:
