@@ -142,5 +142,6 @@ def _note_caller(request: Request, trailing: grpc.aio.Metadata | None) -> None:
             and 0 < len(value) <= _MAX_ID_DIGITS
             and value.isascii()
             and value.isdigit()
+            and 0 < int(value) < 2**63
         ):
             request.caller_id = int(value)

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import HttpServer, start_http
 from tests.helpers import bearer
-from tests.processes import serve
+from tests.processes import clean_env, serve, start_gateway
 from tokengrpc.config import Settings
 from tokengrpc.metrics import SHARE_EVERY, Metrics
 from tokengrpc.observe import HttpObserver
@@ -207,3 +207,21 @@ async def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
     finally:
         code, output = await server.stop()
     assert code == 0, output
+
+
+async def test_a_gateway_ignores_a_workers_setting_and_leaves_no_files(tmp_path: Path) -> None:
+    """``TOKENGRPC_WORKERS`` is ``serve``'s: a gateway in a shared environment must
+    neither switch to shared files nor leave a directory of them behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = clean_env(TOKENGRPC_WORKERS="2", TMPDIR=str(temp))
+    gateway = await start_gateway("127.0.0.1:9", env=env)  # no upstream needed for /healthz
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{gateway.address('http')}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            samples = parse((await client.get("/metrics")).text)
+        assert value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200") == 1
+    finally:
+        code, output = await gateway.stop()
+    assert code == 0, output
+    assert list(temp.iterdir()) == []

@@ -135,12 +135,13 @@ def _warn_plaintext(listen: str) -> None:
         )
 
 
-def _metrics(settings: Settings) -> tuple[Metrics | None, str | None]:
-    """The process's metrics; with workers, the directory they share (ours to remove)."""
+def _metrics(settings: Settings, *, serving: bool = True) -> tuple[Metrics | None, str | None]:
+    """The process's metrics; with ``serve``'s workers, the directory they share (ours
+    to remove). ``tokengrpc gateway`` has no workers, whatever the environment says."""
     if not settings.metrics_enabled:
         return None, None
     directory = None
-    if settings.workers > 1 and not settings.is_worker:
+    if serving and settings.workers > 1 and not settings.is_worker:
         directory = tempfile.mkdtemp(prefix="tokengrpc-metrics-")
         share_between_processes(directory)
     return Metrics(), directory
@@ -233,12 +234,14 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
         if watcher is not None:
             watcher.cancel()
         await _shut_down(settings.grace_period, grpc_server, http, workers)
-        await core.close()
-        if sharer is not None and metrics is not None:
-            sharer.cancel()
-            metrics.share()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        try:
+            await core.close()
+        finally:
+            if sharer is not None and metrics is not None:
+                sharer.cancel()
+                metrics.share_last()
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -341,7 +344,7 @@ async def _gateway(upstream: str, settings: Settings, upstream_tls: UpstreamTls)
     stop = _stop_on_signals()
     _open_files_for(settings.http_max_connections)
     certificates = _certificates(settings)
-    metrics, _ = _metrics(settings)
+    metrics, _ = _metrics(settings, serving=False)
     http = await start_http(
         upstream_tls.channel(upstream),
         settings.http_listen,

@@ -17,6 +17,7 @@ it, reads and sums them all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+log = logging.getLogger(__name__)
 
 #: prometheus-client's variable: set, every process shares its values through that directory.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,8 +48,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: another worker's figures can be in a scrape).
 SHARE_EVERY = 0.5
 
-#: The ``le`` labels, as prometheus-client writes these bounds.
-_LE = (*(repr(bound) for bound in BUCKETS), "+Inf")
+#: The ``le`` labels, as prometheus-client writes them (its multiprocess files too).
+_LE = (*(floatToGoString(bound) for bound in BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
 
 
 def share_between_processes(directory: str) -> None:
@@ -189,10 +193,29 @@ class Metrics:
             self._shared.copy()
 
     async def share_forever(self) -> None:
-        """Keep the shared files current until cancelled; the last copy is the caller's."""
+        """Keep the shared files current until cancelled; the last copy is the caller's.
+
+        A copy that fails (a full disk) is logged once and tried again next
+        time: the other workers' figures must not freeze silently.
+        """
+        failing = False
         while True:
             await asyncio.sleep(SHARE_EVERY)
+            try:
+                self.share()
+            except Exception as error:  # whatever it was, the loop goes on
+                if not failing:
+                    log.warning("metrics could not be shared with the other workers: %s", error)
+                failing = True
+            else:
+                failing = False
+
+    def share_last(self) -> None:
+        """The copy at exit; a failure is logged, never raised into the shutdown."""
+        try:
             self.share()
+        except Exception as error:
+            log.warning("the last metrics of this process could not be shared: %s", error)
 
     def collector(self) -> CollectorRegistry:
         """What a scrape reads: this process's numbers, or every process's files."""
