@@ -256,10 +256,32 @@ async def test_revoke_by_value_with_a_bad_authorization_still_works(service: Liv
     assert not await _works(service, plaintext)
 
 
-async def test_revoke_by_value_of_the_old_secret_in_its_grace(service: LiveService) -> None:
+async def test_revoke_by_value_of_the_old_secret_ends_only_its_grace(service: LiveService) -> None:
+    """Whoever holds a replaced (perhaps leaked) secret may kill that secret,
+    never the token and the secret that replaced it."""
     token_id, old = await service.create("ci", owner="alice", scopes=["write"])
     new = (await _rotate(service, service.admin_token, grace=600, id=token_id)).plaintext
     await service.stub.RevokeTokenByValue(pb.RevokeTokenByValueRequest(token=old))
+    assert not await _works(service, old)
+    assert await _works(service, new)
+    token = (
+        await service.stub.GetToken(
+            pb.GetTokenRequest(id=token_id), metadata=bearer(service.admin_token)
+        )
+    ).token
+    assert token.status == pb.TOKEN_STATUS_ACTIVE
+    (event, *_) = await _events(service, service.admin_token, token_id)
+    assert (event.action, list(event.changed_fields), event.actor_token_id) == (
+        pb.TOKEN_EVENT_ACTION_REVOKED,
+        ["previous_secret"],
+        0,
+    )
+    # Once more changes nothing: the secret is gone, and so is its grace.
+    before = service.snapshot()
+    await service.stub.RevokeTokenByValue(pb.RevokeTokenByValueRequest(token=old))
+    assert service.snapshot() == before
+    # The current secret, revoked by value, still revokes the token.
+    await service.stub.RevokeTokenByValue(pb.RevokeTokenByValueRequest(token=new))
     assert not await _works(service, new)
 
 

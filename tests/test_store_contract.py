@@ -13,7 +13,15 @@ import dataclasses
 import pytest
 
 from tests.stores import StoreFactory
-from tokengrpc.store import EventQuery, ListQuery, NameTaken, NewToken, TokenRecord
+from tokengrpc.store import (
+    EventAction,
+    EventQuery,
+    ListQuery,
+    NameTaken,
+    NewToken,
+    Rotation,
+    TokenRecord,
+)
 from tokengrpc.usage import UsageRecorder
 
 
@@ -228,3 +236,29 @@ def test_with_usage_changes_only_the_usage_figures() -> None:
     assert record.with_usage(70, 60) == dataclasses.replace(
         record, usage_count=70, last_use_time=60
     )
+
+
+async def test_end_grace_forgets_only_the_replaced_secret_it_names(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store()
+    token = await store.insert(_new("rotated"))
+    old_hash = token.secret_hash
+    rotation = Rotation(secret_hash=b"n" * 32, sealed_value=None, previous_until=100, now=10)
+    assert await store.rotate(token.id, rotation) is not None
+    # Another hash, or a grace already over at ``now``: nothing changes.
+    assert await store.end_grace(token.id, b"x" * 32, 20) is None
+    assert await store.end_grace(token.id, old_hash, 100) is None
+    ended = await store.end_grace(token.id, old_hash, 20)
+    assert ended is not None
+    assert (ended.previous_hash, ended.previous_until) == (None, None)
+    assert (ended.secret_hash, ended.revoke_time) == (b"n" * 32, None)
+    assert await store.end_grace(token.id, old_hash, 30) is None, "once only"
+    elsewhere = await open_store()
+    seen = await elsewhere.get(token.id)
+    assert seen is not None
+    assert (seen.previous_hash, seen.secret_hash) == (None, b"n" * 32)
+    events = await store.list_events(EventQuery(token_id=token.id, limit=10))
+    assert [(e.action, e.changed_fields) for e in events[:1]] == [
+        (EventAction.REVOKED, ("previous_secret",))
+    ]

@@ -3,12 +3,16 @@
 
 Every failed check ends the same way (None / UNAUTHENTICATED) so a caller
 cannot tell a wrong secret from a revoked, expired or IP-restricted token.
+
+A request reads the clock once, here: the reading travels in ``Caller.now``
+and every time-dependent decision about the request (status, grace, expiry)
+uses it, so no request is judged against two different "now"s.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tokengrpc import plaintext
@@ -34,6 +38,8 @@ class Caller:
 
     owner: str
     scopes: frozenset[str]
+    #: The request's one reading of the clock (microseconds since the epoch).
+    now: int
     #: The authenticating token, for audit events; 0 for the command line.
     token_id: int = 0
     #: The client address, for audit events; empty when there is none.
@@ -54,8 +60,12 @@ class Caller:
         return Actor(self.token_id, self.owner, self.client_ip)
 
 
-#: The command-line operator: works on the store directly, with every power.
-OPERATOR = Caller(owner="admin", scopes=frozenset({"admin", "write", "introspect"}))
+_OPERATOR_SCOPES = frozenset({"admin", "write", "introspect"})
+
+
+def operator(now: int | None = None) -> Caller:
+    """The command-line operator: works on the store directly, with every power."""
+    return Caller(owner="admin", scopes=_OPERATOR_SCOPES, now=now_us() if now is None else now)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,20 +89,42 @@ class Authenticator:
         store: TokenStore,
         resolver: ClientAddressResolver,
         observe: Observation = ignore,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self._store = store
         self.resolver = resolver
         #: Told whether each caller authentication succeeded (the metric).
         self._observe = observe
+        #: Read once per request (``Caller.now``); a test may move it by hand.
+        self.clock = clock
 
     async def check(
-        self, presented: str | None, address: IPAddress | None, *, counted: bool = False
+        self,
+        presented: str | None,
+        address: IPAddress | None,
+        now: int,
+        *,
+        counted: bool = False,
     ) -> TokenRecord | None:
-        """The token's record if it may be used now from ``address``; counts the use.
+        """The token's record if it may be used at ``now`` from ``address``;
+        counts the use.
 
         ``counted``: with usage figures exact (this use included); otherwise
         they may leave out uses not yet written, which is cheaper.
         """
+        found = await self._verified(presented, address, now)
+        if found is None:
+            return None
+        record = found[0]
+        if counted:  # read again: the store's records count every use, this one too
+            return await self._store.get(record.id)
+        return record
+
+    async def _verified(
+        self, presented: str | None, address: IPAddress | None, now: int
+    ) -> tuple[TokenRecord, bool] | None:
+        """The record and whether ``presented`` is its replaced secret (it matched
+        the hash a rotation replaced), if it may be used at ``now``; counts the use."""
         if not presented:
             return None
         parsed = plaintext.parse(presented)
@@ -101,19 +133,18 @@ class Authenticator:
         record = await self._store.get(parsed.id, usage=False)
         if record is None:
             return None
-        now = now_us()
-        if not plaintext.secret_matches(parsed, record.secret_hash) and not _previous_matches(
-            parsed, record, now
-        ):
+        if plaintext.secret_matches(parsed, record.secret_hash):
+            replaced = False
+        elif _previous_matches(parsed, record, now):
+            replaced = True
+        else:
             return None
         if status_of(record, now) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
         self._store.record_use(record.id, now, "" if address is None else address_text(address))
-        if counted:  # read again: the store's records count every use, this one too
-            return await self._store.get(record.id)
-        return record
+        return record, replaced
 
     def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a request that needs no token (revocation by value):
@@ -123,7 +154,10 @@ class Authenticator:
         ]
         address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
         return Caller(
-            owner="", scopes=frozenset(), client_ip="" if address is None else address_text(address)
+            owner="",
+            scopes=frozenset(),
+            now=self.clock(),
+            client_ip="" if address is None else address_text(address),
         )
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
@@ -133,6 +167,7 @@ class Authenticator:
         one a proxy or a server picks differs, and a credential must not be
         ambiguous. Every ``x-forwarded-for`` entry counts, in order.
         """
+        now = self.clock()
         authorizations: list[str | bytes] = []
         forwarded: list[str] = []
         for key, value in metadata:
@@ -144,19 +179,14 @@ class Authenticator:
             self._observe(False)
             raise Unauthenticated()
         address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
-        presented = bearer(authorizations[0])
-        record = await self.check(presented, address)
-        if record is None:
+        found = await self._verified(bearer(authorizations[0]), address, now)
+        if found is None:
             self._observe(False)
             raise Unauthenticated()
         self._observe(True)
+        record, replaced = found
         note_caller(record.id)
         scopes = frozenset(record.scopes)
-        replaced = (
-            record.previous_until is not None
-            and record.previous_until > now_us()
-            and not _current(presented, record)
-        )
         if replaced:
             # Whoever holds a replaced secret (perhaps leaked: that is why
             # tokens are rotated) may keep using it, not change anything with
@@ -165,6 +195,7 @@ class Authenticator:
         return Caller(
             owner=record.owner,
             scopes=scopes,
+            now=now,
             token_id=record.id,
             client_ip="" if address is None else address_text(address),
             replaced_secret=replaced,
@@ -173,13 +204,6 @@ class Authenticator:
 
 #: What a secret replaced by a rotation no longer grants its caller.
 _CHANGING = frozenset({WRITE, ADMIN})
-
-
-def _current(presented: str | None, record: TokenRecord) -> bool:
-    """Whether ``presented`` is the record's current secret (asked only inside
-    a grace period, so the hot path never parses twice)."""
-    parsed = plaintext.parse(presented or "")
-    return parsed is not None and plaintext.secret_matches(parsed, record.secret_hash)
 
 
 def _previous_matches(parsed: plaintext.ParsedToken, record: TokenRecord, now: int) -> bool:

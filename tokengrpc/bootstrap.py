@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tokengrpc.auth import OPERATOR
+from tokengrpc.auth import operator
 from tokengrpc.store import StoreNotEmpty, TokenStore
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -24,7 +24,7 @@ async def ensure_bootstrap_token(
         # Checked again in the insert's own transaction: of instances that start
         # at once on one database, exactly one creates it.
         response = await manager.create_token(
-            OPERATOR,
+            operator(),
             pb.CreateTokenRequest(name="bootstrap", owner="admin", scopes=BOOTSTRAP_SCOPES),
             first=True,
         )

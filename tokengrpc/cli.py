@@ -27,7 +27,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from tokengrpc import logs
-from tokengrpc.auth import OPERATOR
+from tokengrpc.auth import operator
 from tokengrpc.config import (
     LIMITS,
     Settings,
@@ -435,13 +435,13 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
             )
             if args.expires:
                 request.expire_time.CopyFrom(_timestamp(args.expires))
-            created = await manager.create_token(OPERATOR, request)
+            created = await manager.create_token(operator(), request)
             _say(created.plaintext)
         elif args.action == "list":
             page_token, rows = "", list[pb.Token]()
             while True:
                 page = await manager.list_tokens(
-                    OPERATOR,
+                    operator(),
                     pb.ListTokensRequest(
                         owner=args.owner or "",
                         service_tokens=args.service,
@@ -465,14 +465,14 @@ async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
                 )
         elif args.action == "rotate":
             rotated = await manager.rotate_token(
-                OPERATOR, _select(pb.RotateTokenRequest(grace_period=args.grace), args.target)
+                operator(), _select(pb.RotateTokenRequest(grace_period=args.grace), args.target)
             )
             _say(rotated.plaintext)
         elif args.action == "events":
             await _print_events(manager, args.token_id or 0)
         else:
             revoked = await manager.revoke_token(
-                OPERATOR, _select(pb.RevokeTokenRequest(), args.target)
+                operator(), _select(pb.RevokeTokenRequest(), args.target)
             )
             _say(f"revoked token {revoked.token.id} ({revoked.token.name})")
     except DomainError as error:
@@ -496,7 +496,7 @@ async def _print_events(manager: TokenManager, token_id: int) -> None:
     page_token = ""
     while True:
         page = await manager.list_token_events(
-            OPERATOR,
+            operator(),
             pb.ListTokenEventsRequest(token_id=token_id, page_size=1000, page_token=page_token),
         )
         for event in page.events:

@@ -46,15 +46,16 @@ def duration_micros(duration: duration_pb2.Duration) -> int | None:
     return seconds * 1_000_000 + (rest if nanos >= 0 else -rest)
 
 
-def event_fields(event: EventRecord) -> dict[str, Any]:
-    """A TokenEvent's fields, to ``events.add(**f)``."""
+def event_fields(event: EventRecord, *, actor_shown: bool = True) -> dict[str, Any]:
+    """A TokenEvent's fields, to ``events.add(**f)``; without ``actor_shown``,
+    the actor's token id and address are left out (``rules.actor_shown``)."""
     return {
         "event_time": _stamp(event.event_time),
         "action": int(event.action),
         "token_id": event.token_id,
-        "actor_token_id": event.actor_token_id,
+        "actor_token_id": event.actor_token_id if actor_shown else 0,
         "actor_owner": event.actor_owner,
-        "client_ip": event.client_ip,
+        "client_ip": event.client_ip if actor_shown else "",
         "changed_fields": event.changed_fields,
     }
 

@@ -26,7 +26,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from tokengrpc.addresses import parse_address
-from tokengrpc.auth import Authenticator, bearer
+from tokengrpc.auth import Authenticator, Caller, bearer
 from tokengrpc.errors import Unauthenticated, Unavailable
 from tokengrpc.rules import INTROSPECT
 from tokengrpc.store import TokenRecord
@@ -158,7 +158,9 @@ class AuthorizationServicer:
         #: same record object until the token changes, so identity says "still true".
         self._answers: dict[int, tuple[TokenRecord, external_auth_pb2.CheckResponse]] = {}
 
-    async def _caller_may_check(self, context: grpc.aio.ServicerContext[object, object]) -> bool:
+    async def _checking_caller(
+        self, context: grpc.aio.ServicerContext[object, object]
+    ) -> Caller | None:
         """Envoy authenticates like any caller and needs ``introspect`` (or ``admin``)."""
         try:
             caller = await self._auth.authenticate(
@@ -166,11 +168,11 @@ class AuthorizationServicer:
             )
         except Unauthenticated:
             self._warn("a Check call came without a valid token (grpc_service.initial_metadata)")
-            return False
+            return None
         if not caller.holds(INTROSPECT):
             self._warn("a Check call came with a token that lacks the introspect scope")
-            return False
-        return True
+            return None
+        return caller
 
     def _warn(self, why: str) -> None:
         now = time.monotonic()
@@ -195,12 +197,14 @@ class AuthorizationServicer:
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> external_auth_pb2.CheckResponse:
-        if not await self._caller_may_check(context):
+        caller = await self._checking_caller(context)
+        if caller is None:
             return UNAVAILABLE
         attributes = request.attributes
         token = presented_token(attributes.request.http)
         address = parse_address(attributes.source.address.socket_address.address)
-        record = await self._auth.check(token, address)
+        # Judged at the moment Envoy's own token was: one "now" per request.
+        record = await self._auth.check(token, address, caller.now)
         if record is None:
             return UNAUTHENTICATED
         if missing_scopes(record, attributes.context_extensions):

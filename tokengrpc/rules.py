@@ -52,6 +52,13 @@ def grantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
     return [scope for scope in wanted if scope not in held_set]
 
 
+def actor_shown(viewer_owner: str, viewer_is_admin: bool, actor_owner: str) -> bool:
+    """Whether an event's viewer may see its actor's token id and address: an
+    admin sees every actor; an owner sees its own owner's, and of anyone else
+    (an administrator, a stranger revoking by value) only the owner's name."""
+    return viewer_is_admin or actor_owner == viewer_owner
+
+
 def inherited_scopes(held: Iterable[str]) -> tuple[str, ...]:
     """What a token created "with the caller's scopes" gets: all but admin."""
     return tuple(sorted(scope for scope in set(held) if scope != ADMIN))

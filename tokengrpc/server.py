@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tokengrpc import extauthz
 from tokengrpc.addresses import ClientAddressResolver
 from tokengrpc.auth import Authenticator
 from tokengrpc.bootstrap import ensure_bootstrap_token
+from tokengrpc.clock import now_us
 from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
@@ -55,8 +57,14 @@ class Core:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, bootstrap: bool = True, metrics: Metrics | None = None
+        cls,
+        settings: Settings,
+        *,
+        bootstrap: bool = True,
+        metrics: Metrics | None = None,
+        clock: Callable[[], int] = now_us,
     ) -> Core:
+        """``clock``: what each request reads its "now" from (a test may move it)."""
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -71,6 +79,7 @@ class Core:
             store,
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
+            clock,
         )
         manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
         path = (

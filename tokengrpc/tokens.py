@@ -14,7 +14,6 @@ import hmac
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
-from tokengrpc.clock import now_us
 from tokengrpc.convert import duration_micros, event_fields, micros, token_fields, token_init
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from tokengrpc.rules import Violations
@@ -142,7 +141,7 @@ class TokenManager:
     ) -> pb.CreateTokenResponse:
         """``first``: only into an empty store (the bootstrap); else ``StoreNotEmpty``."""
         _require(caller, rules.WRITE, "creating a token")
-        now = now_us()
+        now = caller.now
         problems = Violations()
         name = rules.clean_name(request.name, "name", problems)
         owner = rules.clean_owner(request.owner, "owner", problems)
@@ -242,7 +241,7 @@ class TokenManager:
             offset=offset,
         )
         records = await self._store.list(query)
-        now = now_us()
+        now = caller.now
         response = pb.ListTokensResponse()
         for record in records[:size]:
             response.tokens.add(**token_fields(record, now))
@@ -256,13 +255,13 @@ class TokenManager:
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
         record = await self._find(caller, request)
-        return pb.GetTokenResponse(token=token_init(record, now_us()))
+        return pb.GetTokenResponse(token=token_init(record, caller.now))
 
     async def update_token(
         self, caller: Caller, request: pb.UpdateTokenRequest
     ) -> pb.UpdateTokenResponse:
         _require(caller, rules.WRITE, "updating a token")
-        now = now_us()
+        now = caller.now
         problems = Violations()
         token = request.token
         if not request.HasField("token") or token.id <= 0:
@@ -321,7 +320,7 @@ class TokenManager:
         if request.caller_owner_only and (record.is_service or record.owner != caller.owner):
             raise NotFound()
         self._not_stronger(caller, record, "revoke")
-        now = now_us()
+        now = caller.now
         revoked = (
             await self._store.revoke(record.id, now, caller.actor)
             if record.revoke_time is None
@@ -347,10 +346,10 @@ class TokenManager:
         if secret is None:
             raise FailedPrecondition("the stored value cannot be decrypted with the configured key")
         # No value without its audit event: should the event fail, so does the read.
-        await self._store.record_value_read(record.id, now_us(), caller.actor)
+        await self._store.record_value_read(record.id, caller.now, caller.actor)
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
-            token=token_init(record, now_us()),
+            token=token_init(record, caller.now),
         )
 
     async def introspect_token(
@@ -368,10 +367,10 @@ class TokenManager:
                 if address is None:
                     problems.add("client_ip", "is not an IP address")
             problems.raise_if_any()
-        record = await self._auth.check(token, address, counted=True)
+        record = await self._auth.check(token, address, caller.now, counted=True)
         if record is None:
             return pb.IntrospectTokenResponse(active=False)
-        fields = token_init(record, now_us())
+        fields = token_init(record, caller.now)
         return pb.IntrospectTokenResponse(active=True, token=fields)
 
     async def rotate_token(
@@ -392,16 +391,18 @@ class TokenManager:
             # Else a leaked secret, replaced for that very reason, could rotate
             # its token once more and lock its owner out.
             raise PermissionDenied("a secret replaced by a rotation cannot rotate; use the new one")
-        if not caller.holds(rules.WRITE) and not (
-            request.WhichOneof("selector") == "id" and request.id == caller.token_id > 0
-        ):
-            # Any token may rotate itself; others need write (or admin).
+        itself = request.WhichOneof("selector") == "id" and request.id == caller.token_id > 0
+        if itself:
+            # Any token may rotate itself, a service token without admin
+            # (which sees no service token, itself included) too.
+            record = await self._find_by_id(caller, request.id, itself=True)
+        else:
             _require(caller, rules.WRITE, "rotating another token")
-        record = await self._find(caller, request)
+            record = await self._find(caller, request)
         self._not_stronger(caller, record, "rotate")
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be rotated")
-        now = now_us()
+        now = caller.now
         secret = plaintext.new_secret(self._prefix)
         secret_hash = plaintext.hash_secret(secret)
         rotation = Rotation(
@@ -437,14 +438,19 @@ class TokenManager:
         if parsed is None:
             return pb.RevokeTokenByValueResponse()
         record = await self._store.get(parsed.id)
-        now = now_us()
+        now = caller.now
         current = plaintext.secret_matches(parsed, record.secret_hash if record else _NO_HASH)
         previous_hash = record.previous_hash if record else None
         previous = plaintext.secret_matches(parsed, previous_hash or _NO_HASH)
-        in_grace = record is not None and (record.previous_until or 0) > now
-        matches = current or (previous and in_grace)
-        if record is not None and matches and record.revoke_time is None:
+        if record is None or record.revoke_time is not None:
+            return pb.RevokeTokenByValueResponse()
+        if current:
             await self._store.revoke(record.id, now, caller.actor)
+        elif previous and previous_hash is not None and (record.previous_until or 0) > now:
+            # A replaced secret speaks only for itself: it ends its own grace,
+            # never the token and the secret that replaced it (else whoever
+            # holds the leaked old secret could knock out the rotated token).
+            await self._store.end_grace(record.id, previous_hash, now, caller.actor)
         return pb.RevokeTokenByValueResponse()
 
     async def list_token_events(
@@ -482,7 +488,8 @@ class TokenManager:
         )
         response = pb.ListTokenEventsResponse()
         for event in events[:size]:
-            response.events.add(**event_fields(event))
+            shown = rules.actor_shown(caller.owner, caller.is_admin, event.actor_owner)
+            response.events.add(**event_fields(event, actor_shown=shown))
         if len(events) > size:
             response.next_page_token = encode_page_token(
                 self._event_page_key, events[size - 1].id, listing, False
@@ -524,10 +531,13 @@ class TokenManager:
             raise NotFound()
         return record
 
-    async def _find_by_id(self, caller: Caller, token_id: int) -> TokenRecord:
+    async def _find_by_id(
+        self, caller: Caller, token_id: int, *, itself: bool = False
+    ) -> TokenRecord:
+        """``itself``: the caller's own token, visible whatever its kind."""
         if token_id <= 0:
             raise NotFound()
         record = await self._store.get(token_id)
-        if record is None or not _visible(caller, record):
+        if record is None or not (itself or _visible(caller, record)):
             raise NotFound()
         return record

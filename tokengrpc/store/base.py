@@ -65,6 +65,11 @@ class EventAction(enum.IntEnum):
     VALUE_READ = 5
 
 
+#: The changed field of a REVOKED event that ended only a replaced secret's
+#: grace (``end_grace``), not the token.
+PREVIOUS_SECRET = "previous_secret"  # noqa: S105 (a field name)
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who made a change, for its audit event: never a secret."""
@@ -236,6 +241,17 @@ class TokenStore(Protocol):
         self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
     ) -> TokenRecord | None:
         """The rotated record; None if there is no such live token."""
+        ...
+
+    async def end_grace(
+        self, token_id: int, previous_hash: bytes, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        """Forget the secret a rotation replaced, if it is still ``previous_hash``
+        and inside its grace period; the token and its current secret live on.
+
+        The record; None if nothing changed. Its event is a revocation of
+        ``previous_secret``.
+        """
         ...
 
     async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:

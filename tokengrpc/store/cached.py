@@ -241,6 +241,12 @@ class CachingStore:
         work = functools.partial(self.engine.rotate, token_id, rotation, actor)
         return await self._exact(await self._write(work))
 
+    async def end_grace(
+        self, token_id: int, previous_hash: bytes, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        work = functools.partial(self.engine.end_grace, token_id, previous_hash, now, actor)
+        return await self._exact(await self._write(work))
+
     async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
         await self._write(functools.partial(self.engine.record_value_read, token_id, now, actor))
 

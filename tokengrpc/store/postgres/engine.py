@@ -27,6 +27,7 @@ from tokengrpc.errors import Unavailable
 from tokengrpc.store import statements
 from tokengrpc.store.base import (
     NO_ACTOR,
+    PREVIOUS_SECRET,
     Actor,
     EventAction,
     EventQuery,
@@ -63,6 +64,11 @@ _INSERT = (
 _INSERT_ID = _INSERT.partition(" RETURNING")[0] + " RETURNING id"
 _REVOKE = (
     "UPDATE tokens SET revoke_time = $1, update_time = $1 WHERE id = $2 AND revoke_time IS NULL"
+    f" RETURNING {_COLUMNS}"
+)
+_END_GRACE = (
+    "UPDATE tokens SET previous_hash = NULL, previous_until = NULL, update_time = $1"
+    " WHERE id = $2 AND previous_hash = $3 AND previous_until > $1 AND revoke_time IS NULL"
     f" RETURNING {_COLUMNS}"
 )
 # The old hash stays only while it has time left; a grace of 0 clears it.
@@ -319,6 +325,17 @@ class PostgresEngine:
             return await _audited(connection, row, EventAction.ROTATED, now, actor, fields)
 
         return await self._write(rotate)
+
+    async def end_grace(
+        self, token_id: int, previous_hash: bytes, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        async def end(connection: Connection) -> TokenRecord | None:
+            row = await connection.fetchrow(_END_GRACE, now, token_id, previous_hash)
+            return await _audited(
+                connection, row, EventAction.REVOKED, now, actor, (PREVIOUS_SECRET,)
+            )
+
+        return await self._write(end)
 
     async def record_value_read(self, token_id: int, now: int, actor: Actor) -> None:
         async def record(connection: Connection) -> None:

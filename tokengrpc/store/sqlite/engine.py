@@ -33,6 +33,7 @@ from tokengrpc.errors import Unavailable
 from tokengrpc.store import statements
 from tokengrpc.store.base import (
     NO_ACTOR,
+    PREVIOUS_SECRET,
     SERVICE_OWNER,
     Actor,
     EventAction,
@@ -91,6 +92,11 @@ _ROTATE = (
     " previous_until = CASE WHEN ? > ? THEN ? END,"
     " secret_hash = ?, sealed_value = ?, update_time = ?"
     f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
+)
+_END_GRACE = (
+    "UPDATE tokens SET previous_hash = NULL, previous_until = NULL, update_time = ?"
+    " WHERE id = ? AND previous_hash = ? AND previous_until > ? AND revoke_time IS NULL"
+    f" RETURNING {_COLUMNS}"
 )
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS = (
@@ -542,6 +548,16 @@ class SqliteEngine:
             return rows
 
         return _returned(await self._locked(functools.partial(self._transaction, rotate)))
+
+    async def end_grace(
+        self, token_id: int, previous_hash: bytes, now: int, actor: Actor = NO_ACTOR
+    ) -> TokenRecord | None:
+        async def end() -> Iterable[Any]:
+            rows = await self._fetch(_END_GRACE, (now, token_id, previous_hash, now))
+            await self._audit(rows, EventAction.REVOKED, now, actor, (PREVIOUS_SECRET,))
+            return rows
+
+        return _returned(await self._locked(functools.partial(self._transaction, end)))
 
     async def _audit(
         self,
