@@ -119,6 +119,22 @@ async def test_oauth_revoke_rfc_7009(gateway: LiveGateway) -> None:
     assert gateway.service.snapshot() == before
 
 
+async def test_oauth_revoke_of_a_replaced_secret_ends_only_its_grace(
+    gateway: LiveGateway,
+) -> None:
+    token_id, old = await _create(gateway, name="ci", owner="alice", scopes=["write"])
+    answer = await gateway.client.post(
+        f"/v1/tokens/{token_id}:rotate", json={"grace_period": "600s"}, headers=gateway.admin
+    )
+    assert answer.status_code == 200, answer.text
+    new = answer.json()["plaintext"]
+    gateway.service.plaintexts.append(new)
+    revoked = await gateway.client.post("/oauth/revoke", data={"token": old})
+    assert (revoked.status_code, revoked.content) == (200, b"")
+    assert not await _works(gateway, old)
+    assert await _works(gateway, new)
+
+
 async def test_events_over_http(gateway: LiveGateway) -> None:
     token_id, plaintext = await _create(gateway, name="ci", owner="alice", scopes=["write"])
     await _create(gateway, name="other", owner="bob")
