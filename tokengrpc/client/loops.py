@@ -56,8 +56,9 @@ class Bindings:
         if binding is None:
             # A loop that has ended drops its binding (and the channel made
             # for it, which grpc closes when it is collected): the dict holds
-            # at most the loops still open.
-            for ended in [old for old in self._by_loop if old.is_closed()]:
+            # at most the loops still open. A copy of the keys: loops in other
+            # threads may bind meanwhile.
+            for ended in [old for old in list(self._by_loop) if old.is_closed()]:
                 del self._by_loop[ended]
             channel = self._channel
             if channel is None:

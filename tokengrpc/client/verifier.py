@@ -263,7 +263,7 @@ class TokenVerifier:
 
     def _warn_unexpected(self, error: Exception) -> None:
         # The class alone: an exception's text may quote what it was given.
-        hint = " (a channel made in another event loop?)" if isinstance(error, RuntimeError) else ""
+        hint = " (a channel of another event loop?)" if isinstance(error, RuntimeError) else ""
         self._warn("the lookup failed with %s%s", type(error).__name__, hint)
 
     def cache_info(self) -> CacheInfo:
