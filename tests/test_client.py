@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -27,6 +28,7 @@ from tokengrpc.client import (
     TokenInterceptor,
     TokenMiddleware,
     TokenVerifier,
+    VerifierUnavailable,
     current_identity,
 )
 from tokengrpc.client.identity import bearer as client_bearer
@@ -361,3 +363,117 @@ def test_the_client_needs_none_of_the_server_dependencies() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "imported"
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowAnswers(grpc.aio.UnaryUnaryClientInterceptor):
+    """Every answer arrives ``delay`` seconds (on ``clock``) after it was asked for."""
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        self.clock = clock
+        self.delay = delay
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        answer = await (await continuation(client_call_details, request))
+        self.clock.now += self.delay
+        return answer
+
+
+@pytest.mark.parametrize("kind", ["accepted", "rejected"])
+async def test_lifetimes_count_from_the_send_not_the_arrival(
+    service: LiveService, kind: str
+) -> None:
+    """An answer that took 0.9 s to come has 0.1 s of its 1 s left: a revocation
+    made while it travelled is seen 1 s after the question, not 1.9 s."""
+    clock = Clock()
+    channel = grpc.aio.insecure_channel(service.target, interceptors=[SlowAnswers(clock, 0.9)])
+    verifier = TokenVerifier(
+        channel, await verifier_token(service), cache_ttl=1, negative_ttl=1, clock=clock
+    )
+    token_id, token = await service.create("app", owner="alice")
+    if kind == "rejected":
+        await service.stub.RevokeToken(
+            pb.RevokeTokenRequest(id=token_id), metadata=bearer(service.admin_token)
+        )
+    expected = (await verifier.verify(token)) is not None
+    assert expected is (kind == "accepted")
+    assert clock.now == 1000.9  # the answer came late
+    clock.now = 1000.95  # within a second of the answer, but not of the question
+    assert (await verifier.verify(token) is not None) is expected
+    assert verifier.cache_info().calls == 1
+    clock.now = 1001.05
+    assert (await verifier.verify(token) is not None) is expected
+    assert verifier.cache_info().calls == 2  # asked again
+    await channel.close()
+
+
+def _verify_in_loop_after_loop(target: str, own: str, token: str) -> list[bool]:
+    """As a module does at import time: a verifier made where no loop runs, then
+    used by one loop after another (uvicorn's, a test suite's loop per test)."""
+    verifier = TokenVerifier(target, own, cache_ttl=0)
+    answers = [asyncio.run(verifier.verify(token)) is not None for _ in range(3)]
+    asyncio.run(verifier.close())
+    return answers
+
+
+async def test_a_verifier_made_outside_any_loop_serves_every_loop(service: LiveService) -> None:
+    own = await verifier_token(service)
+    _, token = await service.create("app", owner="alice")
+    # In a thread of its own, so that this loop (the server's) keeps running.
+    answers = await asyncio.to_thread(_verify_in_loop_after_loop, service.target, own, token)
+    assert answers == [True, True, True]
+    assert await usage(service, own) == 3
+
+
+async def test_any_failure_of_the_lookup_fails_closed_and_says_nothing(
+    service: LiveService, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = await verifier_token(service)
+    _, token = await service.create("app", owner="alice", scopes=["read"])
+    secret = token.partition("|")[2]
+
+    def broken() -> grpc.aio.Channel:
+        raise RuntimeError(f"a message quoting {secret}")
+
+    verifier = TokenVerifier(broken, own)
+    with caplog.at_level(logging.WARNING, logger="tokengrpc.client"):
+        assert await verifier.verify(token) is None
+        with pytest.raises(VerifierUnavailable):
+            await verifier.identify(token)
+        app = TokenMiddleware(asgi_app, verifier)
+        server = await AsgiServer.start(app)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+                answer = await http.get("/x", headers={"authorization": f"Bearer {token}"})
+        finally:
+            await server.stop()
+        assert answer.status_code == 503
+        assert answer.content == b'{"error": "Service unavailable."}'
+        assert "www-authenticate" not in answer.headers
+
+        guarded = grpc.aio.server(interceptors=[TokenInterceptor(verifier)])
+        guarded.add_generic_rpc_handlers([EXAMPLE])
+        port = guarded.add_insecure_port("127.0.0.1:0")
+        await guarded.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as denied:
+                    await call(channel, "WhoAmI", token)
+        finally:
+            await guarded.stop(0)
+        assert denied.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert denied.value.details() == "token verification is unavailable"
+    assert "RuntimeError" in caplog.text  # the operator learns what failed
+    assert secret not in caplog.text  # but not what its message quoted
+    assert verifier.cache_info().entries == 0

@@ -7,7 +7,7 @@ none of the server's own dependencies. See docs/services.md.
 from tokengrpc.client.asgi import TokenMiddleware
 from tokengrpc.client.identity import Identity, current_identity
 from tokengrpc.client.interceptor import TokenInterceptor
-from tokengrpc.client.verifier import CacheInfo, TokenVerifier
+from tokengrpc.client.verifier import CacheInfo, TokenVerifier, VerifierUnavailable
 
 __all__ = [
     "CacheInfo",
@@ -15,5 +15,6 @@ __all__ = [
     "TokenInterceptor",
     "TokenMiddleware",
     "TokenVerifier",
+    "VerifierUnavailable",
     "current_identity",
 ]

@@ -4,16 +4,22 @@ The app finds the caller in ``scope["state"]["token"]`` (Starlette and
 FastAPI: ``request.state.token``) and in ``current_identity``. Denials use
 the same bodies as tokengrpc's Envoy check: 401 ``{"error":
 "Unauthenticated."}`` with ``WWW-Authenticate: Bearer``, 403 ``{"error":
-"Forbidden."}``.
+"Forbidden."}``, and 503 ``{"error": "Service unavailable."}`` when the
+token could not be checked at all (tokengrpc unreachable, the verifier's own
+token refused, any failure of the lookup): the body never says why, the log
+does.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from tokengrpc.client.identity import bearer, current_identity
-from tokengrpc.client.verifier import TokenVerifier
+from tokengrpc.client.verifier import TokenVerifier, VerifierUnavailable
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -23,6 +29,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _UNAUTHENTICATED = b'{"error": "Unauthenticated."}'
 _FORBIDDEN = b'{"error": "Forbidden."}'
+_UNAVAILABLE = b'{"error": "Service unavailable."}'
 # WebSocket close code "policy violation": servers answer a close before
 # accept with 403.
 _WS_POLICY = 1008
@@ -56,7 +63,15 @@ class TokenMiddleware:
         values = [value for name, value in scope["headers"] if name == b"authorization"]
         token = bearer(values[0].decode("latin-1")) if len(values) == 1 else None
         client = scope.get("client")
-        identity = await self._verifier.verify(token, client[0] if client else "")
+        try:
+            identity = await self._verifier.identify(token, client[0] if client else "")
+        except Exception as error:  # fail closed, and never tell the caller why
+            if not isinstance(error, VerifierUnavailable):  # the verifier logged those
+                log.warning(
+                    "denying a request: verifying its token failed with %s", type(error).__name__
+                )
+            await _deny(kind, send, 503, _UNAVAILABLE, challenge=False)
+            return
         if identity is None:
             await _deny(kind, send, 401, _UNAUTHENTICATED, challenge=True)
             return

@@ -2,7 +2,10 @@
 
 The handler reads the caller with ``current_identity.get()``. A call without
 exactly one valid ``authorization: Bearer`` entry is ``UNAUTHENTICATED``; a
-token without the method's scopes is ``PERMISSION_DENIED``.
+token without the method's scopes is ``PERMISSION_DENIED``; a token nobody
+could check (tokengrpc unreachable, the verifier's own token refused, any
+failure of the lookup) is ``UNAVAILABLE``, which callers may retry, with a
+fixed message that says nothing of the cause (the service's log does).
 
 The check runs inside the handler (the interceptor wraps it) because only the
 servicer context knows the peer address that ``allowed_ips`` is checked
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -20,7 +24,9 @@ import grpc
 
 from tokengrpc.addresses import peer_address
 from tokengrpc.client.identity import Identity, bearer, current_identity
-from tokengrpc.client.verifier import TokenVerifier
+from tokengrpc.client.verifier import TokenVerifier, VerifierUnavailable
+
+log = logging.getLogger(__name__)
 
 #: Methods of these services pass without a token: probes and tooling.
 PUBLIC_SERVICES = (
@@ -78,8 +84,15 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         required: frozenset[str],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> Identity:
-        address = peer_address(context.peer())
-        identity = await self._verifier.verify(token, str(address) if address else "")
+        try:
+            address = peer_address(context.peer())
+            identity = await self._verifier.identify(token, str(address) if address else "")
+        except Exception as error:  # fail closed, and never tell the caller why
+            if not isinstance(error, VerifierUnavailable):  # the verifier logged those
+                log.warning(
+                    "denying a call: verifying its token failed with %s", type(error).__name__
+                )
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "token verification is unavailable")
         if identity is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         elif not identity.has_scopes(required):
