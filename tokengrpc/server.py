@@ -83,13 +83,22 @@ class Core:
         await self.store.close()
 
 
+#: The transport reads messages up to this many times the per-message limit, so
+#: that the observer sees an oversized request and answers it itself (Check
+#: with a denial); beyond it grpc refuses with RESOURCE_EXHAUSTED unread.
+TRANSPORT_FACTOR = 16
+
+
 def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
     """What one client may hold of the gRPC server: connections, streams, bytes, pings."""
     return (
         ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle * 1000)),
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
         ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
-        ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+        (
+            "grpc.max_receive_message_length",
+            settings.grpc_max_receive_bytes * TRANSPORT_FACTOR,
+        ),
         # Keepalive enforcement: pings more often than this, or without calls,
         # earn strikes, and two strikes close the connection (GOAWAY).
         (
@@ -119,11 +128,16 @@ class GrpcServer:
         self._credentials = credentials
         # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
         # server on a busy port must fail loudly, not quietly take half the traffic.
-        options = (
-            ("grpc.so_reuseport", int(reuse_port)),
-            *connection_options(settings or Settings()),
+        settings = settings or Settings()
+        options = (("grpc.so_reuseport", int(reuse_port)), *connection_options(settings))
+        # Every method takes grpc_max_receive_bytes per message (the transport
+        # lets more through, see TRANSPORT_FACTOR); Check denies a larger one.
+        observer = GrpcObserver(
+            metrics,
+            access,
+            max_request_bytes=settings.grpc_max_receive_bytes,
+            oversized={extauthz.CHECK_METHOD: extauthz.TOO_LARGE},
         )
-        observer = GrpcObserver(metrics, access)
         self.server = grpc.aio.server(options=options, interceptors=(observer,))
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
