@@ -2,9 +2,9 @@
 
 gRPC: one server interceptor wraps every handler of every service (tokens,
 health, reflection, ext_authz), and reads their requests so that unreadable
-bytes are an answer, not a crash (``tokengrpc.decoding``). HTTP: the gateway calls :class:`HttpObserver`
-once per request from ``Gateway.__call__`` (it is handed one by the command
-line, since the gateway does not import this package).
+bytes are an answer, not a crash (``tokengrpc.decoding``). HTTP: the gateway
+calls :class:`HttpObserver` once per request from ``Gateway.__call__`` (it is
+handed one by the command line, since the gateway does not import this package).
 """
 
 from __future__ import annotations
