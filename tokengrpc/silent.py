@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 #: One address as both sides write it: an IPv4 client of a dual-stack listener
 #: is ``::ffff:a.b.c.d`` to the socket and ``a.b.c.d`` to grpc.
 Address = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+_INET = (socket.AF_INET, socket.AF_INET6)
 #: Sockets listed per channelz page.
 _PAGE = 500
 #: At most one log line per this many seconds, however many connections are closed.
@@ -93,7 +94,9 @@ def shutdown_sockets(port: int, peers: set[Address]) -> int:
             continue  # not a socket, or already closed
         with sock:
             try:
-                if sock.type != socket.SOCK_STREAM or sock.getsockname()[1] != port:
+                if sock.family not in _INET or sock.type != socket.SOCK_STREAM:
+                    continue
+                if sock.getsockname()[1] != port:
                     continue
                 host, peer_port = sock.getpeername()[:2]
                 if _address(ipaddress.ip_address(host.partition("%")[0]), peer_port) in peers:
