@@ -69,22 +69,50 @@ class LiveEnvoy:
                 await self.process.wait()
 
 
-def write_config(folder: Path, *, tokengrpc_port: int, upstream_port: int, token: str) -> Path:
+#: The line of CONFIG after which ``with_request_body`` goes, at its indentation.
+_FAILURE_MODE = "              failure_mode_allow: false\n"
+
+
+def write_config(
+    folder: Path,
+    *,
+    tokengrpc_port: int,
+    upstream_port: int,
+    token: str,
+    request_body_bytes: int | None = None,
+) -> Path:
+    """``request_body_bytes``: Envoy also sends Check up to that much of each body."""
     folder.mkdir(parents=True, exist_ok=True)
     text = string.Template(CONFIG.read_text()).substitute(
         TOKENGRPC_PORT=tokengrpc_port, UPSTREAM_PORT=upstream_port, ENVOY_TOKEN=token
     )
+    if request_body_bytes is not None:
+        body = (
+            "              with_request_body: "
+            f"{{max_request_bytes: {request_body_bytes}, allow_partial_message: false}}\n"
+        )
+        assert _FAILURE_MODE in text
+        text = text.replace(_FAILURE_MODE, _FAILURE_MODE + body)
     path = folder / "envoy.yaml"
     path.write_text(text)
     return path
 
 
 async def start_envoy(
-    folder: Path, *, tokengrpc_port: int, upstream_port: int, token: str
+    folder: Path,
+    *,
+    tokengrpc_port: int,
+    upstream_port: int,
+    token: str,
+    request_body_bytes: int | None = None,
 ) -> LiveEnvoy:
     """Start Envoy and wait until its listener is bound (admin ``/ready`` says LIVE)."""
     config = write_config(
-        folder, tokengrpc_port=tokengrpc_port, upstream_port=upstream_port, token=token
+        folder,
+        tokengrpc_port=tokengrpc_port,
+        upstream_port=upstream_port,
+        token=token,
+        request_body_bytes=request_body_bytes,
     )
     admin_file = folder / "admin-address"
     log_path = folder / "envoy.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,13 +95,17 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     return found
 
 
-async def start_service(data_dir: Path, database_url: str = "") -> LiveService:
+async def start_service(
+    data_dir: Path, database_url: str = "", *, grpc_max_receive_bytes: int | None = None
+) -> LiveService:
     """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named."""
     from tokengrpc.config import Settings
 
     settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
+    if grpc_max_receive_bytes is not None:
+        settings = dataclasses.replace(settings, grpc_max_receive_bytes=grpc_max_receive_bytes)
     core = await Core.open(settings)
-    server = GrpcServer(core)
+    server = GrpcServer(core, settings=settings)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     admin = (data_dir / "bootstrap-token").read_text().strip()

@@ -333,7 +333,7 @@ async def test_oversized_requests_are_refused(service: LiveService, world: World
     huge = pb.CreateTokenRequest(name="n", scopes=[f"s{i}" for i in range(65)])
     error = await _fails(service.stub.CreateToken(huge, metadata=md))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # Past gRPC's 4 MiB message limit the transport itself refuses.
+    # Past the message limit (1 MiB) the request is refused unread.
     giant = pb.CreateTokenRequest(name="x" * (5 * 1024 * 1024))
     error = await _fails(service.stub.CreateToken(giant, metadata=md))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -137,7 +137,7 @@ async def test_maximal_and_over_limit_requests_do_not_stall_the_server(
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, label
             assert len(field_violations(error)) == 1, label
             assert len(_wire_text(error)) < 1000, label
-        # Past the message limit, gRPC itself refuses before any of our code runs.
+        # Past the message limit, the request is refused unread, before any servicer runs.
         error = await _error(
             service.stub.CreateToken(pb.CreateTokenRequest(name="x" * 2_000_000), metadata=md)
         )

@@ -12,9 +12,11 @@ import ssl
 import sys
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.certs import Pki, make_pki
 from tests.processes import Serving, clean_env, serve
@@ -193,6 +195,89 @@ async def test_a_renewed_certificate_is_served_after_sighup(tmp_path: Path, pki:
         code, output = await server.stop()
     assert code == 0, output
     assert server.process.returncode == 0
+
+
+def _client(pki: Pki, identity: tuple[Path, Path], *, tls12: bool = False) -> ssl.SSLContext:
+    """A client presenting ``identity``; a session resumes only with the context it came from."""
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    context.load_cert_chain(*identity)
+    if tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _https(
+    address: str, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[bool, ssl.SSLSession | None, bool]:
+    """GET /healthz: (answered 200, the session to resume, whether ``session`` was resumed)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host, session=session) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = tls.recv(65536)
+            return answer.startswith(b"HTTP/1.1 200"), tls.session, bool(tls.session_reused)
+    except (ssl.SSLError, OSError):
+        return False, None, False
+
+
+async def _grpc_admits(address: str, pki: Pki, identity: tuple[Path, Path]) -> bool:
+    """A health check from a fresh connection presenting ``identity`` is answered."""
+    cert, key = identity
+    credentials = grpc.ssl_channel_credentials(
+        pki.ca_file.read_bytes(), key.read_bytes(), cert.read_bytes()
+    )
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        try:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code() != grpc.StatusCode.UNAVAILABLE
+    return True
+
+
+async def test_a_client_ca_removed_from_the_file_admits_nobody_after_sighup(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """Both listeners: a certificate of the CA taken out of --tls-client-ca is
+    refused, also through a TLS 1.2 session resumed from before; the new CA's is
+    admitted."""
+    first, second = make_pki(tmp_path / "ca-a"), make_pki(tmp_path / "ca-b")
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copy(first.ca_file, client_ca)
+    server = await _serve_tls(tmp_path, pki, "--tls-client-ca", str(client_ca))
+    of_first, of_second = first.client("a"), second.client("b")
+    grpc_address, http_address = server.address("grpc"), server.address("http")
+    first_tls13, second_tls13 = _client(pki, of_first), _client(pki, of_second)
+    first_tls12 = _client(pki, of_first, tls12=True)
+    try:
+        assert _https(http_address, first_tls13)[0]
+        admitted, session, _ = _https(http_address, first_tls12)
+        assert admitted
+        assert session is not None
+        # Resumption works, so its refusal below is the change's doing.
+        assert _https(http_address, first_tls12, session) == (True, session, True)
+        assert await _grpc_admits(grpc_address, pki, of_first)
+        assert not _https(http_address, second_tls13)[0]
+
+        shutil.copy(second.ca_file, client_ca)
+        server.process.send_signal(signal.SIGHUP)
+        for _ in range(100):  # a poll on the outcome, not a timed assert
+            if _https(http_address, second_tls13)[0]:
+                break
+            await asyncio.sleep(0.1)
+        assert _https(http_address, second_tls13)[0]
+        assert not _https(http_address, first_tls13)[0]
+        assert not _https(http_address, first_tls12, session)[0]
+        assert not _https(http_address, first_tls12)[0]
+        assert not await _grpc_admits(grpc_address, pki, of_first)
+        assert await _grpc_admits(grpc_address, pki, of_second)
+    finally:
+        code, output = await server.stop()
+    assert code == 0, output
 
 
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])

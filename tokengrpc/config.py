@@ -41,7 +41,8 @@ class Settings:
     is_worker: bool = False
     #: HTTP: bytes a request line and headers may take (431 beyond).
     http_max_head_bytes: int = 16 * 1024
-    #: HTTP: seconds a connection may take to send a complete request head.
+    #: HTTP: seconds a connection may take to send a complete request head;
+    #: gRPC: to finish its handshake and start a first call.
     http_head_timeout: float = 10.0
     #: HTTP: seconds an idle keep-alive connection is kept open.
     http_keep_alive_timeout: int = 5
@@ -163,7 +164,11 @@ def _positive(kind: Callable[[str], float | int]) -> Callable[[str], float | int
 LIMITS: tuple[Limit, ...] = (
     Limit("grace_period", _positive(float), "seconds in-flight requests get on SIGTERM"),
     Limit("http_max_head_bytes", _positive(int), "bytes of an HTTP request head (431 beyond)"),
-    Limit("http_head_timeout", _positive(float), "seconds to send a complete HTTP request head"),
+    Limit(
+        "http_head_timeout",
+        _positive(float),
+        "seconds to send a complete HTTP request head, or to start a first gRPC call",
+    ),
     Limit("http_keep_alive_timeout", _positive(int), "seconds an idle HTTP connection is kept"),
     Limit("http_max_connections", _positive(int), "open HTTP connections; more are refused"),
     Limit("grpc_max_connection_idle", _positive(float), "seconds an idle gRPC connection is kept"),

@@ -34,6 +34,8 @@ from tokengrpc.store import TokenRecord
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+#: The full method name, as the observer knows it (for ``TOO_LARGE``).
+CHECK_METHOD = f"/{SERVICE_NAME}/Check"
 
 #: What the upstream learns about an allowed request; client copies never pass.
 IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
@@ -85,6 +87,16 @@ UNAVAILABLE = _denied(
     code_pb2.UNAVAILABLE,
     http_status_pb2.ServiceUnavailable,
     "Service unavailable.",
+    challenge=False,
+)
+
+#: A check request over the per-message limit is not read, and not let through:
+#: the observer answers it with this instead of a gRPC error (which Envoy with
+#: ``failure_mode_allow`` would turn into an allow).
+TOO_LARGE = _denied(
+    code_pb2.RESOURCE_EXHAUSTED,
+    http_status_pb2.PayloadTooLarge,
+    "Request too large.",
     challenge=False,
 )
 

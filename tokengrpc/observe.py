@@ -1,9 +1,10 @@
 """What every request leaves behind: a metric sample and an access line, from one place per surface.
 
 gRPC: one server interceptor wraps every handler of every service (tokens,
-health, reflection, ext_authz). HTTP: the gateway calls :class:`HttpObserver`
-once per request from ``Gateway.__call__`` (it is handed one by the command
-line, since the gateway does not import this package).
+health, reflection, ext_authz), and reads their requests so that unreadable
+bytes are an answer, not a crash (``tokengrpc.decoding``). HTTP: the gateway
+calls :class:`HttpObserver` once per request from ``Gateway.__call__`` (it is
+handed one by the command line, since the gateway does not import this package).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from tokengrpc.decoding import TOO_LARGE, Unreadable, guarded, readable
 from tokengrpc.logs import AccessLog, CallerSlot, trace_id_of, track_caller
 from tokengrpc.metrics import UNMATCHED_ROUTE, Metrics
 
@@ -34,13 +36,28 @@ def _address(peer: str) -> str | None:
 class GrpcObserver(grpc.aio.ServerInterceptor):
     """Counts, times and logs every call; ``method`` is the full method name.
 
+    It also reads every request through :func:`tokengrpc.decoding.guarded`:
+    bytes that are not a message, or more than ``max_request_bytes`` of them,
+    are answered here with a fixed status (and one access line), or with the
+    method's own answer in ``oversized`` (Check denies rather than fail).
+
     Each method's handler is wrapped once and kept: a call then pays for its
     timing and its sample, not for building a wrapper.
     """
 
-    def __init__(self, metrics: Metrics | None, access: AccessLog | None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None,
+        access: AccessLog | None,
+        *,
+        max_request_bytes: int | None = None,
+        oversized: Mapping[str, object] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._access = access if access is not None and access.enabled else None
+        self._limit = max_request_bytes
+        #: Full method name -> the response a too large request gets instead of an error.
+        self._oversized = dict(oversized or {})
         #: Full method name -> (the handler as found, the same handler observed).
         self._observed: dict[str, tuple[Handler, Handler]] = {}
 
@@ -50,7 +67,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(details)
-        if handler is None or (self._metrics is None and self._access is None):
+        if handler is None:
             return handler
         method: str = details.method
         known = self._observed.get(method)
@@ -66,11 +83,19 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behaviour = getattr(handler, kind)
             if behaviour is not None:
-                wrapped = self._wrap(behaviour, method)
-                return handler._replace(**{kind: wrapped})  # type: ignore[attr-defined,no-any-return]
+                wrapped = self._wrap(behaviour, method, streamed=kind.startswith("stream"))
+                return handler._replace(  # type: ignore[attr-defined,no-any-return]
+                    request_deserializer=guarded(handler.request_deserializer, self._limit),
+                    **{kind: wrapped},
+                )
         return handler
 
-    def _wrap(self, behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _wrap(
+        self, behaviour: Callable[..., Any], method: str, *, streamed: bool
+    ) -> Callable[..., Any]:
+        """``streamed``: the request is an iterator of messages, each read as it comes."""
+        oversized = self._oversized.get(method)
+
         if inspect.isasyncgenfunction(behaviour):
 
             async def streaming(
@@ -78,6 +103,10 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
             ) -> AsyncIterator[Any]:
                 started, slot, failed = time.perf_counter(), track_caller(), True
                 try:
+                    if streamed:
+                        request = readable(request, context)
+                    elif isinstance(request, Unreadable):
+                        await context.abort(request.code, request.message)
                     async for response in behaviour(request, context):
                         yield response
                     failed = False
@@ -89,6 +118,13 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started, slot, failed = time.perf_counter(), track_caller(), True
             try:
+                if streamed:
+                    request = readable(request, context)
+                elif isinstance(request, Unreadable):
+                    if request is TOO_LARGE and oversized is not None:
+                        failed = False
+                        return oversized
+                    await context.abort(request.code, request.message)
                 response = await behaviour(request, context)
                 failed = False
                 return response
@@ -105,6 +141,8 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         slot: CallerSlot,
         failed: bool,
     ) -> None:
+        if self._metrics is None and self._access is None:
+            return
         seconds = time.perf_counter() - started
         # None when the handler neither set a code nor aborted (typed otherwise).
         code: grpc.StatusCode | None = getattr(context, "code")()  # noqa: B009

@@ -32,6 +32,7 @@ from tokengrpc.plaintext import valid_prefix
 from tokengrpc.reflection import enable_reflection
 from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
+from tokengrpc.silent import SilentConnections
 from tokengrpc.store import TokenStore
 from tokengrpc.store.open import open_store
 from tokengrpc.tokens import TokenManager
@@ -92,13 +93,26 @@ class Core:
         await self.store.close()
 
 
+#: The transport reads messages up to this many times the per-message limit, so
+#: that the observer sees an oversized request and answers it itself (Check
+#: with a denial); beyond it grpc refuses with RESOURCE_EXHAUSTED unread.
+TRANSPORT_FACTOR = 16
+
+
 def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
     """What one client may hold of the gRPC server: connections, streams, bytes, pings."""
     return (
         ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle * 1000)),
+        # TLS and the client's SETTINGS within the head timeout; the first call
+        # within it too, which SilentConnections sees to (from channelz).
+        ("grpc.server_handshake_timeout_ms", int(settings.http_head_timeout * 1000)),
+        ("grpc.enable_channelz", 1),
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
         ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
-        ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+        (
+            "grpc.max_receive_message_length",
+            settings.grpc_max_receive_bytes * TRANSPORT_FACTOR,
+        ),
         # Keepalive enforcement: pings more often than this, or without calls,
         # earn strikes, and two strikes close the connection (GOAWAY).
         (
@@ -128,14 +142,21 @@ class GrpcServer:
         self._credentials = credentials
         # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
         # server on a busy port must fail loudly, not quietly take half the traffic.
-        options = (
-            ("grpc.so_reuseport", int(reuse_port)),
-            *connection_options(settings or Settings()),
+        settings = settings or Settings()
+        self._head_timeout = settings.http_head_timeout
+        options = (("grpc.so_reuseport", int(reuse_port)), *connection_options(settings))
+        # Every method takes grpc_max_receive_bytes per message (the transport
+        # lets more through, see TRANSPORT_FACTOR); Check denies a larger one.
+        observer = GrpcObserver(
+            metrics,
+            access,
+            max_request_bytes=settings.grpc_max_receive_bytes,
+            oversized={extauthz.CHECK_METHOD: extauthz.TOO_LARGE},
         )
-        observer = GrpcObserver(metrics, access)
         self.server = grpc.aio.server(options=options, interceptors=(observer,))
         self.health = health.aio.HealthServicer()
         self._watchdog: asyncio.Task[None] | None = None
+        self._silent: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         servicer = TokenServicer(
             core.manager,
@@ -188,12 +209,15 @@ class GrpcServer:
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set("", serving)
         self._watchdog = asyncio.create_task(self._watch_store(), name="store-watch")
+        silent = SilentConnections(port, self._head_timeout)
+        self._silent = asyncio.create_task(silent.run(self._stopping), name="silent-grpc")
         return port
 
     async def stop(self, grace: float) -> None:
         # A flag, not cancel(): on 3.11 a cancel can be swallowed mid-await.
         self._stopping.set()
-        if self._watchdog is not None:
-            await self._watchdog
+        for task in (self._watchdog, self._silent):
+            if task is not None:
+                await task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)

@@ -2,10 +2,13 @@
 
 gRPC takes its certificate through a fetcher that grpc calls at each new
 handshake: it hands over a new configuration only when the files changed.
-HTTPS uses one live ``ssl.SSLContext``; loading a new chain into it affects
-the handshakes that follow, not the connections already open. A watcher
+HTTPS listens with one ``ssl.SSLContext`` for good, which hands every
+handshake over to a context built from the files as they are now (through
+its ``sni_callback``, called for every ClientHello, with or without SNI).
+A new context, not one loaded again: ``load_verify_locations`` only adds
+CAs, and a CA removed from the client CA file must admit nobody. A watcher
 notices a change (by modification time and size, or at once on SIGHUP) and
-does both.
+does both. Connections already open are not affected.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +59,14 @@ class Certificates:
         #: Bumped at every reload; the gRPC fetcher compares it with what it handed out.
         self._generation = 0
         self._handed_out = 0
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.context.set_alpn_protocols(["http/1.1"])
-        self._load_http()
-        if files.client_ca is not None:
-            self.context.verify_mode = ssl.CERT_REQUIRED
+        #: The client CA file's bytes, and when they last changed (None: never).
+        self._ca = self._read_ca()
+        self._ca_changed: float | None = None
+        #: The context of the files as they are now; each handshake switches to it.
+        self._http = self._read_http()
+        #: What the HTTPS listener holds, for good (see the module docstring).
+        self.context = self._read_http()
+        self.context.sni_callback = self._current
 
     def _read_grpc(self) -> grpc.ServerCertificateConfiguration:
         chain = self.files.cert.read_bytes()
@@ -68,11 +74,40 @@ class Certificates:
         roots = self.files.client_ca.read_bytes() if self.files.client_ca else None
         return grpc.ssl_server_certificate_configuration([(key, chain)], roots)
 
-    def _load_http(self) -> None:
-        self.context.load_cert_chain(self.files.cert, self.files.key)
+    def _read_ca(self) -> bytes | None:
+        return self.files.client_ca.read_bytes() if self.files.client_ca else None
+
+    def _read_http(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["http/1.1"])
+        # No tickets: resuming one skips verifying the client's certificate,
+        # which a CA removed since must not allow. (TLS 1.2 session ids cannot
+        # be turned off from Python; _current refuses the ones from before a change.)
+        context.num_tickets = 0
+        context.options |= ssl.OP_NO_TICKET
+        context.load_cert_chain(self.files.cert, self.files.key)
         if self.files.client_ca is not None:
-            # Adds to the trusted CAs; a CA removed from the file stays trusted until restart.
-            self.context.load_verify_locations(cafile=self.files.client_ca)
+            context.load_verify_locations(cafile=self.files.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def _current(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        """Called by OpenSSL at each ClientHello: this handshake uses the current files.
+
+        A TLS 1.2 session resumed from before the client CA changed is refused
+        (its certificate was verified against the old CA); the client's next
+        attempt is a full handshake. ``session.time`` is in whole seconds: a
+        session of the same second as the change counts as older.
+        """
+        if connection.session_reused and self._ca_changed is not None:
+            session = connection.session
+            if session is None or session.time <= self._ca_changed:
+                return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        connection.context = self._http
+        return None
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -96,14 +131,17 @@ class Certificates:
             if stamp == self._stamp and not force:
                 return False
             config = self._read_grpc()
-            self._load_http()
+            http = self._read_http()
+            ca = self._read_ca()
         except (OSError, ssl.SSLError) as error:
             # Half-written files (a renewal in progress) are retried at the next look.
             log.warning(
                 "TLS files not reloaded, the old certificate stays: %s", type(error).__name__
             )
             return False
-        self._stamp, self._config = stamp, config
+        if ca != self._ca:
+            self._ca, self._ca_changed = ca, time.time()
+        self._stamp, self._config, self._http = stamp, config, http
         self._generation += 1
         log.info("TLS certificate reloaded")
         return True

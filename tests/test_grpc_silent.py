@@ -1,0 +1,143 @@
+"""Connections to a real ``tokengrpc serve`` that start no call cannot hold the
+gRPC connection limit: they are closed after the head timeout, while a
+connection that started a call stays (until the separate idle timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.processes import Serving, serve
+
+LIMIT = 4
+#: The head timeout, short for the test; the idle timeout stays long.
+HEAD_TIMEOUT = 0.5
+#: Each channel its own connection (channels of one process share by default).
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _SETTINGS, _PING = 0, 1, 4, 6
+_END_STREAM, _END_HEADERS, _ACK = 0x1, 0x4, 0x1
+
+
+def _frame(kind: int, flags: int, payload: bytes, stream: int = 0) -> bytes:
+    header = len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")
+    return header + payload
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """An HPACK literal header field without indexing, new name (short strings only)."""
+    return bytes([0, len(name)]) + name + bytes([len(value)]) + value
+
+
+def _health_check_call() -> bytes:
+    """Stream 1: a complete grpc.health.v1.Health/Check call, as raw HTTP/2 frames."""
+    headers = b"".join(
+        _literal(name, value)
+        for name, value in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/grpc.health.v1.Health/Check"),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
+    empty_message = bytes(5)  # not compressed, length 0: an empty HealthCheckRequest
+    return _frame(_HEADERS, _END_HEADERS, headers, 1) + _frame(_DATA, _END_STREAM, empty_message, 1)
+
+
+class Raw:
+    """A TCP connection speaking HTTP/2 frames by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, address: str, *, preface: bool = True) -> Raw:
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        if preface:
+            writer.write(_PREFACE + _frame(_SETTINGS, 0, b""))
+            await writer.drain()
+        return cls(reader, writer)
+
+    async def frame(self) -> tuple[int, int, bytes] | None:
+        """The next frame (kind, flags, payload), or None when the server closed."""
+        try:
+            header = await self.reader.readexactly(9)
+            payload = await self.reader.readexactly(int.from_bytes(header[:3], "big"))
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            return None
+        return header[3], header[4], payload
+
+    async def closed_by_server(self) -> None:
+        """Returns once the server has closed the connection (whatever it sent first)."""
+        while await self.frame() is not None:
+            pass
+
+    async def ping_answered(self) -> bool:
+        """Still open: a PING is acknowledged."""
+        self.writer.write(_frame(_PING, 0, b"stillhere"[:8]))
+        await self.writer.drain()
+        while (frame := await self.frame()) is not None:
+            if frame[0] == _PING and frame[1] & _ACK and frame[2] == b"stillhere"[:8]:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def limited(tmp_path: Path) -> AsyncIterator[Serving]:
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
+        "--grpc-max-connections", str(LIMIT), "--http-head-timeout", str(HEAD_TIMEOUT),
+        "--grpc-max-connection-idle", "300",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        code, output = await server.stop()
+        assert code == 0, output
+
+
+async def _health_check(address: str, *, wait: bool) -> grpc.StatusCode:
+    """A real client on a connection of its own: how its call ended."""
+    async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+        try:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=wait
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_silent_connections_are_closed_and_free_the_limit(limited: Serving) -> None:
+    address = limited.address("grpc")
+    # One connection that starts a call, and the rest of the limit silent:
+    # the preface and SETTINGS, then nothing; and one that never even says hello.
+    calling = await Raw.open(address)
+    calling.writer.write(_health_check_call())
+    silent = [await Raw.open(address) for _ in range(LIMIT - 2)]
+    mute = await Raw.open(address, preface=False)
+    try:
+        # The limit is full: a real client is refused.
+        assert await _health_check(address, wait=False) == grpc.StatusCode.UNAVAILABLE
+        async with asyncio.timeout(10):  # generous: the head timeout is 0.5 s
+            await asyncio.gather(*(raw.closed_by_server() for raw in (*silent, mute)))
+        # The connection that started a call is as old, and still open.
+        async with asyncio.timeout(10):
+            assert await calling.ping_answered()
+        # Their places are free again: a new real client is served.
+        assert await _health_check(address, wait=True) == grpc.StatusCode.OK
+    finally:
+        for raw in (calling, *silent, mute):
+            raw.close()
