@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -169,19 +170,41 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
     if certificates is not None and settings.http_enabled and not settings.http_in_process:
         raise ValueError("--http-upstream network is for a plaintext gRPC listener")
     metrics, metrics_dir = _metrics(settings)
-    core = await Core.open(settings, bootstrap=not settings.is_worker, metrics=metrics)
-    _warn(core)
-    if core.bootstrap_path is not None:
-        _say(f"bootstrap token written to {core.bootstrap_path}")
     shared = settings.workers > 1 or settings.is_worker
     grpc_server = GrpcServer(
-        core,
         reuse_port=shared,
         settings=settings,
         metrics=metrics,
         access=logs.AccessLog() if settings.access_log else None,
         credentials=certificates.grpc_credentials() if certificates is not None else None,
     )
+    http_socket: socket.socket | None = None
+    metrics_address = None
+    try:
+        # The ports first: a start that cannot have them changes nothing (no
+        # store, key or bootstrap token is made before they are ours).
+        port = grpc_server.bind(settings.grpc_listen)
+        if settings.http_enabled:
+            from gateway.app import bind  # the gateway is optional at run time
+
+            http_socket = bind(settings.http_listen, reuse_port=shared)
+        if metrics is not None and settings.metrics_listen and supervised is None:
+            metrics_address = metrics.listen(settings.metrics_listen)
+        core = await Core.open(
+            settings, bootstrap=not settings.is_worker, metrics=metrics, create=True
+        )
+    except BaseException:
+        if http_socket is not None:
+            http_socket.close()
+        with contextlib.suppress(Exception):
+            await grpc_server.server.stop(None)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
+    _warn(core)
+    if core.bootstrap_path is not None:
+        _say(f"bootstrap token written to {core.bootstrap_path}")
+    grpc_server.attach(core)
     http: HttpServer | None = None
     workers: list[Worker] = []
     watcher = (
@@ -195,18 +218,17 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
         else None
     )
     try:
-        port = await grpc_server.start(settings.grpc_listen)
+        await grpc_server.start()
         host = settings.grpc_listen.rpartition(":")[0]
         grpc_address = f"{host}:{port}"
-        if settings.http_enabled:
-            from gateway.app import start_http  # the gateway is optional at run time
+        if http_socket is not None:
+            from gateway.app import start_http
 
             upstream = grpc_server.in_process if settings.http_in_process else grpc_address
             http = await start_http(
                 upstream,
-                settings.http_listen,
+                http_socket,
                 settings.trusted_proxies,
-                reuse_port=shared,
                 limits=_http_limits(settings),
                 grace_period=settings.grace_period,
                 observer=_observer(settings, metrics),
@@ -216,9 +238,6 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
             _warn_plaintext(grpc_address)
             if http is not None:
                 _warn_plaintext(http.address)
-        metrics_address = None
-        if metrics is not None and settings.metrics_listen and supervised is None:
-            metrics_address = metrics.listen(settings.metrics_listen)
         if settings.workers > 1:
             http_address = http.address if http is not None else None
             workers = await start_workers(
@@ -424,7 +443,7 @@ def _format_time(token: pb.Token, field: str) -> str:
 
 
 async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
-    core = await Core.open(settings, bootstrap=False)
+    core = await Core.open(settings, bootstrap=False, create=False)
     _warn(core)
     manager = core.manager
     try:
@@ -618,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_token_command(args, settings))
     except (OSError, ValueError) as error:
         log.error("%s", error)
+        return 2
+    except DomainError as error:  # the store refused a start-up write (a full disk)
+        log.error("%s", error.message)
         return 2
 
 
