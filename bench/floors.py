@@ -26,7 +26,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc.status_pb2 import Status
 
 from bench.load import ECHO_METHOD
-from gateway.app import _bind
+from gateway.app import bind
 from tokengrpc.extauthz import SERVICE_NAME as AUTHORIZATION
 
 SMALL_JSON = json.dumps({"tokens": [{"id": 1, "name": "bench", "last_used_at": None}]}).encode()
@@ -101,7 +101,7 @@ async def http_server(listen: str, with_echo: bool) -> None:
     upstream = None
     if with_echo:
         _, upstream = await start_grpc_echo("127.0.0.1:0")
-    sock = _bind(listen)
+    sock = bind(listen)
     config = uvicorn.Config(
         _json_app(upstream), log_level="warning", access_log=False, proxy_headers=False,
         lifespan="off", server_header=False,

@@ -188,7 +188,8 @@ class HttpServer:
         await self.upstream.close()
 
 
-def _bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
+def bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket on ``listen`` (port 0 picks one), for ``start_http`` to serve."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -211,7 +212,7 @@ def _bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
 
 async def start_http(
     upstream: str | grpc.aio.Channel,
-    listen: str,
+    listen: str | socket.socket,
     trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
     *,
     reuse_port: bool = False,
@@ -224,12 +225,13 @@ async def start_http(
 
     ``upstream`` is a ``HOST:PORT`` to dial, or a channel (such as the
     in-process one ``tokengrpc serve`` provides). ``tls`` makes it HTTPS with
-    that live context (whose certificate the caller may reload).
+    that live context (whose certificate the caller may reload). ``listen``
+    may be a socket from ``bind``, taken before anything else was started.
     """
     limits = limits or ConnectionLimits()
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
     app = Gateway(connection, trusted_proxies, observer)
-    sock = _bind(listen, reuse_port=reuse_port)
+    sock = bind(listen, reuse_port=reuse_port) if isinstance(listen, str) else listen
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -247,13 +249,13 @@ async def start_http(
     # stops halfway through a body would hold SIGTERM off for ever. (Typed int,
     # used as a float by asyncio.wait_for.)
     config.timeout_graceful_shutdown = grace_period  # type: ignore[assignment]
+    host, port = sock.getsockname()[:2]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     while not server.started:
         if task.done():
             await task
-            raise OSError(f"could not serve HTTP on {listen}")
+            raise OSError(f"could not serve HTTP on {address}")
         await asyncio.sleep(0.01)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return HttpServer(server, task, connection, f"{shown}:{port}")
+    return HttpServer(server, task, connection, address)

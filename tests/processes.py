@@ -107,7 +107,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tokengrpc", *args],
         capture_output=True,
@@ -115,4 +117,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env=env or clean_env(),
         timeout=60,
         check=False,
+        cwd=cwd,
     )
+
+
+def new_store(data_dir: Path | str, env: dict[str, str] | None = None) -> None:
+    """An empty store in ``data_dir``, as ``tokengrpc migrate`` makes it (the ``token``
+    commands make none)."""
+    done = run_cli("migrate", "--data-dir", str(data_dir), env=env)
+    assert done.returncode == 0, done.stderr

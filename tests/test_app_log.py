@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.processes import clean_env, run_cli, serve
+from tests.processes import clean_env, new_store, run_cli, serve
 
 #: What the process prints on stdout for scripts (it shares the pipe with stderr here).
 STDOUT_LINES = ("bootstrap token written to ", "grpc listening on ", "http listening on ",
@@ -29,6 +29,7 @@ def _one(records: list[dict[str, object]], words: str) -> dict[str, object]:
 
 async def test_a_key_file_warning_is_a_json_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    new_store(data)
     assert run_cli("token", "list", "--data-dir", str(data)).returncode == 0
     key_file = data / "secret.key"
     key_file.chmod(0o644)
@@ -90,6 +91,7 @@ def test_a_bad_variable_is_still_a_plain_line(tmp_path: Path) -> None:
 
 def test_a_token_command_s_refusal_goes_through_logging(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
+    new_store(data)
     done = run_cli("token", "revoke", "999", "--data-dir", data,
                    env=clean_env(TOKENGRPC_LOG_FORMAT="json"))  # fmt: skip
     assert done.returncode == 1

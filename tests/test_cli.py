@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.helpers import bearer
-from tests.processes import children, clean_env, run_cli, serve, start_gateway
+from tests.processes import children, clean_env, new_store, run_cli, serve, start_gateway
 from tokengrpc.store.sqlite.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -67,6 +67,7 @@ async def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
 
 def test_token_commands_work_on_the_store(tmp_path: Path) -> None:
     data = str(tmp_path)
+    new_store(data)
     created = run_cli(
         "token", "create", "--data-dir", data, "--name", "ops", "--owner", "ops-team",
         "--scope", "write", "--scope", "deploy", "--allowed-ip", "10.0.0.0/8",
@@ -102,6 +103,7 @@ async def test_an_existing_data_dir_is_upgraded_never_wiped(
 ) -> None:
     db_path = tmp_path / "tokens.db"
     if found_version:
+        new_store(tmp_path)
         assert run_cli("token", "create", "--data-dir", str(tmp_path), "--name", "kept",
                        "--owner", "o").returncode == 0  # fmt: skip
     else:

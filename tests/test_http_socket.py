@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from gateway.app import _bind
+from gateway.app import bind
 
 
 async def test_accepted_connections_have_nodelay() -> None:
-    listening = _bind("127.0.0.1:0")
+    listening = bind("127.0.0.1:0")
     assert listening.proto == socket.IPPROTO_TCP
     seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 

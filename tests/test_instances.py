@@ -26,7 +26,7 @@ from tests import rows
 from tests.helpers import bearer
 from tests.postgres import PASSWORD, PgServer, remove_server, start_server
 from tests.processes import Serving, clean_env, run_cli, serve
-from tokengrpc.store.postgres.changes import LISTENER_APPLICATION
+from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
@@ -180,6 +180,39 @@ async def test_a_lost_notification_connection_never_serves_a_revoked_token(
             break
         await asyncio.sleep(0.05)
     assert listeners, "A did not listen again"
+    _, fresh = await _create(a, admin, "after")
+    assert await _active(b, fresh)
+
+
+async def test_a_frozen_listener_never_serves_a_revocation_past_the_bound(
+    cluster: Cluster,
+) -> None:
+    """A listener that goes silent (its backend stopped dead: no error, no close) must
+    not keep A answering from memory: a revocation through B is refused by A on its
+    first request a bound after B acknowledged it, in every round."""
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    admin = cluster.admin()
+    for round_ in range(4):
+        token_id, plaintext = await _create(b, admin, f"frozen-{round_}")
+        assert await _active(a, plaintext)
+        assert await _active(a, plaintext)  # from A's memory now
+        listeners = await cluster.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            f"{LISTENER_APPLICATION} {a.serving.process.pid}",
+        )
+        assert listeners, "A listens"
+        frozen = [row[0] for row in listeners]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            await b.stub.RevokeToken(pb.RevokeTokenRequest(id=token_id), metadata=bearer(admin))
+            acknowledged = time.monotonic()
+            await asyncio.sleep(BOUND - (time.monotonic() - acknowledged))
+            assert not await _active(a, plaintext), f"round {round_}: A served a revoked token"
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
     _, fresh = await _create(a, admin, "after")
     assert await _active(b, fresh)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LiveGateway
-from tests.processes import clean_env, run_cli
+from tests.processes import clean_env, new_store, run_cli
 
 
 async def _works(gateway: LiveGateway, token: str) -> bool:
@@ -196,6 +196,7 @@ async def test_the_document_lists_the_lifecycle_routes(gateway: LiveGateway) -> 
 def test_cli_rotate_and_events(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     env = clean_env()
+    new_store(data)
     created = run_cli("token", "create", "--data-dir", data, "--name", "ci", "--service", env=env)
     assert created.returncode == 0, created.stderr
     old = created.stdout.strip()

@@ -7,8 +7,11 @@ parts only PostgreSQL has, on a real server (see ``tests/postgres.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -16,7 +19,7 @@ import pytest
 from tests.postgres import PASSWORD, remove_server, start_server
 from tokengrpc.errors import Unavailable
 from tokengrpc.store.base import NewToken, StoreNotEmpty, Usage
-from tokengrpc.store.postgres.changes import LISTENER_APPLICATION, Notifications
+from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
 from tokengrpc.store.postgres.migrations import LATEST
@@ -252,3 +255,45 @@ async def test_a_stopped_server_is_unavailable_and_back_by_itself() -> None:
             await engine.close()
     finally:
         await asyncio.to_thread(remove_server, server)
+
+
+@contextlib.contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    """A backend stopped dead (SIGSTOP): no error, no close, no answer, until it ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_silent_listener_is_not_trusted_past_the_bound(
+    database_url: str, instances: list[tuple[PostgresEngine, Notifications]]
+) -> None:
+    """A frozen ``LISTEN`` backend says nothing: memory must stop being trusted once the
+    last answered round trip was sent a bound ago, whether or not a reconnect has begun."""
+    writer = instances[0][0]
+    opened: list[asyncpg.Connection] = []
+
+    async def connect() -> asyncpg.Connection:
+        connection = await asyncpg.connect(database_url)
+        opened.append(connection)
+        return connection
+
+    # A reconnect only after 30 s: what is tested is the proof of life alone.
+    changes = Notifications(connect, "silent", answer_timeout=30)
+    await changes.start()
+    try:
+        for round_ in range(3):
+            value = changes.current()
+            assert changes.current() == value, "a live listener vouches for its memory"
+            with _frozen(opened[-1].get_server_pid()):
+                await writer.insert(_new(f"while-frozen-{round_}"))
+                committed = time.monotonic()
+                await asyncio.sleep(BOUND - (time.monotonic() - committed))
+                assert changes.current() != value, "a write a bound ago may still be served"
+                assert changes.current() != changes.current(), "memory trusted without proof"
+            # Back from the freeze: it answers again, and memory is trusted again.
+            await _until(lambda: changes.current() == changes.current(), within=2)
+    finally:
+        await changes.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from tests.helpers import bearer
-from tests.processes import clean_env, run_cli, serve
+from tests.processes import clean_env, new_store, run_cli, serve
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
@@ -129,6 +129,7 @@ async def test_a_store_without_a_fingerprint_is_checked_against_its_sealed_value
 
 def test_a_first_start_makes_the_key_and_a_restart_keeps_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    new_store(data)
     first = run_cli("token", "create", "--data-dir", str(data), "--name", "a", "--service")
     assert first.returncode == 0, first.stderr
     key = (data / "secret.key").read_text()
@@ -142,6 +143,7 @@ def test_a_first_start_makes_the_key_and_a_restart_keeps_it(tmp_path: Path) -> N
 def test_an_empty_store_with_a_missing_key_file_makes_one(tmp_path: Path) -> None:
     """Only a store that depends on a key refuses; a fresh one still starts."""
     data = tmp_path / "data"
+    new_store(data)
     assert run_cli("token", "list", "--data-dir", str(data)).returncode == 0
     (data / "secret.key").unlink()
     with sqlite3.connect(data / "tokens.db") as db:
@@ -152,6 +154,7 @@ def test_an_empty_store_with_a_missing_key_file_makes_one(tmp_path: Path) -> Non
 
 async def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    new_store(data)
     assert run_cli("token", "list", "--data-dir", str(data)).returncode == 0
     key_file = data / "secret.key"
     key_file.chmod(0o644)

@@ -30,6 +30,7 @@ async def ensure_bootstrap_token(
         )
     except StoreNotEmpty:
         return None
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)  # on PostgreSQL, the first file in it
     path = data_dir / BOOTSTRAP_FILE
     # Written 0600 from the first byte: the plaintext never sits world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

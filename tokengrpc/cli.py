@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -29,22 +30,28 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from tokengrpc import logs
 from tokengrpc.auth import operator
 from tokengrpc.config import (
-    LIMITS,
+    GATEWAY,
+    MIGRATE,
+    SERVE,
+    TOKEN,
+    SettingError,
     Settings,
-    add_limit_flags,
-    database_url,
-    limit_overrides,
-    log_format,
+    add_flags,
+    from_json,
+    resolve,
+    to_json,
 )
 from tokengrpc.errors import DomainError
 from tokengrpc.metrics import Metrics, share_between_processes
 from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.store.open import migrate_store
+from tokengrpc.store.postgres.dsn import has_password
 from tokengrpc.supervise import (
     Worker,
     WorkerPipes,
     die_with_parent,
+    read_settings,
     report_ready,
     start_workers,
     stop_workers,
@@ -163,19 +170,41 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
     if certificates is not None and settings.http_enabled and not settings.http_in_process:
         raise ValueError("--http-upstream network is for a plaintext gRPC listener")
     metrics, metrics_dir = _metrics(settings)
-    core = await Core.open(settings, bootstrap=not settings.is_worker, metrics=metrics)
-    _warn(core)
-    if core.bootstrap_path is not None:
-        _say(f"bootstrap token written to {core.bootstrap_path}")
     shared = settings.workers > 1 or settings.is_worker
     grpc_server = GrpcServer(
-        core,
         reuse_port=shared,
         settings=settings,
         metrics=metrics,
         access=logs.AccessLog() if settings.access_log else None,
         credentials=certificates.grpc_credentials() if certificates is not None else None,
     )
+    http_socket: socket.socket | None = None
+    metrics_address = None
+    try:
+        # The ports first: a start that cannot have them changes nothing (no
+        # store, key or bootstrap token is made before they are ours).
+        port = grpc_server.bind(settings.grpc_listen)
+        if settings.http_enabled:
+            from gateway.app import bind  # the gateway is optional at run time
+
+            http_socket = bind(settings.http_listen, reuse_port=shared)
+        if metrics is not None and settings.metrics_listen and supervised is None:
+            metrics_address = metrics.listen(settings.metrics_listen)
+        core = await Core.open(
+            settings, bootstrap=not settings.is_worker, metrics=metrics, create=True
+        )
+    except BaseException:
+        if http_socket is not None:
+            http_socket.close()
+        with contextlib.suppress(Exception):
+            await grpc_server.server.stop(None)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
+    _warn(core)
+    if core.bootstrap_path is not None:
+        _say(f"bootstrap token written to {core.bootstrap_path}")
+    grpc_server.attach(core)
     http: HttpServer | None = None
     workers: list[Worker] = []
     watcher = (
@@ -189,18 +218,17 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
         else None
     )
     try:
-        port = await grpc_server.start(settings.grpc_listen)
+        await grpc_server.start()
         host = settings.grpc_listen.rpartition(":")[0]
         grpc_address = f"{host}:{port}"
-        if settings.http_enabled:
-            from gateway.app import start_http  # the gateway is optional at run time
+        if http_socket is not None:
+            from gateway.app import start_http
 
             upstream = grpc_server.in_process if settings.http_in_process else grpc_address
             http = await start_http(
                 upstream,
-                settings.http_listen,
+                http_socket,
                 settings.trusted_proxies,
-                reuse_port=shared,
                 limits=_http_limits(settings),
                 grace_period=settings.grace_period,
                 observer=_observer(settings, metrics),
@@ -210,13 +238,12 @@ async def _serve(settings: Settings, supervised: WorkerPipes | None = None) -> i
             _warn_plaintext(grpc_address)
             if http is not None:
                 _warn_plaintext(http.address)
-        metrics_address = None
-        if metrics is not None and settings.metrics_listen and supervised is None:
-            metrics_address = metrics.listen(settings.metrics_listen)
         if settings.workers > 1:
             http_address = http.address if http is not None else None
             workers = await start_workers(
-                settings.workers - 1, _worker_command(settings, grpc_address, http_address)
+                settings.workers - 1,
+                _WORKER_COMMAND,
+                _worker_settings(settings, grpc_address, http_address),
             )
         _freeze_startup_objects()
         if supervised is not None:
@@ -300,26 +327,21 @@ def _http_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-def _worker_command(settings: Settings, grpc_address: str, http_address: str | None) -> list[str]:
-    """The same serve, on the bound ports; limits and key reach it through the environment."""
-    command = [
-        sys.executable, "-m", "tokengrpc", "serve", "--worker",
-        "--data-dir", str(settings.data_dir), "--grpc-listen", grpc_address,
-        "--http-upstream", "in-process" if settings.http_in_process else "network",
-    ]  # fmt: skip
-    command += ["--http-listen", http_address] if http_address else ["--no-http"]
-    for limit in LIMITS:
-        command += [limit.flag, str(getattr(settings, limit.field))]
-    for flag, path in (
-        ("--tls-cert", settings.tls_cert),
-        ("--tls-key", settings.tls_key),
-        ("--tls-client-ca", settings.tls_client_ca),
-    ):
-        command += [flag, str(path)] if path is not None else []
-    command += ["--log-format", settings.log_format]
-    command += [] if settings.access_log else ["--no-access-log"]
-    command += [] if settings.metrics_enabled else ["--no-metrics"]
-    return command
+def _worker_settings(settings: Settings, grpc_address: str, http_address: str | None) -> bytes:
+    """Ours, whole, on the ports we bound: a worker cannot miss a setting we were given."""
+    return to_json(
+        dataclasses.replace(
+            settings,
+            is_worker=True,
+            workers=1,
+            grpc_listen=grpc_address,
+            http_listen=http_address or settings.http_listen,
+            http_enabled=http_address is not None,
+        )
+    )
+
+
+_WORKER_COMMAND = (sys.executable, "-m", "tokengrpc", "serve")
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +443,7 @@ def _format_time(token: pb.Token, field: str) -> str:
 
 
 async def _token_command(args: argparse.Namespace, settings: Settings) -> int:
-    core = await Core.open(settings, bootstrap=False)
+    core = await Core.open(settings, bootstrap=False, create=False)
     _warn(core)
     manager = core.manager
     try:
@@ -516,51 +538,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokengrpc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def data_dir(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--data-dir", type=Path, help="store directory (TOKENGRPC_DATA_DIR)")
-        sub.add_argument(
-            "--database",
-            metavar="URL",  # checked later: argparse would print a bad value, password and all
-            help="postgresql://USER:PASSWORD@HOST:PORT/DB to share one database between"
-            " instances; empty: SQLite in the data dir (TOKENGRPC_DATABASE_URL)",
-        )
-
     serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
-    data_dir(serve)
-    serve.add_argument("--grpc-listen", help="HOST:PORT (TOKENGRPC_GRPC_LISTEN)")
-    serve.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
-    serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
-    serve.add_argument(
-        "--workers", type=int, help="server processes sharing the ports (TOKENGRPC_WORKERS)"
-    )
-    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_flags(serve, SERVE)
     serve.add_argument("--supervised", type=WorkerPipes.decode, help=argparse.SUPPRESS)
-    serve.add_argument(
-        "--http-upstream",
-        choices=["in-process", "network"],
-        help="how the gateway reaches the service (TOKENGRPC_HTTP_UPSTREAM; default in-process)",
-    )
-    add_limit_flags(serve)
-    _operations_flags(serve)
-    serve.add_argument(
-        "--metrics-listen",
-        help="HOST:PORT serving only /metrics, e.g. with --no-http (TOKENGRPC_METRICS_LISTEN)",
-    )
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway alone")
     gateway.add_argument("--upstream", required=True, help="HOST:PORT of the gRPC server")
-    gateway.add_argument("--http-listen", help="HOST:PORT (TOKENGRPC_HTTP_LISTEN)")
     gateway.add_argument("--upstream-ca", type=Path, help="PEM CA: reach the upstream over TLS")
     gateway.add_argument("--upstream-cert", type=Path, help="PEM client certificate (mTLS)")
     gateway.add_argument("--upstream-key", type=Path, help="PEM key of --upstream-cert")
-    add_limit_flags(gateway, prefix="grace")
-    add_limit_flags(gateway, prefix="http")
-    _operations_flags(gateway)
+    add_flags(gateway, GATEWAY)
 
     token = commands.add_parser("token", help="administer tokens directly in the store")
     actions = token.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a token and print its plaintext")
-    data_dir(create)
+    add_flags(create, TOKEN)
     create.add_argument("--name", required=True)
     who = create.add_mutually_exclusive_group(required=True)
     who.add_argument("--owner", help="the subject the token belongs to")
@@ -570,18 +562,18 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--allowed-ip", action="append", default=[], help="address or CIDR")
 
     listing = actions.add_parser("list", help="list tokens")
-    data_dir(listing)
+    add_flags(listing, TOKEN)
     whose = listing.add_mutually_exclusive_group()
     whose.add_argument("--owner", help="whose tokens (default: admin)")
     whose.add_argument("--service", action="store_true", help="list service tokens")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
 
     revoke = actions.add_parser("revoke", help="revoke a token")
-    data_dir(revoke)
+    add_flags(revoke, TOKEN)
     revoke.add_argument("target", help="a token id, or a service token's name")
 
     rotate = actions.add_parser("rotate", help="give a token a new secret and print it")
-    data_dir(rotate)
+    add_flags(rotate, TOKEN)
     rotate.add_argument("target", help="a token id, or a service token's name")
     rotate.add_argument(
         "--grace",
@@ -591,84 +583,49 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     events = actions.add_parser("events", help="list the audit events, newest first")
-    data_dir(events)
+    add_flags(events, TOKEN)
     events.add_argument("token_id", nargs="?", type=int, help="only this token's events")
 
     migrate = commands.add_parser(
         "migrate", help="bring the store's schema up to date, print its version and exit"
     )
-    data_dir(migrate)
+    add_flags(migrate, MIGRATE)
     return parser
 
 
-def _operations_flags(parser: argparse.ArgumentParser) -> None:
-    """TLS of the listeners, metrics and logs: the same on ``serve`` and ``gateway``."""
-    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (TOKENGRPC_TLS_CERT)")
-    parser.add_argument("--tls-key", type=Path, help="PEM private key (TOKENGRPC_TLS_KEY)")
-    parser.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        help="PEM CA; clients must present a certificate it signed (TOKENGRPC_TLS_CLIENT_CA)",
-    )
-    parser.add_argument(
-        "--log-format",
-        type=log_format,
-        help="text or json (TOKENGRPC_LOG_FORMAT; default text)",
-    )
-    parser.add_argument(
-        "--no-access-log",
-        action="store_true",
-        help="no line per request (TOKENGRPC_ACCESS_LOG=off)",
-    )
-    parser.add_argument(
-        "--no-metrics", action="store_true", help="no metrics at all (TOKENGRPC_METRICS=off)"
-    )
+def _settings(args: argparse.Namespace) -> Settings:
+    """A worker's are its parent's, whole; anyone else's come from variables and flags."""
+    supervised: WorkerPipes | None = getattr(args, "supervised", None)
+    if supervised is not None:
+        return from_json(read_settings(supervised))
+    return resolve(os.environ, args)
 
 
-_OPERATIONS = ("tls_cert", "tls_key", "tls_client_ca", "metrics_listen", "log_format")
+def _warn_password_on_command_line(args: argparse.Namespace) -> None:
+    """A ``--database`` password shows in the process list (``ps``, ``/proc``) to everyone."""
+    url = getattr(args, "database_url", None)
+    if url and has_password(url):
+        log.warning(
+            "the --database URL holds a password, which any user of this machine can read"
+            " in the process list; give the URL in TOKENGRPC_DATABASE_URL instead, or the"
+            " password in PGPASSWORD or ~/.pgpass"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
-    except ValueError as error:
-        print(f"tokengrpc: a TOKENGRPC_ variable is not valid: {error}", file=sys.stderr)
-        return 2
-    overrides: dict[str, object] = {}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = args.data_dir
-    if getattr(args, "database", None) is not None:
-        try:
-            overrides["database_url"] = database_url(args.database)
-        except ValueError as error:
+        settings = _settings(args)
+    except SettingError as error:
+        if str(error).startswith("TOKENGRPC_"):
+            print(f"tokengrpc: a TOKENGRPC_ variable is not valid: {error}", file=sys.stderr)
+        else:
             print(f"tokengrpc: {error}", file=sys.stderr)
-            return 2
-    if getattr(args, "grpc_listen", None):
-        overrides["grpc_listen"] = args.grpc_listen
-    if getattr(args, "http_listen", None):
-        overrides["http_listen"] = args.http_listen
-    if getattr(args, "no_http", False):
-        overrides["http_enabled"] = False
-    if getattr(args, "workers", None):
-        overrides["workers"] = args.workers
-    if getattr(args, "worker", False):
-        overrides["is_worker"] = True
-        overrides["workers"] = 1
-    if getattr(args, "http_upstream", None):
-        overrides["http_in_process"] = args.http_upstream == "in-process"
-    overrides |= limit_overrides(args)
-    overrides |= {
-        name: getattr(args, name) for name in _OPERATIONS if getattr(args, name, None) is not None
-    }
-    if getattr(args, "no_access_log", False):
-        overrides["access_log"] = False
-    if getattr(args, "no_metrics", False):
-        overrides["metrics_enabled"] = False
-    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        return 2
     # From here on every message goes through logging, in the chosen format
     # (the commands' results and serve's start-up lines stay on stdout).
     logs.configure(settings.log_format, access_log=settings.access_log)
+    _warn_password_on_command_line(args)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.supervised))
@@ -680,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_token_command(args, settings))
     except (OSError, ValueError) as error:
         log.error("%s", error)
+        return 2
+    except DomainError as error:  # the store refused a start-up write (a full disk)
+        log.error("%s", error.message)
         return 2
 
 

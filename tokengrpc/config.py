@@ -1,9 +1,17 @@
-"""Settings, from the environment first and then from command-line flags."""
+"""Settings: one table (``OPTIONS``) from which flags, variables and workers' copies come.
+
+Adding a setting is a field of ``Settings`` and one row of ``OPTIONS`` (or of
+``LIMITS`` for a positive number): the row makes its flag on the commands it
+names, reads its variable, and the worker processes of ``serve`` get the
+parent's resolved ``Settings`` whole (``to_json``), so none can be forgotten.
+``tests/test_config.py`` holds the README's table to the rows.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,49 +80,22 @@ class Settings:
     #: One line on stderr per request.
     access_log: bool = True
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        base = cls()
-        trusted = env.get("TOKENGRPC_TRUSTED_PROXIES")
-        return dataclasses.replace(
-            base,
-            data_dir=Path(env.get("TOKENGRPC_DATA_DIR") or base.data_dir),
-            grpc_listen=env.get("TOKENGRPC_GRPC_LISTEN") or base.grpc_listen,
-            http_listen=env.get("TOKENGRPC_HTTP_LISTEN") or base.http_listen,
-            database_url=database_url(env.get("TOKENGRPC_DATABASE_URL") or ""),
-            secret_key=env.get("TOKENGRPC_SECRET_KEY") or None,
-            token_prefix=env.get("TOKENGRPC_TOKEN_PREFIX") or base.token_prefix,
-            trusted_proxies=tuple(p.strip() for p in trusted.split(",") if p.strip())
-            if trusted is not None
-            else base.trusted_proxies,
-            http_in_process=env.get("TOKENGRPC_HTTP_UPSTREAM", "in-process") != "network",
-            workers=int(env.get("TOKENGRPC_WORKERS") or base.workers),
-            tls_cert=_path(env.get("TOKENGRPC_TLS_CERT")),
-            tls_key=_path(env.get("TOKENGRPC_TLS_KEY")),
-            tls_client_ca=_path(env.get("TOKENGRPC_TLS_CLIENT_CA")),
-            metrics_enabled=_switch(env.get("TOKENGRPC_METRICS"), "TOKENGRPC_METRICS"),
-            metrics_listen=env.get("TOKENGRPC_METRICS_LISTEN") or None,
-            log_format=log_format(env.get("TOKENGRPC_LOG_FORMAT") or base.log_format),
-            access_log=_switch(env.get("TOKENGRPC_ACCESS_LOG"), "TOKENGRPC_ACCESS_LOG"),
-            **{  # type: ignore[arg-type]  # each parser returns its field's type
-                limit.field: limit.parse(env[limit.variable])
-                for limit in LIMITS
-                if env.get(limit.variable)
-            },
-        )
+
+class SettingError(ValueError):
+    """A flag or variable that does not parse; the message names it, never its value."""
 
 
-def _path(text: str | None) -> Path | None:
-    return Path(text) if text else None
+def _path(text: str) -> Path:
+    return Path(text)
 
 
-def _switch(text: str | None, variable: str) -> bool:
+def _switch(text: str) -> bool:
     """``on`` (the default) or ``off``."""
-    if text is None or text.lower() in ("", "on", "1", "true"):
+    if text.lower() in ("", "on", "1", "true"):
         return True
     if text.lower() in ("off", "0", "false"):
         return False
-    raise ValueError(f"{variable} must be on or off")
+    raise ValueError("must be on or off")
 
 
 def database_url(text: str) -> str:
@@ -125,39 +106,94 @@ def database_url(text: str) -> str:
 
 def log_format(text: str) -> str:
     if text not in ("text", "json"):
-        raise ValueError("the log format must be text or json")
+        raise ValueError("must be text or json")
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A number an operator may tune: one row gives the field, variable, flag and help."""
+def _proxies(text: str) -> tuple[str, ...]:
+    """Comma-separated CIDR ranges; empty trusts none."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
-    field: str
-    parse: Callable[[str], float | int]
-    help: str
 
-    @property
-    def variable(self) -> str:
-        return "TOKENGRPC_" + self.field.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.field.replace("_", "-")
-
-    def default(self) -> object:
-        return getattr(Settings(), self.field)
+def _upstream(text: str) -> bool:
+    """``in-process`` (True) or ``network``: how ``serve``'s gateway reaches the service."""
+    if text not in ("in-process", "network"):
+        raise ValueError("must be in-process or network")
+    return text == "in-process"
 
 
 def _positive(kind: Callable[[str], float | int]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError("must be a positive number") from None
         if not value > 0:  # also refuses NaN
             raise ValueError("must be a positive number")
         return value
 
-    parse.__name__ = kind.__name__  # argparse names the type in its error
+    parse.__name__ = kind.__name__
     return parse
+
+
+#: The commands a flag can belong to ("token" is every ``token`` action).
+SERVE, GATEWAY, TOKEN, MIGRATE = "serve", "gateway", "token", "migrate"
+_STORE_COMMANDS = (SERVE, TOKEN, MIGRATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its field, parser, help, flag, variable and commands, in one row.
+
+    ``flag`` and ``variable`` default to names derived from the field
+    (``--grpc-listen``, ``TOKENGRPC_GRPC_LISTEN``); None means it has none.
+    A ``switch`` is on by default: its variable says ``on`` or ``off`` and its
+    flag (``--no-…``) turns it off.
+    """
+
+    field: str
+    parse: Callable[[str], object]
+    help: str
+    flag: str | None = ""
+    variable: str | None = ""
+    commands: tuple[str, ...] = (SERVE,)
+    switch: bool = False
+    #: An empty variable is a value (an empty list), not "unset".
+    empty_is_value: bool = False
+    metavar: str = "VALUE"
+    #: How ``--help`` shows the default, when the field's value would not say it.
+    default_text: str | None = None
+
+    @property
+    def flag_name(self) -> str | None:
+        if self.flag == "":
+            return "--" + self.field.replace("_", "-")
+        return self.flag
+
+    @property
+    def variable_name(self) -> str | None:
+        if self.variable == "":
+            return "TOKENGRPC_" + self.field.upper()
+        return self.variable
+
+    def default(self) -> object:
+        return getattr(Settings(), self.field)
+
+    def read(self, text: str, source: str) -> object:
+        try:
+            return self.parse(text)
+        except ValueError as error:
+            raise SettingError(f"{source} {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Limit(Option):
+    """A positive number an operator may tune; HTTP's and the grace period are the gateway's too."""
+
+    def __post_init__(self) -> None:
+        if self.field.startswith(("grace", "http")):
+            object.__setattr__(self, "commands", (SERVE, GATEWAY))
+        object.__setattr__(self, "metavar", "N")
 
 
 #: The connection limits and the grace period, in the order ``--help`` shows them.
@@ -178,22 +214,155 @@ LIMITS: tuple[Limit, ...] = (
     Limit("grpc_keepalive_min_time", _positive(float), "seconds a client must leave between pings"),
 )
 
+#: Every setting an operator gives. Fields absent here (``is_worker``,
+#: ``usage_flush_interval``) are the program's own.
+OPTIONS: tuple[Option, ...] = (
+    Option("data_dir", _path, "store directory", commands=_STORE_COMMANDS, metavar="DIR"),
+    Option(
+        "database_url",
+        database_url,
+        "postgresql://USER@HOST:PORT/DB to share one database between instances (a password"
+        " here shows in the process list: prefer the variable, PGPASSWORD or ~/.pgpass);"
+        " empty: SQLite in the data dir",
+        flag="--database",
+        commands=_STORE_COMMANDS,
+        metavar="URL",
+        default_text="empty",
+    ),
+    Option("grpc_listen", str, "the gRPC listener's address", metavar="HOST:PORT"),
+    Option(
+        "http_listen",
+        str,
+        "the HTTP listener's address",
+        commands=(SERVE, GATEWAY),
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "http_enabled", _switch, "serve gRPC only", flag="--no-http", variable=None, switch=True
+    ),
+    Option(
+        "http_in_process",
+        _upstream,
+        "how the gateway reaches the service: in-process or network",
+        flag="--http-upstream",
+        variable="TOKENGRPC_HTTP_UPSTREAM",
+        metavar="MODE",
+        default_text="in-process",
+    ),
+    Option("workers", _positive(int), "server processes sharing the ports", metavar="N"),
+    Option("secret_key", str, "AES-256-GCM key for retrievable values", flag=None),
+    Option("token_prefix", str, "prefix of new secrets", flag=None),
+    Option(
+        "trusted_proxies",
+        _proxies,
+        "peers whose X-Forwarded-For is believed",
+        flag=None,
+        empty_is_value=True,
+    ),
+    *LIMITS,
+    Option("tls_cert", _path, "PEM certificate chain", commands=(SERVE, GATEWAY), metavar="PATH"),
+    Option("tls_key", _path, "PEM private key", commands=(SERVE, GATEWAY), metavar="PATH"),
+    Option(
+        "tls_client_ca",
+        _path,
+        "PEM CA; clients must present a certificate it signed",
+        commands=(SERVE, GATEWAY),
+        metavar="PATH",
+    ),
+    Option(
+        "metrics_listen",
+        str,
+        "a listener serving only /metrics, e.g. with --no-http",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "metrics_enabled",
+        _switch,
+        "no metrics at all",
+        flag="--no-metrics",
+        variable="TOKENGRPC_METRICS",
+        commands=(SERVE, GATEWAY),
+        switch=True,
+    ),
+    Option("log_format", log_format, "text or json", commands=(SERVE, GATEWAY), metavar="FORMAT"),
+    Option(
+        "access_log",
+        _switch,
+        "no line per request",
+        flag="--no-access-log",
+        commands=(SERVE, GATEWAY),
+        switch=True,
+    ),
+)
 
-def add_limit_flags(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
-    """``--flag`` for each limit whose field starts with ``prefix``."""
-    for limit in LIMITS:
-        if limit.field.startswith(prefix):
+
+def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of ``command``'s settings. Values stay text here and are parsed by
+    ``resolve``: argparse would repeat a bad value (a database password) in its error."""
+    for option in OPTIONS:
+        flag = option.flag_name
+        if flag is None or command not in option.commands:
+            continue
+        variable = option.variable_name
+        if option.switch:
+            where = f" ({variable}=off)" if variable else ""
             parser.add_argument(
-                limit.flag,
-                dest=limit.field,
-                type=limit.parse,
-                help=f"{limit.help} ({limit.variable}; default {limit.default()})",
+                flag, dest=option.field, action="store_true", help=option.help + where
+            )
+        else:
+            where = f"{variable}; " if variable else ""
+            default = option.default_text or _shown(option.default())
+            parser.add_argument(
+                flag,
+                dest=option.field,
+                metavar=option.metavar,
+                help=f"{option.help} ({where}default {default})",
             )
 
 
-def limit_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        limit.field: getattr(args, limit.field)
-        for limit in LIMITS
-        if getattr(args, limit.field, None) is not None
-    }
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return "none" if value is None else str(value)
+
+
+def resolve(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
+    """Defaults, then the variables, then the flags given: the settings of one command."""
+    values: dict[str, object] = {}
+    for option in OPTIONS:
+        variable = option.variable_name
+        text = env.get(variable) if variable else None
+        if text is not None and (text or option.empty_is_value):
+            values[option.field] = option.read(text, variable + ":" if variable else "")
+    for option in OPTIONS:
+        given = getattr(args, option.field, None)
+        if option.switch:
+            if given:
+                values[option.field] = False
+        elif given is not None:
+            values[option.field] = option.read(given, f"{option.flag_name}:")
+    return dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
+
+
+def to_json(settings: Settings) -> bytes:
+    """Every field, for a worker process: the parent's settings as it resolved them."""
+    fields = {}
+    for item in dataclasses.fields(Settings):
+        value = getattr(settings, item.name)
+        fields[item.name] = str(value) if isinstance(value, Path) else value
+    return json.dumps(fields).encode()
+
+
+def from_json(data: bytes) -> Settings:
+    """The inverse of ``to_json`` (field types are read from ``Settings``' annotations)."""
+    loaded = json.loads(data)
+    values: dict[str, object] = {}
+    for item in dataclasses.fields(Settings):
+        value = loaded[item.name]  # every field, or this is not our parent's message
+        kind = str(item.type)
+        if value is not None and kind.startswith("Path"):
+            value = Path(value)
+        elif kind.startswith("tuple"):
+            value = tuple(value)
+        values[item.name] = value
+    return Settings(**values)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ refuses to start instead of quietly making a new key.
 from __future__ import annotations
 
 import hmac
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,18 @@ class CheckedKey:
     notices: list[str] = field(default_factory=list)
 
 
+def _key_dir(data_dir: Path, make_dir: bool) -> None:
+    """Where a new key file goes: made only by a command that may make the data dir."""
+    if os.path.isdir(data_dir):
+        return
+    if not make_dir:
+        raise KeyMismatch(
+            "no secret key: set TOKENGRPC_SECRET_KEY (the key the servers use), or give the"
+            f" data dir holding it (--data-dir; {data_dir} does not exist)"
+        )
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+
+
 def _restore_hint(path: Path) -> str:
     return (
         f"set TOKENGRPC_SECRET_KEY or restore {path} to the original key;"
@@ -33,8 +46,11 @@ def _restore_hint(path: Path) -> str:
     )
 
 
-async def checked_key(store: TokenStore, data_dir: Path, env_value: str | None) -> CheckedKey:
-    """The key to seal with, after making sure it is the store's own."""
+async def checked_key(
+    store: TokenStore, data_dir: Path, env_value: str | None, *, make_dir: bool = True
+) -> CheckedKey:
+    """The key to seal with, after making sure it is the store's own; a new key file
+    only in a data dir that exists, or that ``make_dir`` lets it make."""
     path = data_dir / KEY_FILE
     stored = await store.key_fingerprint()
     sample = await store.sealed_sample()
@@ -47,6 +63,7 @@ async def checked_key(store: TokenStore, data_dir: Path, env_value: str | None) 
                 f" TOKENGRPC_SECRET_KEY is not set and the key file {path} is missing; "
                 + _restore_hint(path)
             )
+        _key_dir(data_dir, make_dir)
         key, origin = create_key(data_dir), str(path)
     else:
         key, origin = found.key, found.origin

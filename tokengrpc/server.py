@@ -63,15 +63,17 @@ class Core:
         *,
         bootstrap: bool = True,
         metrics: Metrics | None = None,
+        create: bool = True,
         clock: Callable[[], int] = now_us,
     ) -> Core:
-        """``clock``: what each request reads its "now" from (a test may move it)."""
+        """``create``: make the store (and data dir, key file) if there is none
+        (``serve``). ``clock``: what each request reads its "now" from (a test
+        may move it)."""
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        store = await open_store(settings)
+        store = await open_store(settings, create=create)
         try:
-            key = await checked_key(store, settings.data_dir, settings.secret_key)
+            key = await checked_key(store, settings.data_dir, settings.secret_key, make_dir=create)
         except BaseException:
             await store.close()
             raise
@@ -125,11 +127,16 @@ def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
 
 
 class GrpcServer:
-    """grpc.aio server with TokenService, health and reflection."""
+    """grpc.aio server with TokenService, health and reflection.
+
+    Either given its ``Core`` at once and started on an address, or, as
+    ``serve`` does it, bound first (``bind``), then given the core
+    (``attach``) and started: a start that cannot bind leaves no store behind.
+    """
 
     def __init__(
         self,
-        core: Core,
+        core: Core | None = None,
         *,
         reuse_port: bool = False,
         settings: Settings | None = None,
@@ -137,9 +144,9 @@ class GrpcServer:
         access: AccessLog | None = None,
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        self.core = core
         #: None: plaintext.
         self._credentials = credentials
+        self._metrics = metrics
         # SO_REUSEPORT only for the workers of one `serve`: otherwise a second
         # server on a busy port must fail loudly, not quietly take half the traffic.
         settings = settings or Settings()
@@ -158,6 +165,36 @@ class GrpcServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._silent: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._port: int | None = None
+        self._core: Core | None = None
+        #: The same handlers, for an in-process gateway.
+        self.in_process = InProcessChannel()
+        if core is not None:
+            self.attach(core)
+
+    @property
+    def core(self) -> Core:
+        assert self._core is not None, "attach() comes before serving"
+        return self._core
+
+    def bind(self, listen: str) -> int:
+        """Take the address (port 0 picks one) without serving yet; return the bound port."""
+        try:
+            if self._credentials is None:
+                port = self.server.add_insecure_port(listen)
+            else:
+                port = self.server.add_secure_port(listen, self._credentials)
+        except RuntimeError as error:
+            raise OSError(f"could not listen on {listen}: {error}") from None
+        if port == 0:
+            raise OSError(f"could not listen on {listen}")
+        self._port = port
+        return port
+
+    def attach(self, core: Core) -> None:
+        """The services, on ``core``'s store and rules."""
+        self._core = core
+        metrics = self._metrics
         servicer = TokenServicer(
             core.manager,
             core.authenticator,
@@ -165,8 +202,6 @@ class GrpcServer:
         )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        #: The same handlers, for an in-process gateway.
-        self.in_process = InProcessChannel()
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
         authz = extauthz.register(self.server, core.authenticator)
@@ -192,17 +227,10 @@ class GrpcServer:
             await self.health.set(SERVICE_NAME, status)
             await wait_or_timeout(self._stopping, interval)
 
-    async def start(self, listen: str) -> int:
-        """Bind (port 0 picks one), start serving; return the bound port."""
-        try:
-            if self._credentials is None:
-                port = self.server.add_insecure_port(listen)
-            else:
-                port = self.server.add_secure_port(listen, self._credentials)
-        except RuntimeError as error:
-            raise OSError(f"could not listen on {listen}: {error}") from None
-        if port == 0:
-            raise OSError(f"could not listen on {listen}")
+    async def start(self, listen: str | None = None) -> int:
+        """Bind ``listen`` unless ``bind`` did, start serving; return the bound port."""
+        port = self.bind(listen) if listen is not None else self._port
+        assert port is not None, "bind() or an address comes before serving"
         await self.server.start()
         self.core.usage.start()
         serving = health_pb2.HealthCheckResponse.SERVING

@@ -1,6 +1,9 @@
 """Worker processes of ``serve --workers N``: started, told apart from their output, tied to us.
 
-Each worker gets two pipes. It writes one byte on the *ready* pipe once it
+Each worker gets three pipes. It reads its settings, the parent's resolved
+``Settings`` whole, from the *settings* pipe (never from flags re-rendered for
+it, which could forget one, nor from its command line, which anyone can read:
+it holds the database URL and the secret key). It writes one byte on the *ready* pipe once it
 serves (its output is the operator's, not a protocol). It watches the read
 end of the *lifeline* pipe, whose write end only the parent holds: when the
 parent dies, however it dies (``kill -9`` included), the kernel closes that
@@ -32,14 +35,15 @@ class WorkerPipes:
     lifeline: int
     ready: int
     parent: int
+    settings: int
 
     def encode(self) -> str:
-        return f"{self.lifeline},{self.ready},{self.parent}"
+        return f"{self.lifeline},{self.ready},{self.parent},{self.settings}"
 
     @classmethod
     def decode(cls, text: str) -> WorkerPipes:
-        lifeline, ready, parent = (int(part) for part in text.split(","))
-        return cls(lifeline, ready, parent)
+        lifeline, ready, parent, settings = (int(part) for part in text.split(","))
+        return cls(lifeline, ready, parent, settings)
 
 
 @dataclass
@@ -49,35 +53,48 @@ class Worker:
     lifeline: int
 
 
-async def start_workers(count: int, command: Sequence[str]) -> list[Worker]:
-    """Start ``count`` workers running ``command`` plus ``--supervised``; wait until each serves."""
+async def start_workers(count: int, command: Sequence[str], settings: bytes) -> list[Worker]:
+    """Start ``count`` workers running ``command`` plus ``--supervised``, each handed
+    ``settings``; wait until each serves."""
     started: list[Worker] = []
     try:
         for _ in range(count):
-            started.append(await _start_one(command))
+            started.append(await _start_one(command, settings))
     except BaseException:
         await stop_workers(started, 0)
         raise
     return started
 
 
-async def _start_one(command: Sequence[str]) -> Worker:
+async def _start_one(command: Sequence[str], settings: bytes) -> Worker:
     life_read, life_write = os.pipe()
     ready_read, ready_write = os.pipe()
-    os.set_inheritable(life_write, False)
-    os.set_inheritable(ready_read, False)
-    pipes = WorkerPipes(life_read, ready_write, os.getpid())
+    settings_read, settings_write = os.pipe()
+    pipes = WorkerPipes(life_read, ready_write, os.getpid(), settings_read)
     try:
         process = await asyncio.create_subprocess_exec(
-            *command, "--supervised", pipes.encode(), pass_fds=(life_read, ready_write)
+            *command,
+            "--supervised",
+            pipes.encode(),
+            pass_fds=(life_read, ready_write, settings_read),
         )
     except BaseException:
-        for fd in (life_read, life_write, ready_read, ready_write):
+        for fd in (life_read, life_write, ready_read, ready_write, settings_read, settings_write):
             os.close(fd)
         raise
-    os.close(life_read)
-    os.close(ready_write)
+    for fd in (life_read, ready_write, settings_read):
+        os.close(fd)
     worker = Worker(process, life_write)
+    try:
+        # Then end-of-file: the worker reads to it. A thread, so a worker that
+        # never reads cannot block the loop on a full pipe.
+        await asyncio.to_thread(_write_all, settings_write, settings)
+    except BaseException:
+        await stop_workers([worker], 0)
+        os.close(ready_read)
+        raise
+    finally:
+        os.close(settings_write)
     try:
         # The worker's end closes when it exits, so a failed start reads b"".
         async with asyncio.timeout(START_TIMEOUT):
@@ -108,6 +125,21 @@ async def stop_workers(workers: Sequence[Worker], grace: float) -> None:
             if worker.lifeline >= 0:
                 os.close(worker.lifeline)
                 worker.lifeline = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_settings(pipes: WorkerPipes) -> bytes:
+    """In a worker: the settings the parent sent, read to the end, before anything else."""
+    chunks = []
+    while chunk := os.read(pipes.settings, 65536):
+        chunks.append(chunk)
+    os.close(pipes.settings)
+    return b"".join(chunks)
 
 
 def die_with_parent(pipes: WorkerPipes, stop: asyncio.Event) -> None:

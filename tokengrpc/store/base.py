@@ -185,6 +185,10 @@ class NameTaken(Exception):
     """A service token that is not revoked already has this name."""
 
 
+class StoreMissing(ValueError):
+    """A command that only works on a store found none where it was pointed (it makes none)."""
+
+
 class StoreNotEmpty(Exception):
     """A first token was asked for (``only_into_empty_store``), but the store holds one."""
 

@@ -24,6 +24,14 @@ def is_postgres(url: str) -> bool:
     )
 
 
+def has_password(url: str) -> bool:
+    """Whether the URL itself carries a password (rather than PGPASSWORD or ~/.pgpass)."""
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return ":" in urlsplit(url).netloc.rpartition("@")[0]
+
+
 def redacted(url: str) -> str:
     """``url`` with its password replaced by ``***``, for messages and logs."""
     parts = urlsplit(url)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from tokengrpc.store.base import StoreMissing
 from tokengrpc.store.cached import CachingStore
 from tokengrpc.store.postgres.changes import LISTENER_APPLICATION, Notifications, new_instance_id
 from tokengrpc.store.postgres.dsn import redacted, scrub
@@ -63,14 +64,27 @@ async def migrate_postgres(url: str) -> tuple[int, int]:
     return await _explained(url, run)
 
 
-async def open_postgres(url: str) -> CachingStore:
+async def open_postgres(url: str, *, create: bool = True) -> CachingStore:
     """The store on a PostgreSQL database: the engine, its notifications, the cache."""
-    engine, changes = await open_engine(url)
+    engine, changes = await open_engine(url, create=create)
     return CachingStore(engine, changes)
 
 
-async def open_engine(url: str) -> tuple[PostgresEngine, Notifications]:
-    """A migrated database's engine and its change notifications, listening already."""
+async def _has_schema(url: str) -> bool:
+    connection = await _connect(url, "tokengrpc")
+    try:
+        return await connection.fetchval("SELECT to_regclass('tokengrpc_schema')") is not None
+    finally:
+        await connection.close()
+
+
+async def open_engine(url: str, *, create: bool = True) -> tuple[PostgresEngine, Notifications]:
+    """A migrated database's engine and its change notifications, listening already;
+    without ``create``, a database tokengrpc never set up is refused, untouched."""
+    if not create and not await _explained(url, functools.partial(_has_schema, url)):
+        raise StoreMissing(
+            f"no store in the database at {redacted(url)}: create it with 'tokengrpc migrate'"
+        )
     await migrate_postgres(url)
     instance = new_instance_id()
     listener = f"{LISTENER_APPLICATION} {os.getpid()}"
