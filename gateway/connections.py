@@ -159,6 +159,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_body = False
         self._disarm_body_timer()
         super().on_message_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and not self.pipeline
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        ):
+            # Answered before its body ended (a stranger's 401): the body's bytes
+            # cancelled uvicorn's keep-alive timer, which only an answer sets.
+            # The connection is idle from here, and must time out as such.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def _refuse_head(self) -> None:
         self._disarm_head_timer()

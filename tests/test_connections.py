@@ -153,6 +153,22 @@ async def test_a_body_not_complete_in_time_is_408_and_closed(
     assert service.snapshot() == before
 
 
+async def test_a_connection_idle_after_a_body_answered_early_is_closed(
+    http: HttpServer,
+) -> None:
+    """A stranger's 401 comes before its body; the rest, once sent, is discarded,
+    and the connection is then idle like any other (uvicorn's keep-alive timer
+    was cancelled by the body's bytes and never set again)."""
+    reader, writer = await _open(http)
+    writer.write(_post("/api/token", 20_000) + b"{")
+    assert await _status(reader) == 401
+    writer.write(b" " * 19_999)
+    await writer.drain()
+    idle = await _closed_within(reader, 5)
+    print(f"idle after an early answer closed after {idle:.2f} s (keep-alive 1 s)")
+    writer.close()
+
+
 async def test_slow_bodies_cannot_hold_every_connection(http: HttpServer) -> None:
     """Every connection slot taken by a body sent a byte at a time: /healthz
     is answered again within the body timeout."""
