@@ -17,7 +17,7 @@ import uvicorn
 
 from gateway.admin import Admin
 from gateway.connections import ConnectionLimits, protocol_for
-from gateway.http import Receive, Request, Response, Scope, Send, Trust, json_response
+from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
 from gateway.me import Me
 from gateway.oauth import OAuth
 from gateway.openapi import OpenApi
@@ -144,6 +144,11 @@ class Gateway:
                 response = error_response(grpc.StatusCode.NOT_FOUND, "no route for this path")
         except BadPath as error:
             response = error_response(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except ClientGone:
+            # Nobody to answer (or the connection answered 408 itself): the status is for the log.
+            response = error_response(
+                grpc.StatusCode.CANCELLED, "the request body did not arrive", http=408
+            )
         except Exception:
             # Never a traceback (or a token) to the client; the log has it.
             # Not the path: it may hold a plaintext pasted where an id goes.

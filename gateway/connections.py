@@ -2,11 +2,14 @@
 
 httptools has no limit of its own on a request head and uvicorn no timer for
 one, so a client could keep a connection, and tens of megabytes of header,
-for as long as it liked. This protocol closes a connection whose head is not
-complete within ``head_timeout``, answers 431 once a head passes
-``max_head_bytes``, and closes new connections at once past
-``max_connections`` instead of running the process out of descriptors.
-(Idle keep-alive connections are uvicorn's own ``timeout_keep_alive``.)
+for as long as it liked; nor has it one for a body, so a ``Content-Length``
+and one byte held a connection slot for ever. This protocol closes a
+connection whose head is not complete within ``head_timeout``, or whose body
+is not complete within ``head_timeout`` of its head (408 when no answer has
+begun), answers 431 once a head passes ``max_head_bytes``, and closes new
+connections at once past ``max_connections`` instead of running the process
+out of descriptors. (Idle keep-alive connections are uvicorn's own
+``timeout_keep_alive``.)
 """
 
 from __future__ import annotations
@@ -57,16 +60,21 @@ class RateLimitedLog:
         self._last, self._skipped = now, 0
 
 
-def _response_431() -> bytes:
+def _answer(status: bytes, code: int, message: str) -> bytes:
+    """A complete response closing the connection, its body a ``google.rpc.Status``."""
     body = json.dumps(
-        {"code": 3, "message": "request head too large", "details": []}, separators=(",", ":")
+        {"code": code, "message": message, "details": []}, separators=(",", ":")
     ).encode()
     return (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"HTTP/1.1 " + status + b"\r\n"
         b"content-type: application/json\r\n"
         b"content-length: " + str(len(body)).encode() + b"\r\n"
         b"connection: close\r\n\r\n" + body
     )
+
+
+_RESPONSE_431 = _answer(b"431 Request Header Fields Too Large", 3, "request head too large")
+_RESPONSE_408 = _answer(b"408 Request Timeout", 4, "the request body did not arrive in time")
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -84,6 +92,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        #: Between a complete head and the end of its body.
+        self._in_body = False
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -100,6 +111,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._turned_away:
             return
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -121,6 +133,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_head_bytes:
                 self._refuse_head()
+        # Armed here, not per request: a body that came with its head (most do)
+        # never costs a timer.
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.head_timeout, self._body_late)
 
     def on_message_begin(self) -> None:
         self._in_head = True
@@ -136,16 +152,40 @@ class GuardedProtocol(HttpToolsProtocol):
         if size > self.limits.max_head_bytes:
             self._refuse_head()
             raise _HeadTooLarge  # stops the parser; data_received sees a refused connection
+        self._in_body = True
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm_body_timer()
+        super().on_message_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and not self.pipeline
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        ):
+            # Answered before its body ended (a stranger's 401): the body's bytes
+            # cancelled uvicorn's keep-alive timer, which only an answer sets.
+            # The connection is idle from here, and must time out as such.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
     def _refuse_head(self) -> None:
-        """Answer 431, then drain for a moment before closing (a lingering close):
+        self._disarm_head_timer()
+        self._answer_and_close(_RESPONSE_431)
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Answer, then drain for a moment before closing (a lingering close):
         closing on a client still sending would reset the connection and lose
         the answer."""
-        self._disarm_head_timer()
         self._discarding = True
-        self.transport.write(_response_431())
-        self.transport.write_eof()
+        self.transport.write(response)
+        if self.transport.can_write_eof():  # not over TLS
+            self.transport.write_eof()
         self.loop.call_later(_LINGER, self.transport.close)
 
     def _arm_head_timer(self) -> None:
@@ -161,6 +201,27 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             self.transport.close()
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_late(self) -> None:
+        """The body is not complete in time: 408 if nothing of an answer was
+        written (and none of this request's will be), else just close."""
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_started or self.pipeline:
+            self.transport.close()
+            return
+        # The application sees a client gone (its reads end, its answer goes
+        # nowhere): the 408 is the only thing written on this connection.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._answer_and_close(_RESPONSE_408)
 
 
 class _HeadTooLarge(Exception):

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from gateway import forwarded
 from gateway.forwarded import Trust
+from gateway.names import shown
 
 __all__ = ["Trust"]  # re-exported: the gateway's callers know it from here
 
@@ -38,7 +39,27 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class BodyTooLarge(Exception):
-    """More than MAX_BODY bytes were sent."""
+    """More bytes were sent than the route takes (MAX_BODY unless it says less)."""
+
+    def __init__(self, limit: int = MAX_BODY) -> None:
+        super().__init__(f"the request body is larger than {size_text(limit)}")
+        self.limit = limit
+
+
+class ClientGone(Exception):
+    """The client went away (or its body came too late) before the body was complete.
+
+    What did arrive is never used: a truncated form is still a valid form.
+    """
+
+
+def size_text(size: int) -> str:
+    """``1 MiB``, ``16 KiB``: a limit as an error message states it."""
+    if size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MiB"
+    if size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} bytes"
 
 
 class BadBody(Exception):
@@ -66,6 +87,9 @@ class Request:
     _body: bytes | None = field(default=None, repr=False)
     #: The token id the service said it authenticated (for the access line).
     caller_id: int | None = None
+    #: The service has accepted this request's credential (a call of its own
+    #: said so), so asking again before reporting bad input is not needed.
+    authenticated: bool = False
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
@@ -101,29 +125,46 @@ class Request:
         """The query's parameters in order; BadQuery past MAX_FIELDS."""
         return _pairs(self.query_string, "the query string")
 
-    async def body(self) -> bytes:
+    def declares_body_within(self, size: int) -> bool:
+        """Whether the head promises a body of at most ``size`` bytes (none counts).
+
+        A chunked body, or a length that is not plain digits, promises nothing.
+        """
+        if "transfer-encoding" in self.headers:
+            return False
+        declared = self.headers.get("content-length")
+        if declared is None:
+            return True  # no body at all
+        return declared.isascii() and declared.isdigit() and int(declared) <= size
+
+    async def body(self, limit: int = MAX_BODY) -> bytes:
+        """The whole body; BodyTooLarge past ``limit``, ClientGone if it never came whole."""
         if self._body is not None:
             return self._body
         declared = self.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY:
-            raise BodyTooLarge
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(limit)
         chunks, size = [], 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
-                raise BodyTooLarge
+            if size > limit:
+                raise BodyTooLarge(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         self._body = b"".join(chunks)
         return self._body
 
-    async def json(self, *, allow_empty: bool = False) -> Any:
-        raw = await self.body()
+    async def json(
+        self, *, allow_empty: bool = False, unique_keys: bool = False, limit: int = MAX_BODY
+    ) -> Any:
+        """The body as JSON; ``unique_keys`` refuses an object naming a key twice
+        (BadBody) where the default keeps the last, as Python and PHP do."""
+        raw = await self.body(limit)
         if not raw.strip() and allow_empty:
             return None
         if raw.count(b",") >= MAX_VALUES:
@@ -131,7 +172,11 @@ class Request:
             # values would hold the event loop for tens of milliseconds.
             raise BadBody(f"the body holds more than {MAX_VALUES} values")
         try:
-            value = json.loads(raw, parse_constant=_no_constant)
+            value = json.loads(
+                raw,
+                parse_constant=_no_constant,
+                object_pairs_hook=_unique_object if unique_keys else None,
+            )
         except RecursionError:
             raise BadBody(f"the body is nested deeper than {MAX_DEPTH} levels") from None
         except UnicodeDecodeError:
@@ -146,16 +191,18 @@ class Request:
         check_shape(value)
         return value
 
-    async def json_object(self, *, allow_empty: bool = False) -> dict[str, Any]:
-        value = await self.json(allow_empty=allow_empty)
+    async def json_object(
+        self, *, allow_empty: bool = False, unique_keys: bool = False, limit: int = MAX_BODY
+    ) -> dict[str, Any]:
+        value = await self.json(allow_empty=allow_empty, unique_keys=unique_keys, limit=limit)
         if value is None and allow_empty:
             return {}
         if not isinstance(value, dict):
             raise BadBody("the body must be a JSON object")
         return value
 
-    async def form(self) -> dict[str, list[str]]:
-        raw = await self.body()
+    async def form(self, limit: int = MAX_BODY) -> dict[str, list[str]]:
+        raw = await self.body(limit)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -184,6 +231,26 @@ def _pairs(text: str, what: str) -> list[tuple[str, str]]:
 
 def _no_constant(_: str) -> Any:
     raise ValueError("NaN and Infinity are not JSON")
+
+
+class DuplicateKey(BadBody):
+    """A JSON object names one key twice (not a ValueError: json.loads lets it through)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{shown(key)} is given more than once in one object of the body")
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook for ``json.loads``: linear, and a set only when there is a repeat."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
 
 
 def check_shape(value: Any) -> None:

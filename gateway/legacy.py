@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
+from gateway import authfirst
 from gateway.http import BadBody, BodyTooLarge, Request, Response
 from gateway.upstream import FieldProblem, RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -165,7 +166,8 @@ async def body_fields(request: Request, lists: tuple[str, ...] = ()) -> dict[str
 
     In a form, ``key[]`` and repeated keys make a list (for the fields in
     ``lists`` even a single ``key`` does); any other key keeps its last
-    value, as PHP does.
+    value, as PHP does. A JSON object naming a key twice keeps the last too,
+    as PHP's ``json_decode`` does (the canonical routes refuse it).
     """
     if not request.is_form():
         return await request.json_object()
@@ -197,15 +199,6 @@ async def all_tokens(
         list_request.page_token = page.next_page_token
 
 
-async def authenticated_first(upstream: Upstream, request: Request) -> None:
-    """Let a bad credential win over bad input, as an auth middleware would.
-
-    Only on the error path: a cheap authenticated call that raises
-    RpcFailure(UNAUTHENTICATED) if the caller is not who it claims.
-    """
-    await upstream.call(upstream.tokens.ListTokens, pb.ListTokensRequest(page_size=1), request)
-
-
 InputFailure = BadBody | BodyTooLarge | InputError
 
 
@@ -217,15 +210,18 @@ def guarded(
 ) -> Handler:
     """Run a family's handler, turning bad input and failed calls into its error shape.
 
-    On bad input the caller is authenticated first, so a stranger sees 401.
+    Every legacy route needs a token: a large body waits for the caller to
+    be authenticated, and bad input is reported only to an authenticated
+    caller, so a stranger sees 401 (``gateway.authfirst``).
     """
 
     async def run(request: Request, variables: dict[str, str]) -> Response:
         try:
+            await authfirst.before_body(upstream, request)
             try:
                 return await handler(request, variables)
             except (BadBody, BodyTooLarge, InputError) as problem:
-                await authenticated_first(upstream, request)
+                await authfirst.authenticate(upstream, request)
                 return bad_input(request, problem)
         except RpcFailure as failure:
             return failed(request, failure)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from gateway import legacy, rfc3339
+from gateway import authfirst, legacy, rfc3339
 from gateway.http import BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
@@ -247,7 +247,7 @@ class Me(legacy.Family):
     async def revoke(self, request: Request, variables: dict[str, str]) -> Response:
         token_id = variables["id"]
         if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
-            await legacy.authenticated_first(self._upstream, request)
+            await authfirst.authenticate(self._upstream, request)
             return problem(request, 404, "Token not found.")
         await self._upstream.call(
             self._upstream.tokens.RevokeToken,

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from gateway import authfirst
 from gateway.http import BadBody, BodyTooLarge, Request, Response, empty_response, json_response
 from gateway.legacy import Handler
 from gateway.names import shown
@@ -54,12 +55,13 @@ class OAuth:
 
     async def revoke(self, request: Request, _: dict[str, str]) -> Response:
         """200 with an empty body whether or not the token existed (RFC 7009 section 2.2);
-        no bearer token needed: holding the revoked one is the proof."""
+        no bearer token needed: holding the revoked one is the proof, so the
+        body a stranger may send is small (``authfirst.NO_TOKEN_MAX_BODY``)."""
         invalid = json_response(400, {"error": "invalid_request"})
         try:
-            form = await request.form()
-        except BodyTooLarge:
-            return _error(413, "invalid_request", "the request body is larger than 1 MiB")
+            form = await request.form(authfirst.NO_TOKEN_MAX_BODY)
+        except BodyTooLarge as large:
+            return _error(413, "invalid_request", str(large))
         except BadBody:
             return invalid
         tokens = form.get("token", [])
@@ -79,18 +81,17 @@ class OAuth:
 
     async def introspect(self, request: Request, _: dict[str, str]) -> Response:
         try:
+            # The caller needs a token: a stranger only ever sees 401.
+            await authfirst.before_body(self._upstream, request)
             try:
                 form = await request.form()
-            except BodyTooLarge:
-                return _error(413, "invalid_request", "the request body is larger than 1 MiB")
-            except BadBody as bad:
-                return _error(400, "invalid_request", str(bad))
+            except (BodyTooLarge, BadBody) as bad:
+                await authfirst.authenticate(self._upstream, request)
+                status = 413 if isinstance(bad, BodyTooLarge) else 400
+                return _error(status, "invalid_request", str(bad))
             tokens = form.get("token", [])
             if len(tokens) != 1 or not tokens[0]:
-                # Authenticate first, so a stranger only ever sees 401.
-                await self._upstream.call(
-                    self._upstream.tokens.ListTokens, pb.ListTokensRequest(page_size=1), request
-                )
+                await authfirst.authenticate(self._upstream, request)
                 return _error(400, "invalid_request", "give exactly one token parameter")
             client_ip = (form.get("client_ip") or [""])[-1]
             answer = await self._upstream.call(

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.descriptor import ServiceDescriptor as Service
 
 from gateway import openapi_legacy
+from gateway.authfirst import UNAUTHENTICATED_RPCS
 from gateway.http import Request, Response, json_response
 from gateway.legacy import Handler
 from gateway.pattern import LITERAL, Template
@@ -24,12 +25,6 @@ from gateway.transcode import Binding, bindings
 
 PATH = "/openapi.json"
 Schema = dict[str, Any]
-
-#: RPCs the servicer answers without a caller token (RFC 7009: holding the
-#: token is the proof). The proto carries no annotation for it, so the list
-#: lives here; ``tests/test_openapi.py`` calls every canonical route without
-#: a token and holds this table equal to which ones are not 401.
-UNAUTHENTICATED_RPCS = frozenset({"RevokeTokenByValue"})
 
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
 _UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}

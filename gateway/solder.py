@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from gateway import legacy
+from gateway import authfirst, legacy
 from gateway.http import BodyTooLarge, Request, Response, json_response
 from gateway.legacy import Handler, InputError
 from gateway.status import http_status
@@ -91,7 +91,7 @@ class Solder(legacy.Family):
         token_id = variables["tokenId"]
         if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
             # Still authenticate first: a stranger learns nothing from our 404s.
-            await legacy.authenticated_first(self._upstream, request)
+            await authfirst.authenticate(self._upstream, request)
             return json_response(404, _NOT_FOUND)
         await self._upstream.call(
             self._upstream.tokens.RevokeToken,

@@ -28,8 +28,9 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from gateway import strconv
-from gateway.http import BadBody, BodyTooLarge, Request, Response, json_response
+from gateway import authfirst, strconv
+from gateway.authfirst import UNAUTHENTICATED_RPCS
+from gateway.http import MAX_BODY, BadBody, BodyTooLarge, Request, Response, json_response
 from gateway.names import shown
 from gateway.pattern import Template, compile_template
 from gateway.protojson import to_json
@@ -229,6 +230,45 @@ def _mask_paths(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") 
     return paths
 
 
+def body_limit(binding: Binding) -> int:
+    """The most body a route takes: less where no token is needed (``gateway.authfirst``)."""
+    if binding.method.name in UNAUTHENTICATED_RPCS:
+        return authfirst.NO_TOKEN_MAX_BODY
+    return MAX_BODY
+
+
+def check_named_once(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") -> None:
+    """BadRequest if one object of the body names a field twice (proto and JSON names).
+
+    Repeats of one exact key were refused by the parser; this walks the body
+    along the message once, so it is linear in the body's size.
+    """
+    seen: set[str] = set()
+    for key, value in body.items():
+        field = _field(descriptor, key)
+        if field is None:
+            continue  # unknown: ParseDict names it
+        path = prefix + field.name
+        if field.name in seen:
+            raise BadRequest(f"field {shown(path)} is given more than once in the body")
+        seen.add(field.name)
+        message = field.message_type
+        if message is None or message.full_name.startswith("google.protobuf."):
+            continue
+        if message.GetOptions().map_entry:
+            value_field = message.fields_by_name["value"]
+            if value_field.message_type is not None and isinstance(value, dict):
+                for item in value.values():
+                    if isinstance(item, dict):
+                        check_named_once(value_field.message_type, item, path + ".")
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    check_named_once(message, item, path + ".")
+        elif isinstance(value, dict):
+            check_named_once(message, value, path + ".")
+
+
 class Transcoder:
     """Turns each HttpRule binding of a service into an HTTP endpoint."""
 
@@ -251,20 +291,24 @@ class Transcoder:
         response_key = ""
         if binding.response_body:
             response_key = _resolve(binding.method.output_type, binding.response_body)[-1].json_name
+        needs_token = binding.method.name not in UNAUTHENTICATED_RPCS
+        upstream = self._upstream
 
         async def endpoint(request: Request, variables: dict[str, str]) -> Response:
             try:
-                message = await decode_request(binding, request_class, request, variables)
-            except BodyTooLarge:
-                return error_response(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "the request body is larger than 1 MiB",
-                    http=413,
-                )
-            except (BadBody, BadRequest) as error:
-                return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            try:
-                reply = await self._upstream.call(call, message, request)
+                if needs_token:
+                    await authfirst.before_body(upstream, request)
+                try:
+                    message = await decode_request(binding, request_class, request, variables)
+                except (BodyTooLarge, BadBody, BadRequest) as error:
+                    if needs_token:  # a stranger sees 401, whatever it sent
+                        await authfirst.authenticate(upstream, request)
+                    if isinstance(error, BodyTooLarge):
+                        code, http = grpc.StatusCode.RESOURCE_EXHAUSTED, 413
+                    else:
+                        code, http = grpc.StatusCode.INVALID_ARGUMENT, 400
+                    return error_response(code, str(error), http=http)
+                reply = await upstream.call(call, message, request)
             except RpcFailure as failure:
                 return error_response(failure.code, failure.message, failure.status)
             content = to_json(reply)
@@ -283,13 +327,19 @@ async def decode_request(
     descriptor = binding.method.input_type
     payload: dict[str, Any] = {}
     bound: set[str] = set()
+    # As protojson: a field named twice in one object (even once by its proto
+    # name and once by its JSON name) is refused, so no two readers of one
+    # body (a proxy, this gateway) can take different values from it.
+    limit = body_limit(binding)
     if binding.body == "*":
-        payload = await request.json_object(allow_empty=True)
+        payload = await request.json_object(allow_empty=True, unique_keys=True, limit=limit)
+        check_named_once(descriptor, payload)
     elif binding.body:
         body_field = _resolve(descriptor, binding.body)[-1]
-        value = await request.json(allow_empty=True)
+        value = await request.json(allow_empty=True, unique_keys=True, limit=limit)
         if value is not None:
             payload[body_field.name] = value
+            check_named_once(descriptor, {body_field.name: value})
         bound.add(body_field.name)
 
     query: dict[str, list[str]] = {}

@@ -111,6 +111,101 @@ async def test_a_connection_without_a_complete_head_is_closed(http: HttpServer) 
     writer.close()
 
 
+def _post(path: str, length: int, *extra: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n".encode()
+        + b"".join(extra)
+        + f"Content-Length: {length}\r\n\r\n".encode()
+    )
+
+
+async def test_a_body_not_complete_in_time_is_408_and_closed(
+    http: HttpServer, service: LiveService
+) -> None:
+    """Whether the application is waiting for the body or has answered already."""
+    before = service.snapshot()
+    auth = f"Authorization: Bearer {service.admin_token}\r\n".encode()
+    for extra in ((auth,), ()):  # a caller's body and a stranger's small one are both read
+        reader, writer = await _open(http)
+        writer.write(_post("/v1/tokens", 100, *extra) + b"{")
+        assert await _status(reader) == 408
+        rest = await reader.read(65536)
+        assert b"did not arrive in time" in rest
+        await _closed_within(reader, 5)
+        writer.close()
+
+    # A stranger's large body is answered (401) before it is read; the rest of
+    # it, dribbled, must not keep the connection either.
+    reader, writer = await _open(http)
+    writer.write(_post("/api/token", 1024 * 1024) + b"{")
+    assert await _status(reader) == 401
+
+    async def dribble() -> None:
+        while not writer.is_closing():
+            writer.write(b" ")
+            await asyncio.sleep(0.05)
+
+    dribbling = asyncio.create_task(dribble())
+    took = await _closed_within(reader, 5)
+    dribbling.cancel()
+    print(f"dribbled body after an answer closed after {took:.2f} s (timeout 0.5 s)")
+    writer.close()
+    assert service.snapshot() == before
+
+
+async def test_a_connection_idle_after_a_body_answered_early_is_closed(
+    http: HttpServer,
+) -> None:
+    """A stranger's 401 comes before its body; the rest, once sent, is discarded,
+    and the connection is then idle like any other (uvicorn's keep-alive timer
+    was cancelled by the body's bytes and never set again)."""
+    reader, writer = await _open(http)
+    writer.write(_post("/api/token", 20_000) + b"{")
+    assert await _status(reader) == 401
+    writer.write(b" " * 19_999)
+    await writer.drain()
+    idle = await _closed_within(reader, 5)
+    print(f"idle after an early answer closed after {idle:.2f} s (keep-alive 1 s)")
+    writer.close()
+
+
+async def test_slow_bodies_cannot_hold_every_connection(http: HttpServer) -> None:
+    """Every connection slot taken by a body sent a byte at a time: /healthz
+    is answered again within the body timeout."""
+    held = []
+    for _ in range(LIMITS.max_connections):
+        reader, writer = await _open(http)
+        writer.write(_post("/v1/tokens", 1000) + b"{")
+        held.append((reader, writer))
+
+    async def dribble() -> None:
+        while True:
+            for _, writer in held:
+                if not writer.is_closing():
+                    writer.write(b" ")
+            await asyncio.sleep(0.05)
+
+    dribbling = asyncio.create_task(dribble())
+    try:
+        async with asyncio.timeout(5):
+            while True:  # refused while the slots are held, then served
+                reader, writer = await _open(http)
+                writer.write(_head())
+                try:
+                    if await _status(reader) == 200:
+                        break
+                except (ValueError, IndexError, ConnectionResetError):
+                    pass  # closed unanswered: every slot still held
+                finally:
+                    writer.close()
+        for reader, _ in held:
+            assert await _status(reader) == 408
+    finally:
+        dribbling.cancel()
+        for _, writer in held:
+            writer.close()
+
+
 async def test_an_idle_keep_alive_connection_is_closed(http: HttpServer) -> None:
     reader, writer = await _open(http)
     for _ in range(2):  # the connection is kept between requests

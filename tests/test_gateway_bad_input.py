@@ -59,8 +59,8 @@ ROUTES: list[tuple[str, str, bool, Shape]] = [
 ]
 IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
 GOOD_BODY = b'{"name": "valid"}'
-# The canonical routes decode the body before any call, as grpc-gateway does,
-# so the credential tests give them a body they accept.
+# A body each route accepts: the credential is what is wrong (a stranger's bad
+# body is 401 too: tests/test_gateway_bodies.py).
 GOOD_BODIES = {"/v1/tokens:introspect": b'{"token": "x"}'}
 
 

@@ -11,7 +11,8 @@ from google.protobuf.message_factory import GetMessageClass
 from openapi_spec_validator import validate
 
 from gateway.app import SERVICE, routes
-from gateway.openapi import UNAUTHENTICATED_RPCS, document, openapi_path, parameter_names
+from gateway.authfirst import UNAUTHENTICATED_RPCS
+from gateway.openapi import document, openapi_path, parameter_names
 from gateway.pattern import compile_template
 from gateway.transcode import bindings
 from gateway.upstream import Upstream

@@ -49,7 +49,7 @@ class Settings:
     is_worker: bool = False
     #: HTTP: bytes a request line and headers may take (431 beyond).
     http_max_head_bytes: int = 16 * 1024
-    #: HTTP: seconds a connection may take to send a complete request head;
+    #: HTTP: seconds a connection may take to send a complete request head, then its body;
     #: gRPC: to finish its handshake and start a first call.
     http_head_timeout: float = 10.0
     #: HTTP: seconds an idle keep-alive connection is kept open.
@@ -203,7 +203,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "http_head_timeout",
         _positive(float),
-        "seconds to send a complete HTTP request head, or to start a first gRPC call",
+        "seconds to send a complete HTTP request head, then its body, or to start a first gRPC call",
     ),
     Limit("http_keep_alive_timeout", _positive(int), "seconds an idle HTTP connection is kept"),
     Limit("http_max_connections", _positive(int), "open HTTP connections; more are refused"),
