@@ -203,7 +203,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "http_head_timeout",
         _positive(float),
-        "seconds to send a complete HTTP request head, then its body, or to start a first gRPC call",
+        "seconds to send an HTTP request head, then its body, or to start a first gRPC call",
     ),
     Limit("http_keep_alive_timeout", _positive(int), "seconds an idle HTTP connection is kept"),
     Limit("http_max_connections", _positive(int), "open HTTP connections; more are refused"),
