@@ -32,7 +32,7 @@ from bench.run import (
 )
 from bench.seed import Group, seed_sync
 from tests.postgres import PgServer, remove_server, start_server
-from tokengrpc import tokens as token_ops
+from tokengrpc import pagetokens
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.postgres.changes import CHANNEL
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -142,12 +142,12 @@ def _scale_rows(rows: list[Row], work: Path, pg: PgServer, size: int) -> None:
         metadata = (("authorization", f"Bearer {caller}"),)
         last_id = size + 1
         page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            token_ops.PAGE_TOKEN_LABEL
+            pagetokens.PAGE_TOKEN_LABEL
         )
         first_page = pb.ListTokensRequest(page_size=20)
         near_end = pb.ListTokensRequest(
             page_size=20,
-            page_token=token_ops.encode_page_token(page_key, last_id - 40, "scale", False),
+            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens

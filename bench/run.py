@@ -33,7 +33,7 @@ import httpx
 
 from bench.seed import Group, seed_sync
 from bench.stats import Figure
-from tokengrpc import tokens as token_ops
+from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
@@ -414,11 +414,11 @@ def _scale_one(rows: list[Row], work: Path, size: int) -> None:
         first_page = pb.ListTokensRequest(page_size=20)
         # Page tokens are signed with a key derived from the data dir's secret key.
         page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            token_ops.PAGE_TOKEN_LABEL
+            pagetokens.PAGE_TOKEN_LABEL
         )
         near_end = pb.ListTokensRequest(
             page_size=20,
-            page_token=token_ops.encode_page_token(page_key, last_id - 40, "scale", False),
+            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens

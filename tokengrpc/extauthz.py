@@ -136,7 +136,7 @@ def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
     return headers
 
 
-def missing_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
+def lacks_required_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
     """Opaque scopes are matched exactly: ``admin`` stands in only for reserved ones."""
     required = extensions.get(REQUIRED_SCOPES)
     if not required:
@@ -219,7 +219,7 @@ class AuthorizationServicer:
         record = await self._auth.check(token, address, caller.now)
         if record is None:
             return UNAUTHENTICATED
-        if missing_scopes(record, attributes.context_extensions):
+        if lacks_required_scopes(record, attributes.context_extensions):
             return FORBIDDEN
         return self._allowed(record)
 
