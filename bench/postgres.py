@@ -20,15 +20,15 @@ import asyncpg
 import grpc
 import httpx
 
-from bench.run import (
+from bench.harness import (
     Row,
-    _of_floor,
-    _timed,
     echo_floor,
     grpc_load,
     interleaved,
+    of_floor,
     serve_args,
     server,
+    timed_ms,
 )
 from bench.seed import Group, seed_sync
 from tests.postgres import PgServer, remove_server, start_server
@@ -62,7 +62,7 @@ def _introspect_rows(rows: list[Row], work: Path, pg: PgServer, runs: int, secon
             floor = got["floor"]
             rate, p50, p99 = got["introspect"]
             rows.append(Row("PostgreSQL", f"IntrospectToken, {n} in flight", rate, p50, p99,
-                            _of_floor(rate, floor[0])))  # fmt: skip
+                            of_floor(rate, floor[0])))  # fmt: skip
         rows.append(Row("PostgreSQL", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
         # Two instances on the one database, the load split between them.
         # Every instance needs the store's key (the seeding instance made it).
@@ -151,15 +151,15 @@ def _scale_rows(rows: list[Row], work: Path, pg: PgServer, size: int) -> None:
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
-            first = _timed(15, partial(list_tokens, first_page, metadata=metadata), cold)
-            later = _timed(15, partial(list_tokens, near_end, metadata=metadata), cold)
+            first = timed_ms(15, partial(list_tokens, first_page, metadata=metadata), cold)
+            later = timed_ms(15, partial(list_tokens, near_end, metadata=metadata), cold)
         headers = {"Authorization": f"Bearer {caller}"}
         last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
         with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
-            me_first = _timed(
+            me_first = timed_ms(
                 9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers), cold
             )
-            me_last = _timed(9, partial(client.get, last_page, headers=headers), cold)
+            me_last = timed_ms(9, partial(client.get, last_page, headers=headers), cold)
         rss = svc.rss_mb()
     rows += [
         Row("PostgreSQL", f"{size:,} tokens: ListTokens page 1 / near the end, uncached",
