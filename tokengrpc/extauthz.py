@@ -165,9 +165,10 @@ class AuthorizationServicer:
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
         self._last_warning = -_WARN_EVERY
-        #: Token id -> (the record it was built from, its allowing answer). Building
-        #: an answer costs more than the rest of a check; the store hands out the
-        #: same record object until the token changes, so identity says "still true".
+        #: Token id -> (the record it was built from, its allowing answer): an answer
+        #: is built once per record, not per check (docs/performance.md). The store
+        #: hands out the same record object until the token changes, so identity
+        #: says "still true".
         self._answers: dict[int, tuple[TokenRecord, external_auth_pb2.CheckResponse]] = {}
 
     async def _checking_caller(

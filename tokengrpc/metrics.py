@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 #: The label of an HTTP request no route matched (its path is the client's, not ours).
 UNMATCHED_ROUTE = "(unmatched)"
-#: Seconds; the service answers most requests in well under a millisecond.
+#: Seconds; the lowest bound is set for where the hot path's answers fall
+#: (docs/performance.md, "What the hot path does").
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Seconds between copies of a process's numbers to its shared file (how stale
 #: another worker's figures can be in a scrape).
