@@ -78,7 +78,7 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     graph = {_module_name(path): _project_imports(path, known) for path in paths}
     for start in sorted(graph):
         seen: set[str] = set()
-        stack = [(start, (start,))]
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
         while stack:
             module, trail = stack.pop()
             for imported in graph[module]:
