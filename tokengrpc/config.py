@@ -4,7 +4,8 @@ Adding a setting is a field of ``Settings`` and one row of ``OPTIONS`` (or of
 ``LIMITS`` for a positive number): the row makes its flag on the commands it
 names, reads its variable, and the worker processes of ``serve`` get the
 parent's resolved ``Settings`` whole (``to_json``), so none can be forgotten.
-``tests/test_config.py`` holds the README's table to the rows.
+``tests/test_config.py`` holds the README's table and every command's
+``--help`` to the rows.
 """
 
 from __future__ import annotations
