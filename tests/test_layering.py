@@ -35,11 +35,22 @@ def test_addresses_need_nothing_but_the_standard_library() -> None:
     assert _imports(ROOT / "tokengrpc" / "addresses.py") <= allowed
 
 
+#: The composition root: the commands start the gateway; nothing else in the service may.
+COMMANDS = ROOT / "tokengrpc" / "commands"
+
+
 def test_the_service_never_imports_the_gateway() -> None:
     for path in (ROOT / "tokengrpc").rglob("*.py"):
-        if path.name == "cli.py":
-            continue  # the composition root starts the gateway; nothing else may
+        if path.is_relative_to(COMMANDS):
+            continue
         assert not any(n.startswith("gateway") for n in _imports(path)), path.name
+
+
+def test_only_the_entry_point_imports_the_commands() -> None:
+    for path in (ROOT / "tokengrpc").rglob("*.py"):
+        if path.is_relative_to(COMMANDS) or path.name == "cli.py":
+            continue
+        assert not any(n.startswith("tokengrpc.commands") for n in _imports(path)), path.name
 
 
 def _module_name(path: Path) -> str:
