@@ -25,8 +25,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 1024 * 1024  # 1 MiB
-#: A form body's limit: percent-decoding runs in Python (about 0.15 s a MiB of
-#: escapes, all on the event loop), and no form a family takes needs more.
+#: A form body's limit: percent-decoding runs in Python, on the event loop
+#: (docs/performance.md), and no form a family takes needs more.
 MAX_FORM_BODY = 64 * 1024
 #: Parameters in a query string or a form body. Each one costs Python work
 #: per item before any rule of the service sees the request.
