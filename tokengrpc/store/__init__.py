@@ -1,4 +1,4 @@
-"""Persistence behind a small interface, so another engine can be added later."""
+"""The store: one interface (``base.py``), two engines behind it, the layers over them (docs/store.md)."""
 
 from tokengrpc.store.base import (
     NO_ACTOR,
