@@ -1,4 +1,7 @@
-"""The store: one interface (``base.py``), two engines behind it, the layers over them (docs/store.md)."""
+"""The store: one interface (``base.py``), two engines behind it, layers over them.
+
+``open.py`` puts them together; docs/store.md has the picture.
+"""
 
 from tokengrpc.store.base import (
     NO_ACTOR,
