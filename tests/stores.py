@@ -1,7 +1,9 @@
 """Stores for the contract suite, one parameter per engine (docs/store.md).
 
 ``open_store`` opens another store on the same database each time it is
-called: two stand for two processes (or instances) sharing it.
+called: two stand for two processes (or instances) sharing it. Every store
+is composed as ``open_store`` composes it (``tokengrpc.store.open.layered``);
+``memory`` is the dict-backed engine of ``tests/memory.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import TypeVar
 
 import pytest
 
+from tests.memory import Database, MemoryChanges, MemoryEngine
 from tokengrpc.store import TokenStore
+from tokengrpc.store.open import layered
 from tokengrpc.store.postgres.open import open_postgres
 from tokengrpc.store.sqlite import open_sqlite
 
@@ -46,16 +50,20 @@ class StoreFactory:
             await asyncio.sleep(0.002)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     data_dir = tmp_path / "store"
     data_dir.mkdir()
     opened: list[TokenStore] = []
     # A fresh database of the session's PostgreSQL server (tests/postgres.py).
     url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
+    memory = Database()
 
     async def open_one() -> TokenStore:
-        store = await open_postgres(url) if url else await open_sqlite(data_dir)
+        if request.param == "memory":
+            store = layered(MemoryEngine(memory), MemoryChanges(memory))
+        else:
+            store = layered(*await (open_postgres(url) if url else open_sqlite(data_dir)))
         opened.append(store)
         return store
 

@@ -23,7 +23,7 @@ from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION, Notifi
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
 from tokengrpc.store.postgres.migrations import LATEST
-from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_engine
+from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_postgres
 
 
 def _new(name: str, owner: str = "alice", *, first: bool = False) -> NewToken:
@@ -43,7 +43,7 @@ def _new(name: str, owner: str = "alice", *, first: bool = False) -> NewToken:
 @pytest.fixture
 async def instances(database_url: str) -> AsyncIterator[list[tuple[PostgresEngine, Notifications]]]:
     """Three instances' engines and notifications on one database."""
-    opened = [await open_engine(database_url) for _ in range(3)]
+    opened = [await open_postgres(database_url) for _ in range(3)]
     try:
         yield opened
     finally:
@@ -111,7 +111,7 @@ async def test_a_newer_schema_is_refused(database_url: str) -> None:
     finally:
         await connection.close()
     with pytest.raises(DatabaseError) as raised:
-        await open_engine(database_url)
+        await open_postgres(database_url)
     message = str(raised.value)
     print(message)
     assert "newer" in message
@@ -123,7 +123,7 @@ async def test_a_wrong_password_is_named_without_either_password(database_url: s
     if wrong == database_url:  # an external server's URL: put a wrong password in
         wrong = database_url.replace("://", "://tokengrpc_nobody:Wrong-Guess-91@", 1)
     with pytest.raises(DatabaseError) as raised:
-        await open_engine(wrong)
+        await open_postgres(wrong)
     message = str(raised.value)
     print(message)
     assert "Wrong-Guess-91" not in message
@@ -139,7 +139,7 @@ async def test_an_unreachable_database_fails_quickly() -> None:
         port = probe.getsockname()[1]
     start = time.perf_counter()
     with pytest.raises(DatabaseError) as raised:
-        await open_engine(f"postgresql://u:Secret-Pw-3@127.0.0.1:{port}/db")
+        await open_postgres(f"postgresql://u:Secret-Pw-3@127.0.0.1:{port}/db")
     took = time.perf_counter() - start
     print(f"refused after {took:.3f} s: {raised.value}")
     assert took < 10
@@ -234,7 +234,7 @@ async def test_a_stopped_server_is_unavailable_and_back_by_itself() -> None:
     server = await asyncio.to_thread(start_server)
     try:
         url = await asyncio.to_thread(server.new_database)
-        engine, changes = await open_engine(url)
+        engine, changes = await open_postgres(url)
         try:
             created = await engine.insert(_new("kept"))
             await asyncio.to_thread(server.stop)

@@ -20,7 +20,9 @@ from tokengrpc.store import (
     NameTaken,
     NewToken,
     Rotation,
+    TokenChanges,
     TokenRecord,
+    TokenStore,
 )
 from tokengrpc.usage import UsageRecorder
 
@@ -227,6 +229,50 @@ async def test_writes_return_records_with_pending_uses(open_store: StoreFactory)
     quick = await store.get(token.id, usage=False)
     assert quick is not None
     assert quick.usage_count == 0, "usage=False leaves pending uses out"
+
+
+async def _steady(store: TokenStore, token_id: int) -> TokenRecord:
+    """What ``get(usage=False)`` hands out once it answers from memory: the same
+    object twice in a row (PostgreSQL's store may not vouch for memory at once)."""
+    async with asyncio.timeout(5):
+        while True:
+            first = await store.get(token_id, usage=False)
+            assert first is not None
+            if await store.get(token_id, usage=False) is first:
+                return first
+            await asyncio.sleep(0.01)
+
+
+async def test_an_unchanged_token_is_the_very_same_record(open_store: StoreFactory) -> None:
+    """TokenStore's record identity, on which extauthz keeps its allowing answers."""
+    store = await open_store()
+    token = await store.insert(_new("kept"))
+    other = await store.insert(_new("other"))
+    held = await _steady(store, token.id)
+    for _ in range(3):
+        assert await store.get(token.id, usage=False) is held
+    store.record_use(token.id, 5, "192.0.2.1")  # only recorded: nothing held changes
+    assert await store.get(token.id, usage=False) is held
+    counting = await store.get(token.id)
+    assert counting is not None
+    assert counting.usage_count == 1
+    await store.flush_usage()
+    counted = await _steady(store, token.id)
+    assert (counted.usage_count, counted.last_use_ip) == (1, "192.0.2.1")
+    store.record_use(other.id, 6)
+    await store.flush_usage()  # another token's uses written: this one is unchanged
+    assert await store.get(token.id, usage=False) is counted
+    await store.update(token.id, TokenChanges(name="renamed"), 9)
+    renamed = await _steady(store, token.id)
+    assert (renamed.name, renamed.usage_count) == ("renamed", 1)
+    elsewhere = await open_store()
+    await elsewhere.revoke(token.id, 10)
+    revoked = await open_store.seen(
+        lambda: store.get(token.id, usage=False),
+        lambda found: found is not None and found.revoke_time == 10,
+    )
+    assert revoked is not None
+    assert (revoked.revoke_time, revoked.name) == (10, "renamed")
 
 
 def test_with_usage_changes_only_the_usage_figures() -> None:

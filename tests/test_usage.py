@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import LiveService, bearer
-from tokengrpc.store.cached import CachingStore
+from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation, SqliteEngine
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -63,7 +63,7 @@ async def test_a_read_during_a_flush_counts_each_use_once(
     store = service.core.store
     await service.stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(token))  # one use
     await read(service, token_id, token)  # the answer is cached now
-    assert isinstance(store, CachingStore)
+    assert isinstance(store, CountingStore)
     engine = store.engine
     assert isinstance(engine, SqliteEngine)
     reached, release = asyncio.Event(), asyncio.Event()

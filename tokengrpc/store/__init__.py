@@ -1,4 +1,7 @@
-"""Persistence behind a small interface, so another engine can be added later."""
+"""The store: one interface (``base.py``), two engines behind it, layers over them.
+
+``open.py`` puts them together; docs/store.md has the picture.
+"""
 
 from tokengrpc.store.base import (
     NO_ACTOR,

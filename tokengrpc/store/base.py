@@ -199,6 +199,15 @@ class TokenStore(Protocol):
     Every write that changes a token writes its audit event in the same
     transaction: no event without its change, no change without its event.
     Every record returned holds every use recorded through this store, once.
+
+    Record identity: ``get(token_id, usage=False)`` hands out the very same
+    record object, call after call, until the token changes (a write to it,
+    or uses of it written) or the store stops answering from memory (another
+    process wrote; PostgreSQL's listener not vouching for it). Uses only
+    recorded, and writes of other tokens' uses, keep it. Records are frozen,
+    so a changed token is always a new object: a caller may keep what it
+    derives from a record, keyed by the record's identity (``extauthz``
+    keeps its allowing answers so).
     """
 
     @property
@@ -217,7 +226,7 @@ class TokenStore(Protocol):
 
     async def get(self, token_id: int, *, usage: bool = True) -> TokenRecord | None:
         """``usage=False``: the usage figures may leave out uses not yet written
-        (cheaper, for callers that never read them)."""
+        (cheaper, for callers that never read them; see record identity above)."""
         ...
 
     async def get_service_token(self, name: str) -> TokenRecord | None:

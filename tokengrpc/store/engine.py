@@ -1,7 +1,8 @@
 """What an engine is: its SQL and its own concurrency, and how it announces changes.
 
-Caching, change watching and usage exactness are layers over these
-(``cached.py``); an engine knows none of them. docs/store.md has the picture.
+Caching and usage counting are layers over these (``cached.py``,
+``counting.py``), put together by ``open.py``; an engine knows neither.
+docs/store.md has the picture.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class Engine(Protocol):
     transaction. Engine failures are ``tokengrpc.errors.Unavailable``.
     """
 
-    #: False from a write the disk refused until ``probe_write`` succeeds.
-    writable: bool
+    @property
+    def writable(self) -> bool:
+        """False from a write the disk refused until ``probe_write`` succeeds
+        (``health.WriteHealth`` keeps it)."""
+        ...
 
     async def insert(self, new: NewToken) -> TokenRecord:
         """Raises NameTaken for a duplicate live service-token name."""

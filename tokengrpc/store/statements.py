@@ -4,21 +4,23 @@ SQLite marks parameters ``?``, PostgreSQL ``$1``, ``$2``...; the statements
 here differ in nothing else, so each engine asks for them with its marker.
 A list column (scopes, allowed ips, changed fields) is JSON text on SQLite and
 an array on PostgreSQL: each engine passes its own way in and out of it.
-What only one engine can say (SQLite's ``VALUES`` batches, PostgreSQL's
-``unnest`` and ``RETURNING`` of a whole insert) stays in that engine.
+What only one engine can say (SQLite's ``VALUES`` usage batches, PostgreSQL's
+``unnest`` and its casts) stays in that engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tokengrpc.store.base import (
+    Actor,
     EventAction,
     EventQuery,
     EventRecord,
     ListQuery,
     NewToken,
+    TokenChanges,
     TokenRecord,
 )
 
@@ -48,6 +50,59 @@ EVENT_COLUMNS = (
     "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
     " changed_fields"
 )
+
+
+def _values(mark: Marker, columns: int, rows: int) -> str:
+    """``rows`` groups of ``columns`` markers, numbered on across the groups."""
+    return ", ".join(
+        "(" + ", ".join(mark(row * columns + n) for n in range(1, columns + 1)) + ")"
+        for row in range(rows)
+    )
+
+
+def insert_tokens(mark: Marker, rows: int = 1) -> str:
+    """An insert of ``rows`` tokens (``insert_params`` each), returning their rows."""
+    return (
+        "INSERT INTO tokens (owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
+        f" create_time, update_time, sealed_value) VALUES {_values(mark, 10, rows)}"
+        f" RETURNING {TOKEN_COLUMNS}"
+    )
+
+
+def insert_events(mark: Marker, rows: int = 1) -> str:
+    """An insert of ``rows`` audit events (``event_params`` each)."""
+    return (
+        "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+        f" actor_owner, client_ip, changed_fields) VALUES {_values(mark, 8, rows)}"
+    )
+
+
+def update_token(
+    token_id: int, changes: TokenChanges, now: int, mark: Marker, strings: Encode
+) -> tuple[str, list[object]]:
+    """The update of a live token's changed fields and its update time, returning
+    its row; and its parameters. Column names are constants: no value is in the SQL."""
+    scopes, ips = changes.scopes, changes.allowed_ips
+    changed: list[tuple[str, bool, object]] = [
+        ("name", changes.name is not None, changes.name),
+        ("scopes", scopes is not None, None if scopes is None else strings(scopes)),
+        ("active", changes.active is not None, changes.active),
+        ("allowed_ips", ips is not None, None if ips is None else strings(ips)),
+        # The one column a change can set to NULL.
+        ("expire_time", changes.set_expire_time, changes.expire_time),
+    ]
+    params: list[object] = [now]
+    assignments = [f"update_time = {mark(1)}"]
+    for column, is_set, value in changed:
+        if is_set:
+            params.append(value)
+            assignments.append(f"{column} = {mark(len(params))}")
+    params.append(token_id)
+    sql = (
+        f"UPDATE tokens SET {', '.join(assignments)}"
+        f" WHERE id = {mark(len(params))} AND revoke_time IS NULL RETURNING {TOKEN_COLUMNS}"
+    )
+    return sql, params
 
 
 def get_token(mark: Marker) -> str:
@@ -152,3 +207,17 @@ def insert_params(new: NewToken, strings: Encode) -> tuple[object, ...]:
         new.now,
         new.sealed_value,
     )
+
+
+def event_params(
+    action: EventAction,
+    token: tuple[int, str],
+    now: int,
+    actor: Actor,
+    fields: Sequence[str],
+    strings: Encode,
+) -> tuple[object, ...]:
+    """The eight parameters of an audit event: the token's id and owner, the
+    actor, and the changed fields' names (never a value)."""
+    return (now, int(action), *token, actor.token_id, actor.owner, actor.client_ip,
+            strings(tuple(fields)))  # fmt: skip

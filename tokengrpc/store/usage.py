@@ -1,8 +1,10 @@
-"""Uses counted in memory and not yet handed to the engine.
+"""What a use does to a record: the one fold, and the uses not yet handed to the engine.
 
-An authentication must not cost a database write, so uses are counted here
-and written in batches (``CachingStore.flush_usage``). Records the store
-hands back get these counts added, so every use shows at once.
+An authentication must not cost a database write, so uses are counted in
+memory and written in batches (``CountingStore``, ``counting.py``). Every
+record the store hands back has the uses it does not hold yet folded in by
+``counted``, the only place that says how: counts add up, and the last use's
+time and address follow the later use. The engines say the same in SQL.
 """
 
 from __future__ import annotations
@@ -10,7 +12,16 @@ from __future__ import annotations
 from tokengrpc.store.base import TokenRecord, Usage
 
 
+def counted(record: TokenRecord, count: int, last_use_time: int, last_use_ip: str) -> TokenRecord:
+    """``record`` with ``count`` more uses, the last at ``last_use_time`` from ``last_use_ip``."""
+    if last_use_time >= (record.last_use_time or 0):
+        return record.with_usage(record.usage_count + count, last_use_time, last_use_ip)
+    return record.with_usage(record.usage_count + count, record.last_use_time)
+
+
 class PendingUses:
+    """Uses recorded and not yet taken for a batch, by token id."""
+
     def __init__(self) -> None:
         self._uses: dict[int, Usage] = {}
 
@@ -26,11 +37,7 @@ class PendingUses:
         use = self._uses.get(record.id)
         if use is None:
             return record
-        if use.last_use_time >= (record.last_use_time or 0):
-            return record.with_usage(
-                record.usage_count + use.count, use.last_use_time, use.last_use_ip
-            )
-        return record.with_usage(record.usage_count + use.count, record.last_use_time)
+        return counted(record, use.count, use.last_use_time, use.last_use_ip)
 
     def take(self) -> dict[int, Usage]:
         """Every pending use, which leaves the pending counts in this same step."""

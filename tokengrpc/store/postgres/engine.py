@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -41,26 +40,19 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
+from tokengrpc.store.health import DISK_FULL, WriteHealth
 from tokengrpc.store.postgres.changes import APPLICATION, CHANNEL
-
-log = logging.getLogger(__name__)
 
 #: A pooled connection (a proxy with the connection's methods).
 Connection: TypeAlias = "PoolConnectionProxy[Record]"
 
 T = TypeVar("T")
 
+_mark = statements.numbered
 _COLUMNS = statements.TOKEN_COLUMNS
-_GET = statements.get_token(statements.numbered)
-_GET_SERVICE = statements.get_service_token(statements.numbered)
-_INSERT_COLUMNS = (
-    "owner, name, secret_hash, scopes, active, expire_time, allowed_ips, create_time,"
-    " update_time, sealed_value"
-)
-_INSERT = (
-    f"INSERT INTO tokens ({_INSERT_COLUMNS})"
-    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}"
-)
+_GET = statements.get_token(_mark)
+_GET_SERVICE = statements.get_service_token(_mark)
+_INSERT = statements.insert_tokens(_mark)
 _INSERT_ID = _INSERT.partition(" RETURNING")[0] + " RETURNING id"
 _REVOKE = (
     "UPDATE tokens SET revoke_time = $1, update_time = $1 WHERE id = $2 AND revoke_time IS NULL"
@@ -88,13 +80,10 @@ _ADD_USAGE = (
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
     " AS batch (id, uses, used, address) WHERE tokens.id = batch.id"
 )
-_INSERT_EVENT = (
-    "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
-    " actor_owner, client_ip, changed_fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-_LIST = statements.list_tokens(statements.numbered)
-_COUNT = statements.count_tokens(statements.numbered)
-_LIST_EVENTS = statements.list_events(statements.numbered)
+_INSERT_EVENT = statements.insert_events(_mark)
+_LIST = statements.list_tokens(_mark)
+_COUNT = statements.count_tokens(_mark)
+_LIST_EVENTS = statements.list_events(_mark)
 #: Lock key held while checking for an empty store and creating the first token.
 _FIRST_TOKEN_LOCK = 0x746F6B31
 #: A usage batch that meets another instance's on the same rows may deadlock;
@@ -117,6 +106,7 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 _record = functools.partial(statements.token_record, strings=tuple)
 _event = functools.partial(statements.event_record, strings=tuple)
 _insert_params = functools.partial(statements.insert_params, strings=list)
+_event_row = functools.partial(statements.event_params, strings=list)
 
 
 def _unstorable(text: str | None) -> bool:
@@ -131,8 +121,11 @@ class PostgresEngine:
     def __init__(self, pool: asyncpg.Pool, instance_id: str) -> None:
         self._pool = pool
         self._instance_id = instance_id
-        #: False from a write the database refused until ``probe_write`` succeeds.
-        self.writable = True
+        self._health = WriteHealth()
+
+    @property
+    def writable(self) -> bool:
+        return self._health.writable
 
     @classmethod
     async def open(cls, url: str, instance_id: str) -> PostgresEngine:
@@ -155,18 +148,12 @@ class PostgresEngine:
             yield
         except _UNREACHABLE as error:
             if isinstance(error, asyncpg.exceptions.DiskFullError):
-                mapped = Unavailable("the store's disk is full; try again later")
+                mapped = Unavailable(DISK_FULL)
             else:
                 mapped = Unavailable("the store cannot be reached right now; try again later")
-            if writing and self.writable:
-                self.writable = False
-                log.warning("the store refused a write: %s", mapped.message)
+            if writing:
+                self._health.refused(mapped)
             raise mapped from None
-
-    def _healed(self) -> None:
-        if not self.writable:
-            self.writable = True
-            log.warning("the store takes writes again")
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -215,12 +202,12 @@ class PostgresEngine:
             record = _record(row)
             await connection.execute(
                 _INSERT_EVENT,
-                *_event_row(EventAction.CREATED, (record.id, record.owner), new.now, new.actor),
+                *_event_row(EventAction.CREATED, (record.id, record.owner), new.now, new.actor, ()),
             )
             return record
 
         record = await self._write(insert)
-        self._healed()
+        self._health.healed()
         return record
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
@@ -237,7 +224,9 @@ class PostgresEngine:
             await connection.executemany(
                 _INSERT_EVENT,
                 [
-                    _event_row(EventAction.CREATED, (first + index, new.owner), new.now, new.actor)
+                    _event_row(
+                        EventAction.CREATED, (first + index, new.owner), new.now, new.actor, ()
+                    )
                     for index, new in enumerate(news)
                 ],
             )
@@ -272,25 +261,7 @@ class PostgresEngine:
     async def update(
         self, token_id: int, changes: TokenChanges, now: int, actor: Actor = NO_ACTOR
     ) -> TokenRecord | None:
-        assignments = ["update_time = $1"]
-        params: list[object] = [now]
-        for column, value in (
-            ("name", changes.name),
-            ("scopes", None if changes.scopes is None else list(changes.scopes)),
-            ("active", changes.active),
-            ("allowed_ips", None if changes.allowed_ips is None else list(changes.allowed_ips)),
-        ):
-            if value is not None:
-                params.append(value)
-                assignments.append(f"{column} = ${len(params)}")
-        if changes.set_expire_time:
-            params.append(changes.expire_time)
-            assignments.append(f"expire_time = ${len(params)}")
-        params.append(token_id)
-        sql = (
-            f"UPDATE tokens SET {', '.join(assignments)}"  # constant column names
-            f" WHERE id = ${len(params)} AND revoke_time IS NULL RETURNING {_COLUMNS}"
-        )
+        sql, params = statements.update_token(token_id, changes, now, _mark, list)
 
         async def update(connection: Connection) -> TokenRecord | None:
             try:
@@ -409,24 +380,12 @@ class PostgresEngine:
             await connection.execute("DELETE FROM write_probe")
 
         await self._write(probe)
-        self._healed()
+        self._health.healed()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), 5)
         self._pool.terminate()
-
-
-def _event_row(
-    action: EventAction,
-    token: tuple[int, str],
-    now: int,
-    actor: Actor,
-    fields: Sequence[str] = (),
-) -> tuple[object, ...]:
-    """One event: the token's id and owner, the actor, and field names only."""
-    return (now, int(action), *token, actor.token_id, actor.owner, actor.client_ip,
-            list(fields))  # fmt: skip
 
 
 async def _audited(

@@ -14,7 +14,6 @@ from typing import TypeVar
 import asyncpg
 
 from tokengrpc.store.base import StoreMissing
-from tokengrpc.store.cached import CachingStore
 from tokengrpc.store.postgres.changes import LISTENER_APPLICATION, Notifications, new_instance_id
 from tokengrpc.store.postgres.dsn import redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
@@ -64,12 +63,6 @@ async def migrate_postgres(url: str) -> tuple[int, int]:
     return await _explained(url, run)
 
 
-async def open_postgres(url: str, *, create: bool = True) -> CachingStore:
-    """The store on a PostgreSQL database: the engine, its notifications, the cache."""
-    engine, changes = await open_engine(url, create=create)
-    return CachingStore(engine, changes)
-
-
 async def _has_schema(url: str) -> bool:
     connection = await _connect(url, "tokengrpc")
     try:
@@ -78,9 +71,10 @@ async def _has_schema(url: str) -> bool:
         await connection.close()
 
 
-async def open_engine(url: str, *, create: bool = True) -> tuple[PostgresEngine, Notifications]:
-    """A migrated database's engine and its change notifications, listening already;
-    without ``create``, a database tokengrpc never set up is refused, untouched."""
+async def open_postgres(url: str, *, create: bool = True) -> tuple[PostgresEngine, Notifications]:
+    """A migrated database's engine and its change notifications, listening already
+    (``tokengrpc.store.open.layered`` puts the store over them); without
+    ``create``, a database tokengrpc never set up is refused, untouched."""
     if not create and not await _explained(url, functools.partial(_has_schema, url)):
         raise StoreMissing(
             f"no store in the database at {redacted(url)}: create it with 'tokengrpc migrate'"
@@ -98,4 +92,4 @@ async def open_engine(url: str, *, create: bool = True) -> tuple[PostgresEngine,
     return engine, changes
 
 
-__all__ = ["DatabaseError", "migrate_postgres", "open_engine", "open_postgres"]
+__all__ = ["DatabaseError", "migrate_postgres", "open_postgres"]
