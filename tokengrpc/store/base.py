@@ -43,9 +43,9 @@ class TokenRecord:
     def with_usage(
         self, usage_count: int, last_use_time: int | None, last_use_ip: str | None = None
     ) -> TokenRecord:
-        """A copy with other usage figures (the address kept when None); twice as fast
-        as ``dataclasses.replace``, which matters when each usage batch is folded
-        into the cached rows."""
+        """A copy with other usage figures (the address kept when None), built
+        positionally: each usage batch is folded into the cached rows this way
+        (docs/performance.md)."""
         return TokenRecord(
             self.id, self.owner, self.name, self.secret_hash, self.scopes, self.active,
             self.expire_time, self.allowed_ips, self.create_time, self.update_time,

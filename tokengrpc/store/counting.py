@@ -80,8 +80,8 @@ class CountingStore:
             found = await self._fresh(self._cached.read_token, token_id)
         if not found:
             return None
-        # Folding in pending uses costs more than the rest of a cache hit:
-        # skipped for callers that never look at the usage figures (authentication).
+        # Pending uses are folded in only for callers that look at the usage
+        # figures: authentication never does, and gets the cached object itself.
         return self._pending.added(found[0]) if usage else found[0]
 
     async def get_service_token(self, name: str) -> TokenRecord | None:
