@@ -32,7 +32,9 @@ $(BUF):
 	npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
 
 # One target writes all generated code; `check-generated` runs the same
-# command into a scratch dir and fails on any difference.
+# command into a scratch dir and fails on any difference, a file that
+# generation no longer writes (left behind in $(GEN_DIR)) included;
+# $(GEN_DIR)/__init__.py is the one file there written by hand.
 define protoc
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
 		--python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
@@ -42,12 +44,12 @@ generate: $(STAMP)
 	$(call protoc,.)
 
 check-generated: $(STAMP)
-	rm -rf build/gen && mkdir -p build/gen
+	rm -rf build/gen && mkdir -p build/gen/$(GEN_DIR)
+	cp $(GEN_DIR)/__init__.py build/gen/$(GEN_DIR)/
 	$(call protoc,build/gen)
-	@for f in build/gen/$(GEN_DIR)/*; do \
-		cmp -s "$$f" "$(GEN_DIR)/$$(basename $$f)" || { \
-			echo "generated code is stale: run 'make generate' and commit $(GEN_DIR)/$$(basename $$f)"; exit 1; }; \
-	done
+	@diff -rq -x __pycache__ build/gen/$(GEN_DIR) $(GEN_DIR) || { \
+		echo "generated code is stale: run 'make generate', remove what it does not write, commit $(GEN_DIR)"; \
+		exit 1; }
 	@echo "generated code is up to date"
 
 lint: $(STAMP) $(BUF)

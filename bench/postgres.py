@@ -20,19 +20,19 @@ import asyncpg
 import grpc
 import httpx
 
-from bench.run import (
+from bench.harness import (
     Row,
-    _of_floor,
-    _timed,
     echo_floor,
     grpc_load,
     interleaved,
+    of_floor,
     serve_args,
     server,
+    timed_ms,
 )
 from bench.seed import Group, seed_sync
 from tests.postgres import PgServer, remove_server, start_server
-from tokengrpc import tokens as token_ops
+from tokengrpc import pagetokens
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.postgres.changes import CHANNEL
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -62,7 +62,7 @@ def _introspect_rows(rows: list[Row], work: Path, pg: PgServer, runs: int, secon
             floor = got["floor"]
             rate, p50, p99 = got["introspect"]
             rows.append(Row("PostgreSQL", f"IntrospectToken, {n} in flight", rate, p50, p99,
-                            _of_floor(rate, floor[0])))  # fmt: skip
+                            of_floor(rate, floor[0])))  # fmt: skip
         rows.append(Row("PostgreSQL", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
         # Two instances on the one database, the load split between them.
         # Every instance needs the store's key (the seeding instance made it).
@@ -142,24 +142,24 @@ def _scale_rows(rows: list[Row], work: Path, pg: PgServer, size: int) -> None:
         metadata = (("authorization", f"Bearer {caller}"),)
         last_id = size + 1
         page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            token_ops.PAGE_TOKEN_LABEL
+            pagetokens.PAGE_TOKEN_LABEL
         )
         first_page = pb.ListTokensRequest(page_size=20)
         near_end = pb.ListTokensRequest(
             page_size=20,
-            page_token=token_ops.encode_page_token(page_key, last_id - 40, "scale", False),
+            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
-            first = _timed(15, partial(list_tokens, first_page, metadata=metadata), cold)
-            later = _timed(15, partial(list_tokens, near_end, metadata=metadata), cold)
+            first = timed_ms(15, partial(list_tokens, first_page, metadata=metadata), cold)
+            later = timed_ms(15, partial(list_tokens, near_end, metadata=metadata), cold)
         headers = {"Authorization": f"Bearer {caller}"}
         last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
         with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
-            me_first = _timed(
+            me_first = timed_ms(
                 9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers), cold
             )
-            me_last = _timed(9, partial(client.get, last_page, headers=headers), cold)
+            me_last = timed_ms(9, partial(client.get, last_page, headers=headers), cold)
         rss = svc.rss_mb()
     rows += [
         Row("PostgreSQL", f"{size:,} tokens: ListTokens page 1 / near the end, uncached",

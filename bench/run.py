@@ -9,182 +9,43 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import platform
-import re
 import shutil
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 import timeit
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
 import grpc
 import httpx
 
+from bench.harness import (
+    HERE,
+    Row,
+    echo_floor,
+    ensure_wrk,
+    grpc_load,
+    interleaved,
+    of_floor,
+    serve_args,
+    server,
+    timed_ms,
+    wrk,
+)
+from bench.postgres import postgres_section
 from bench.seed import Group, seed_sync
+from bench.services import services_section
 from bench.stats import Figure
-from tokengrpc import tokens as token_ops
+from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
-
-PY = sys.executable
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    addresses: dict[str, str]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
-
-
-@contextmanager
-def server(
-    args: Sequence[str], wait_for: Sequence[str], env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """Start a server process and wait for its ``<kind> listening on`` lines."""
-    process = subprocess.Popen(
-        [PY, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=ROOT, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    addresses: dict[str, str] = {}
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    try:
-        while set(wait_for) - set(addresses):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{args} did not start")
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{args} exited: {process.wait()}")
-            match = re.match(r"(?:(\w+) )?listening on (\S+)", line.strip())
-            if match:
-                addresses[match.group(1) or "default"] = match.group(2)
-        yield Server(process, addresses)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def grpc_load(
-    target: str, call: str, concurrency: int, seconds: float, **extra: str
-) -> dict[str, float]:
-    command = [PY, "-m", "bench.load", "--target", target, "--call", call,
-               "--concurrency", str(concurrency), "--seconds", str(seconds)]  # fmt: skip
-    for key, value in extra.items():
-        command += [f"--{key.replace('_', '-')}", value]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 120, cwd=ROOT, check=True
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-_WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-
-
-def wrk(
-    url: str, seconds: float, headers: dict[str, str], method: str = "GET", body: str = ""
-) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(f"wrk.method = {json.dumps(method)}\n")
-        if body:
-            script.write(f"wrk.body = {json.dumps(body)}\n")
-        for key, value in headers.items():
-            script.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
-    try:
-        done = subprocess.run(
-            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "--latency",
-             "-s", script.name, url],
-            capture_output=True, text=True, timeout=seconds + 60, check=True,
-        )  # fmt: skip
-    finally:
-        os.unlink(script.name)
-    out = done.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    latency = {q: float(v) * scale[u] for q, v, u in _WRK_LATENCY.findall(out)}
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{url}: {non2xx.group(1)} error responses\n{out}")
-    return {"calls_per_second": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
-
-
-@dataclass
-class Row:
-    section: str
-    what: str
-    rate: Figure | None = None
-    p50: Figure | None = None
-    p99: Figure | None = None
-    ratio: str = ""
-    note: str = ""
-
-
-Figures = tuple[Figure, Figure, Figure]
-
-
-def interleaved(
-    runs: int, measures: Mapping[str, Callable[[], dict[str, float]]]
-) -> dict[str, Figures]:
-    """Each measure ``runs`` times, taking turns, so a floor and the figures set
-    against it see the same moments of a shared, drifting machine."""
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in measures}
-    for _ in range(runs):
-        for name, measure in measures.items():
-            results[name].append(measure())
-    return {
-        name: (
-            Figure.of([r["calls_per_second"] for r in found]),
-            Figure.of([r["p50_ms"] for r in found]),
-            Figure.of([r["p99_ms"] for r in found]),
-        )
-        for name, found in results.items()
-    }
-
-
-def ensure_wrk() -> None:
-    if shutil.which("wrk"):
-        return
-    print("installing wrk (Debian package) ...", flush=True)
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, check=False, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
-
-
-def serve_args(data_dir: Path, http: bool, extra: Sequence[str] = ()) -> list[str]:
-    # No access log: its pipe is not read here, and its cost is not what these rows measure.
-    args = ["-m", "tokengrpc", "serve", "--data-dir", str(data_dir), "--grpc-listen", "127.0.0.1:0",
-            "--no-access-log"]  # fmt: skip
-    args += ["--http-listen", "127.0.0.1:0"] if http else ["--no-http"]
-    return [*args, *extra]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -276,25 +137,6 @@ def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> N
         rows.append(Row("Metrics", what, rate, p50, p99, note))
 
 
-def _of_floor(rate: Figure, floor: Figure) -> str:
-    return f"{rate.median / floor.median:.0%} of floor"
-
-
-@contextmanager
-def echo_floor(processes: int) -> Iterator[str]:
-    """The gRPC echo floor, as one process or several sharing the port."""
-    reuse = ["--reuse-port"] if processes > 1 else []
-    with server(["-m", "bench.floors", "grpc-echo", *reuse], ["default"]) as first:
-        address = first.addresses["default"]
-        with ExitStack() as more:
-            for _ in range(processes - 1):
-                more.enter_context(
-                    server(["-m", "bench.floors", "grpc-echo", "--listen", address, *reuse],
-                           ["default"])
-                )  # fmt: skip
-            yield address
-
-
 def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers: int) -> None:
     data = work / f"grpc-100k-{workers}"
     groups = [Group("bench-list", 100), Group("sampled", 2001, samples=2000)]
@@ -320,12 +162,12 @@ def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers
             })  # fmt: skip
             floor = got["floor"]
             rate, p50, p99 = got["introspect"]
-            ratio = f"{_of_floor(rate, floor[0])}; p99 ×{p99.median / floor[2].median:.2f}"
+            ratio = f"{of_floor(rate, floor[0])}; p99 ×{p99.median / floor[2].median:.2f}"
             rows += [
                 Row("gRPC", f"floor: grpc.aio echo{label}, {n} in flight", *floor),
                 Row("gRPC", f"IntrospectToken{label}, {n} in flight", rate, p50, p99, ratio),
                 Row("gRPC", f"ListTokens page of 20{label}, {n} in flight", *got["list"],
-                    _of_floor(got["list"][0], floor[0])),
+                    of_floor(got["list"][0], floor[0])),
             ]  # fmt: skip
         if workers == 1:
             rows.append(Row("gRPC", "server RSS with 100k tokens", note=f"{svc.rss_mb():.0f} MB"))
@@ -387,17 +229,6 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
         rows.append(Row("HTTP", f"{what}, 64 connections", rate, p50, p99, ratio))
 
 
-def _timed(calls: int, fn: Callable[[], object], before: Callable[[], object]) -> float:
-    """Median milliseconds of ``calls`` sequential calls, each after ``before`` (untimed)."""
-    times = []
-    for _ in range(calls):
-        before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def _scale_one(rows: list[Row], work: Path, size: int) -> None:
     data = work / f"scale-{size}"
     seeded = seed_sync(data, [Group("scale", size)])
@@ -414,23 +245,23 @@ def _scale_one(rows: list[Row], work: Path, size: int) -> None:
         first_page = pb.ListTokensRequest(page_size=20)
         # Page tokens are signed with a key derived from the data dir's secret key.
         page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            token_ops.PAGE_TOKEN_LABEL
+            pagetokens.PAGE_TOKEN_LABEL
         )
         near_end = pb.ListTokensRequest(
             page_size=20,
-            page_token=token_ops.encode_page_token(page_key, last_id - 40, "scale", False),
+            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
         )
         with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
             list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
-            first = _timed(15, partial(list_tokens, first_page, metadata=metadata), cold)
-            later = _timed(15, partial(list_tokens, near_end, metadata=metadata), cold)
+            first = timed_ms(15, partial(list_tokens, first_page, metadata=metadata), cold)
+            later = timed_ms(15, partial(list_tokens, near_end, metadata=metadata), cold)
         last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
         headers = {"Authorization": f"Bearer {caller}"}
         with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
-            me_first = _timed(
+            me_first = timed_ms(
                 9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers), cold
             )
-            me_last = _timed(9, partial(client.get, last_page, headers=headers), cold)
+            me_last = timed_ms(9, partial(client.get, last_page, headers=headers), cold)
         rss = svc.rss_mb()
     generation.close_now()
     db_mb = sum(p.stat().st_size for p in data.glob("tokens.db*")) / 1e6
@@ -503,12 +334,8 @@ def main() -> None:
         if "scale" in sections:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:
-            from bench.services import services_section  # it imports this module
-
             services_section(rows, work, args.runs, args.seconds)
         if "postgres" in sections:
-            from bench.postgres import postgres_section  # it imports this module
-
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)
     text = render(rows, args.runs, args.seconds)

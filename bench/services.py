@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import ROOT, Row, ensure_wrk, interleaved, serve_args, server, wrk
+from bench.harness import ROOT, Row, ensure_wrk, interleaved, serve_args, server, wrk
 from bench.seed import Group, seed_sync
 from bench.stats import Figure
 from tokengrpc.client import TokenVerifier

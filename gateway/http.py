@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from gateway import forwarded
 from gateway.forwarded import Trust
-from gateway.limits import MAX_BODY, size_text
+from gateway.limits import MAX_BODY, MAX_FORM_BODY, size_text
 from gateway.names import shown
 
 __all__ = ["Trust"]  # re-exported: the gateway's callers know it from here
@@ -135,11 +135,12 @@ class Request:
             return True  # no body at all
         return declared.isascii() and declared.isdigit() and int(declared) <= size
 
-    async def body(self) -> bytes:
-        """The whole body; BodyTooLarge past the route's limit, ClientGone if it came cut off."""
+    async def body(self, at_most: int | None = None) -> bytes:
+        """The whole body; BodyTooLarge past the route's limit (or ``at_most``, if
+        lower), ClientGone if it came cut off."""
         if self._body is not None:
             return self._body
-        limit = self.body_limit
+        limit = self.body_limit if at_most is None else min(at_most, self.body_limit)
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
@@ -199,7 +200,7 @@ class Request:
         return value
 
     async def form(self) -> dict[str, list[str]]:
-        raw = await self.body()
+        raw = await self.body(MAX_FORM_BODY)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

@@ -14,6 +14,9 @@ MAX_BODY = 1024 * 1024
 #: authenticated (a larger one only after), and a route that needs no token
 #: (a revocation names one token) takes no more.
 STRANGER_BODY = 16 * 1024
+#: A form body's limit (below the route's): percent-decoding runs in Python,
+#: on the event loop (docs/performance.md), and no form a family takes needs more.
+MAX_FORM_BODY = 64 * 1024
 
 
 def body_limit(needs_token: bool) -> int:

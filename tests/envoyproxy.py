@@ -84,7 +84,11 @@ def write_config(
     """``request_body_bytes``: Envoy also sends Check up to that much of each body."""
     folder.mkdir(parents=True, exist_ok=True)
     text = string.Template(CONFIG.read_text()).substitute(
-        TOKENGRPC_PORT=tokengrpc_port, UPSTREAM_PORT=upstream_port, ENVOY_TOKEN=token
+        # Port 0: the port Envoy took is read from its admin (``_wait_ready``).
+        ENVOY_PORT=0,
+        TOKENGRPC_PORT=tokengrpc_port,
+        UPSTREAM_PORT=upstream_port,
+        ENVOY_TOKEN=token,
     )
     if request_body_bytes is not None:
         body = (

@@ -109,9 +109,10 @@ def test_the_last_resort_exit_still_says_why() -> None:
     """``os._exit`` flushes nothing: the timer's line must be out before it."""
     script = (
         "import time\n"
-        "from tokengrpc import cli, logs\n"
+        "from tokengrpc import logs\n"
+        "from tokengrpc.commands.shutdown import exit_anyway_after\n"
         "logs.configure('json')\n"
-        "cli._exit_anyway_after(0.2)\n"
+        "exit_anyway_after(0.2)\n"
         "time.sleep(30)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

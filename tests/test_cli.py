@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import sqlite3
 import stat
 import sys
@@ -12,7 +13,15 @@ import grpc
 import pytest
 
 from tests.helpers import bearer
-from tests.processes import children, clean_env, new_store, run_cli, serve, start_gateway
+from tests.processes import (
+    Serving,
+    children,
+    clean_env,
+    new_store,
+    run_cli,
+    serve,
+    start_gateway,
+)
 from tokengrpc.store.sqlite.migrations import LATEST
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -204,3 +213,77 @@ async def test_a_revocation_by_the_cli_stops_a_serving_process_at_once(tmp_path:
     finally:
         code, _ = await server.stop()
     assert code == 0
+
+
+def test_version_prints_the_package_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"tokengrpc {importlib.metadata.version('tokengrpc')}\n"
+
+
+def test_token_events_prints_no_header_before_a_refusal(tmp_path: Path) -> None:
+    data = str(tmp_path)
+    new_store(data)
+    missing = run_cli("token", "events", "999", "--data-dir", data)
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert "not found" in missing.stderr
+
+    assert (
+        run_cli("token", "create", "--data-dir", data, "--name", "e", "--service").returncode == 0
+    )
+    listed = run_cli("token", "events", "1", "--data-dir", data)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.startswith("TIME\tACTION\t")
+    assert row.split("\t")[1:3] == ["created", "1"]
+
+
+def test_a_gateway_without_an_upstream_is_one_line_naming_flag_and_variable() -> None:
+    done = run_cli("gateway", "--http-listen", "127.0.0.1:0")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "--upstream" in line
+    assert "TOKENGRPC_UPSTREAM" in line
+
+
+async def test_the_gateway_takes_its_upstream_from_the_variable(tmp_path: Path) -> None:
+    import httpx
+
+    server = await serve("--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tokengrpc", "gateway", "--http-listen", "127.0.0.1:0",
+            env=clean_env(TOKENGRPC_UPSTREAM=server.address("grpc")),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert process.stdout is not None
+        first = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()
+        alone = Serving(process, [first.rstrip("\n")])
+        try:
+            token = (tmp_path / "bootstrap-token").read_text().strip()
+            async with httpx.AsyncClient(base_url=f"http://{alone.address('http')}") as client:
+                listed = await client.get(
+                    "/api/token", headers={"Authorization": f"Bearer {token}"}
+                )
+            assert [t["name"] for t in listed.json()["tokens"]] == ["bootstrap"]
+        finally:
+            assert (await alone.stop())[0] == 0
+    finally:
+        assert (await server.stop())[0] == 0
+
+
+async def test_the_http_listener_is_off_by_variable_too(tmp_path: Path) -> None:
+    env = clean_env(TOKENGRPC_HTTP="off", TOKENGRPC_HTTP_LISTEN="127.0.0.1:0")
+    server = await serve("--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", env=env)
+    code, rest = await server.stop()
+    assert code == 0
+    assert "http listening" not in "\n".join(server.lines) + rest
+
+
+def test_token_create_takes_the_prefix_as_a_flag(tmp_path: Path) -> None:
+    new_store(tmp_path)
+    created = run_cli("token", "create", "--data-dir", str(tmp_path), "--name", "p",
+                      "--service", "--token-prefix", "flg_")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.partition("|")[2].startswith("flg_")

@@ -5,6 +5,7 @@ connection that started a call stays (until the separate idle timeout)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.processes import Serving, serve
+from tokengrpc.silent import stalled
 
 LIMIT = 4
 #: The head timeout, short for the test; the idle timeout stays long.
@@ -35,8 +37,9 @@ def _literal(name: bytes, value: bytes) -> bytes:
     return bytes([0, len(name)]) + name + bytes([len(value)]) + value
 
 
-def _health_check_call() -> bytes:
-    """Stream 1: a complete grpc.health.v1.Health/Check call, as raw HTTP/2 frames."""
+def _health_check_call(*, request: bool = True) -> bytes:
+    """Stream 1: a grpc.health.v1.Health/Check call, as raw HTTP/2 frames;
+    without ``request``, its headers only (the stream stays open, waiting)."""
     headers = b"".join(
         _literal(name, value)
         for name, value in (
@@ -49,7 +52,8 @@ def _health_check_call() -> bytes:
         )
     )
     empty_message = bytes(5)  # not compressed, length 0: an empty HealthCheckRequest
-    return _frame(_HEADERS, _END_HEADERS, headers, 1) + _frame(_DATA, _END_STREAM, empty_message, 1)
+    opened = _frame(_HEADERS, _END_HEADERS, headers, 1)
+    return opened + _frame(_DATA, _END_STREAM, empty_message, 1) if request else opened
 
 
 class Raw:
@@ -141,3 +145,45 @@ async def test_silent_connections_are_closed_and_free_the_limit(limited: Serving
     finally:
         for raw in (calling, *silent, mute):
             raw.close()
+
+
+async def test_a_call_whose_request_never_comes_does_not_hold_the_limit(limited: Serving) -> None:
+    """A stream opened and never sent its message counts as a call to grpc (its
+    idle timer never starts): it gets the head timeout for its request too."""
+    address = limited.address("grpc")
+    waiting = [await Raw.open(address) for _ in range(LIMIT)]
+    for raw in waiting:
+        raw.writer.write(_health_check_call(request=False))
+        await raw.writer.drain()
+    try:
+        assert await _health_check(address, wait=False) == grpc.StatusCode.UNAVAILABLE
+        async with asyncio.timeout(15):  # generous: the head timeout is 0.5 s
+            await asyncio.gather(*(raw.closed_by_server() for raw in waiting))
+        assert await _health_check(address, wait=True) == grpc.StatusCode.OK
+    finally:
+        for raw in waiting:
+            raw.close()
+
+
+def test_what_counts_as_stalled() -> None:
+    now = 1_800_000_000.0
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.123456789Z", time.gmtime(now - 30))
+    recent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    assert stalled({}, now, 10)
+    assert stalled({"streamsStarted": "0"}, now, 10)
+    waiting = {"streamsStarted": "2", "messagesReceived": "1"}
+    assert stalled({**waiting, "lastRemoteStreamCreatedTimestamp": stamp}, now, 10)
+    assert not stalled({**waiting, "lastRemoteStreamCreatedTimestamp": recent}, now, 10)
+    assert not stalled(
+        {
+            **waiting,
+            "lastRemoteStreamCreatedTimestamp": stamp,
+            "lastMessageReceivedTimestamp": recent,
+        },
+        now,
+        10,
+    )
+    # Every call delivered its request: in use or idle, never stalled (a long
+    # Watch, or the idle timeout's business).
+    assert not stalled({"streamsStarted": "3", "messagesReceived": "3"}, now, 10)
+    assert not stalled({"streamsStarted": "1", "messagesReceived": "5"}, now, 10)

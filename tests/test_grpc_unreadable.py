@@ -24,6 +24,7 @@ from tests.helpers import bearer
 from tests.processes import Serving, serve
 from tokengrpc.reflection import register_v1_descriptor
 from tokengrpc.v1 import tokens_pb2 as pb
+from tokengrpc.v1 import tokens_pb2_grpc
 
 #: Small, so that an oversized message is cheap to send.
 LIMIT = 4096
@@ -148,3 +149,26 @@ async def test_an_oversized_message_is_resource_exhausted_but_an_oversized_check
     assert "Traceback" not in output
     checks = [line for line in _access_lines(output) if str(line["method"]).endswith("/Check")]
     assert [line["status"] for line in checks] == ["OK", "OK"]
+
+
+async def test_a_compressed_request_is_refused_before_it_is_inflated(
+    server: Serving, tmp_path: Path
+) -> None:
+    """A few KiB of gzip would inflate to the limit per stream: compressed
+    requests are UNIMPLEMENTED, whatever they hold; plain ones still work."""
+    admin = (tmp_path / "bootstrap-token").read_text().strip()
+    async with grpc.aio.insecure_channel(server.address("grpc")) as channel:
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        bomb = pb.IntrospectTokenRequest(token="x" * (LIMIT * 2 - 64))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IntrospectToken(
+                bomb, metadata=bearer(admin), compression=grpc.Compression.Gzip, timeout=10
+            )
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        plain = await stub.IntrospectToken(
+            pb.IntrospectTokenRequest(token=admin), metadata=bearer(admin), timeout=10
+        )
+        assert plain.active
+    code, output = await server.stop()
+    assert code == 0, output
+    assert "Traceback" not in output

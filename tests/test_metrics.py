@@ -3,7 +3,9 @@ and no label holds a token, a token id or a name."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,13 +14,15 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import HttpServer, start_http
 from tests.helpers import bearer
 from tests.processes import clean_env, serve, start_gateway
+from tokengrpc import metrics, sharedmetrics
 from tokengrpc.config import Settings
-from tokengrpc.metrics import SHARE_EVERY, Metrics
+from tokengrpc.metrics import SHARE_EVERY, Metrics, share_between_processes
 from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -180,29 +184,37 @@ async def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
                 response = await client.get("/healthz")
                 assert response.status_code == 200
         async with httpx.AsyncClient() as client:
-            # Each process copies its numbers to the shared files every SHARE_EVERY
-            # seconds: the other worker's part may show a moment late, never wrong.
-            deadline = time.monotonic() + 10 * SHARE_EVERY
-            while True:
-                text = (await client.get(f"http://{scraper}/metrics")).text
-                samples = parse(text)
-                total = value(
-                    samples, "tokengrpc_http_requests_total", route="/healthz", status="200"
-                )
-                if total >= sent or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(SHARE_EVERY / 5)
+
+            async def settled(url: str) -> tuple[Samples, str]:
+                """Each process copies its numbers to its shared file every SHARE_EVERY
+                seconds: another process's part may show a moment late, never wrong."""
+                deadline = time.monotonic() + 10 * SHARE_EVERY
+                while True:
+                    text = (await client.get(url)).text
+                    samples = parse(text)
+                    total = value(
+                        samples, "tokengrpc_http_requests_total", route="/healthz", status="200"
+                    )
+                    if total >= sent or time.monotonic() > deadline:
+                        return samples, text
+                    await asyncio.sleep(SHARE_EVERY / 5)
+
+            samples, text = await settled(f"http://{scraper}/metrics")
             # The HTTP listener's own /metrics shows the same sum, whichever worker answers.
             listed = await client.get(
                 f"http://{http}/api/token", headers={"Authorization": f"Bearer {admin}"}
             )
             assert listed.status_code == 200
-            own = parse((await client.get(f"http://{http}/metrics")).text)
+            own, own_text = await settled(f"http://{http}/metrics")
+        total = value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200")
         assert total == sent, text
         timed = "tokengrpc_http_request_duration_seconds_count"
         assert value(samples, timed, route="/healthz") == sent, text
-        assert value(own, "tokengrpc_http_requests_total", route="/healthz", status="200") == sent
-        assert value(own, "tokengrpc_http_requests_total", route="/api/token", status="200") == 1
+        healthz = value(own, "tokengrpc_http_requests_total", route="/healthz", status="200")
+        assert healthz == sent, own_text
+        # Answered on the scrape's own connection, so by the process answering it: live.
+        listed_count = value(own, "tokengrpc_http_requests_total", route="/api/token", status="200")
+        assert listed_count == 1, own_text
         print(f"{sent} requests over 2 processes, one scrape shows {total}")
     finally:
         code, output = await server.stop()
@@ -225,3 +237,67 @@ async def test_a_gateway_ignores_a_workers_setting_and_leaves_no_files(tmp_path:
         code, output = await gateway.stop()
     assert code == 0, output
     assert list(temp.iterdir()) == []
+
+
+@pytest.fixture
+def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Shared mode for this test's ``Metrics``; the environment is restored after."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    share_between_processes(str(tmp_path))
+    return tmp_path
+
+
+def test_a_scrape_adds_the_other_processes_files_to_its_own_live_numbers(shared: Path) -> None:
+    """Histograms too, bucket by bucket: what workers share is the whole series."""
+    other, own = Metrics(), Metrics()  # two processes' numbers, each with its own file
+    method = "/tokengrpc.v1.TokenService/ListTokens"
+    for seconds in (0.0004, 0.0004, 0.3):
+        other.grpc_call(method, "OK", seconds)
+    other.http_request("/healthz", "200", 0.002)
+    other.authenticated(False)
+    other.share()
+    own.grpc_call(method, "OK", 0.007)
+    own.grpc_call(method, "NOT_FOUND", 0.007)
+    own.introspected(True)
+    # No share() of its own: a --metrics-listen scrape (a thread) reads the live numbers.
+    samples = parse(generate_latest(own.collector()).decode())
+    assert value(samples, "tokengrpc_grpc_requests_total", method=method, code="OK") == 4
+    assert value(samples, "tokengrpc_grpc_requests_total", method=method, code="NOT_FOUND") == 1
+    duration = "tokengrpc_grpc_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method=method) == 5
+    assert value(samples, f"{duration}_sum", method=method) == pytest.approx(0.3148)
+    assert value(samples, f"{duration}_bucket", method=method, le="0.0005") == 2
+    assert value(samples, f"{duration}_bucket", method=method, le="0.01") == 4
+    assert value(samples, f"{duration}_bucket", method=method, le="0.5") == 5
+    assert value(samples, f"{duration}_bucket", method=method, le="+Inf") == 5
+    assert value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200") == 1
+    assert value(samples, "tokengrpc_authentications_total", result="failed") == 1
+    assert value(samples, "tokengrpc_introspections_total", active="true") == 1
+
+
+def test_a_stopped_process_stays_counted_and_a_copy_replaces_its_last(shared: Path) -> None:
+    stopped = Metrics()
+    stopped.http_request("/healthz", "200", 0.001)
+    stopped.share()
+    stopped.http_request("/healthz", "200", 0.001)
+    stopped.share_last()  # the whole snapshot again, not added to the first copy
+    later = Metrics()  # may even have the stopped one's pid: its file is its own
+    later.http_request("/healthz", "200", 0.001)
+    later.share()
+    samples = parse(later.scrape()[0].decode())
+    assert value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200") == 3
+    assert value(samples, "tokengrpc_http_request_duration_seconds_count", route="/healthz") == 3
+    assert len(list(shared.glob("*.json"))) == 2
+
+
+def test_metrics_use_only_prometheus_clients_public_api() -> None:
+    """No private attribute nor internal module of a library: none can change under us."""
+    public = {"prometheus_client", "prometheus_client.core", "prometheus_client.utils"}
+    for module in (metrics, sharedmetrics):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prometheus"):
+                assert node.module in public, node.module
+            if isinstance(node, ast.Attribute) and node.attr[:1] == "_" != node.attr[1:2]:
+                # Only this module's own objects' (self._x); never a library's.
+                assert ast.unparse(node.value) == "self", ast.unparse(node)

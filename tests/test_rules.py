@@ -4,7 +4,7 @@ import pytest
 
 from tokengrpc import rules
 from tokengrpc.addresses import ClientAddressResolver, address_allowed, compile_networks
-from tokengrpc.errors import InvalidArgument
+from tokengrpc.errors import InvalidArgument, PermissionDenied
 from tokengrpc.store import TokenRecord
 
 NOW = 1_000_000_000_000
@@ -46,10 +46,44 @@ def test_status_precedence(changes: dict[str, object], status: rules.Status) -> 
     assert rules.status_of(_record(**changes), NOW) is status
 
 
-def test_grantable_lists_what_is_not_held() -> None:
-    assert rules.grantable(["write", "read:x"], ["write"]) == ["read:x"]
-    assert rules.grantable(["anything"], ["admin"]) == []
-    assert rules.grantable([], []) == []
+def test_ungrantable_lists_what_is_not_held() -> None:
+    assert rules.ungrantable(["write", "read:x"], ["write"]) == ["read:x"]
+    assert rules.ungrantable(["anything"], ["admin"]) == []
+    assert rules.ungrantable([], []) == []
+
+
+def test_granting_a_scope_not_held_is_refused_and_counted_not_named() -> None:
+    rules.check_grant(["write"], ["write", "read"])
+    rules.check_grant(["anything"], ["admin"])
+    with pytest.raises(PermissionDenied) as caught:
+        rules.check_grant(["write", "secret-scope", "other"], ["write"])
+    assert "2 of them" in str(caught.value)
+    assert "secret-scope" not in str(caught.value)
+
+
+def test_acting_on_a_stronger_token_is_refused() -> None:
+    target = _record(scopes=("write", "deploy"))
+    rules.check_not_stronger(target, ["write", "deploy", "read"], "revoke")
+    rules.check_not_stronger(target, ["admin"], "revoke")
+    with pytest.raises(PermissionDenied) as caught:
+        rules.check_not_stronger(target, ["write"], "rotate")
+    assert "cannot rotate" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("owner", "is_admin", "record", "seen"),
+    [
+        ("alice", False, {}, True),
+        ("bob", False, {}, False),
+        ("bob", True, {}, True),
+        ("", False, {"owner": ""}, False),  # a service token: admins only
+        ("", True, {"owner": ""}, True),
+    ],
+)
+def test_visible_to_admins_and_to_the_owner_of_a_personal_token(
+    owner: str, is_admin: bool, record: dict[str, object], seen: bool
+) -> None:
+    assert rules.visible(owner, is_admin, _record(**record)) is seen
 
 
 @pytest.mark.parametrize(

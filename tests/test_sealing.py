@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tokengrpc.sealing import Sealer, SecretKeyError, decode_key, load_or_create_key
+from tokengrpc.sealing import Sealer, SecretKeyError, create_key, decode_key, find_key
 
 
 def test_sealing_binds_values_to_their_row(tmp_path: Path) -> None:
-    key = load_or_create_key(tmp_path, None)
-    assert load_or_create_key(tmp_path, None) == key, "the key file is reused"
+    key = create_key(tmp_path)
+    found = find_key(tmp_path, None)
+    assert found is not None
+    assert found.key == key, "the key file is reused"
+    assert create_key(tmp_path) == key, "a racing process gets the key written first"
     sealer = Sealer(key)
     sealed = sealer.seal("tgr_secret", b"row-1")
     assert b"tgr_secret" not in sealed

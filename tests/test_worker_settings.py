@@ -43,14 +43,12 @@ def _given(
         if how == "flags" and option.flag_name is not None:
             args += [option.flag_name, value]
         else:
-            assert option.variable_name is not None
             env[option.variable_name] = value
     for field in switches:
         option = options[field]
         if how == "flags" and option.flag_name is not None:
             args.append(option.flag_name)
         else:
-            assert option.variable_name is not None
             env[option.variable_name] = "off"
     return args, env
 
@@ -73,9 +71,9 @@ async def test_every_setting_reaches_every_worker(
         "log_format": "json",
         "http_max_head_bytes": "4096",
         "grpc_max_receive_bytes": "2048",
-        # These have no flag: variables either way.
         "token_prefix": PREFIX,
         "trusted_proxies": "",
+        # A secret has no flag: a variable either way.
         "secret_key": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     args, env = _given(how, values, ("metrics_enabled",))

@@ -1,3 +1,5 @@
+"""``python -m tokengrpc``: the same as the ``tokengrpc`` command."""
+
 import sys
 
 from tokengrpc.cli import main

@@ -110,7 +110,7 @@ class Authenticator:
         counts the use.
 
         ``counted``: with usage figures exact (this use included); otherwise
-        they may leave out uses not yet written, which is cheaper.
+        they may leave out uses not yet written (one store read, not two).
         """
         found = await self._verified(presented, address, now)
         if found is None:

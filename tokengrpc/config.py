@@ -4,7 +4,8 @@ Adding a setting is a field of ``Settings`` and one row of ``OPTIONS`` (or of
 ``LIMITS`` for a positive number): the row makes its flag on the commands it
 names, reads its variable, and the worker processes of ``serve`` get the
 parent's resolved ``Settings`` whole (``to_json``), so none can be forgotten.
-``tests/test_config.py`` holds the README's table to the rows.
+``tests/test_config.py`` holds the README's table and every command's
+``--help`` to the rows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,13 @@ class Settings:
     log_format: str = "text"
     #: One line on stderr per request.
     access_log: bool = True
+    #: ``tokengrpc gateway``: HOST:PORT of the gRPC server it fronts (required there).
+    upstream: str = ""
+    #: ``tokengrpc gateway``: PEM CA to reach the upstream over TLS, and a client
+    #: certificate and key for mTLS.
+    upstream_ca: Path | None = None
+    upstream_cert: Path | None = None
+    upstream_key: Path | None = None
 
 
 class SettingError(ValueError):
@@ -104,10 +113,13 @@ def database_url(text: str) -> str:
     return text
 
 
-def log_format(text: str) -> str:
-    if text not in ("text", "json"):
-        raise ValueError("must be text or json")
-    return text
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError("must be " + " or ".join(choices))
+        return text
+
+    return parse
 
 
 def _proxies(text: str) -> tuple[str, ...]:
@@ -115,7 +127,7 @@ def _proxies(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _upstream(text: str) -> bool:
+def _http_upstream(text: str) -> bool:
     """``in-process`` (True) or ``network``: how ``serve``'s gateway reaches the service."""
     if text not in ("in-process", "network"):
         raise ValueError("must be in-process or network")
@@ -138,6 +150,7 @@ def _positive(kind: Callable[[str], float | int]) -> Callable[[str], float | int
 
 #: The commands a flag can belong to ("token" is every ``token`` action).
 SERVE, GATEWAY, TOKEN, MIGRATE = "serve", "gateway", "token", "migrate"
+COMMANDS = (SERVE, GATEWAY, TOKEN, MIGRATE)
 _STORE_COMMANDS = (SERVE, TOKEN, MIGRATE)
 
 
@@ -146,18 +159,26 @@ class Option:
     """One setting: its field, parser, help, flag, variable and commands, in one row.
 
     ``flag`` and ``variable`` default to names derived from the field
-    (``--grpc-listen``, ``TOKENGRPC_GRPC_LISTEN``); None means it has none.
+    (``--grpc-listen``, ``TOKENGRPC_GRPC_LISTEN``). Every setting has both,
+    except a ``secret``, which has no flag: a command line is readable by
+    every user of the machine (``ps``), a variable or a file is not.
     A ``switch`` is on by default: its variable says ``on`` or ``off`` and its
     flag (``--no-…``) turns it off.
     """
 
     field: str
     parse: Callable[[str], object]
+    #: Plain text (it is ``--help``'s): no markup.
     help: str
-    flag: str | None = ""
-    variable: str | None = ""
+    flag: str = ""
+    variable: str = ""
     commands: tuple[str, ...] = (SERVE,)
     switch: bool = False
+    secret: bool = False
+    #: Its commands cannot do without it (``--help`` says so instead of a default).
+    required: bool = False
+    #: The values ``--help`` offers (the parser is what refuses others).
+    choices: tuple[str, ...] = ()
     #: An empty variable is a value (an empty list), not "unset".
     empty_is_value: bool = False
     metavar: str = "VALUE"
@@ -166,15 +187,24 @@ class Option:
 
     @property
     def flag_name(self) -> str | None:
-        if self.flag == "":
-            return "--" + self.field.replace("_", "-")
-        return self.flag
+        if self.secret:
+            return None
+        return self.flag or "--" + self.field.replace("_", "-")
 
     @property
-    def variable_name(self) -> str | None:
-        if self.variable == "":
-            return "TOKENGRPC_" + self.field.upper()
-        return self.variable
+    def variable_name(self) -> str:
+        return self.variable or "TOKENGRPC_" + self.field.upper()
+
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the README say it."""
+        if self.default_text is not None:
+            return self.default_text
+        value = self.default()
+        if isinstance(value, tuple):
+            return ",".join(value) or "none"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return "none" if value is None else str(value)
 
     def default(self) -> object:
         return getattr(Settings(), self.field)
@@ -217,7 +247,14 @@ LIMITS: tuple[Limit, ...] = (
 #: Every setting an operator gives. Fields absent here (``is_worker``,
 #: ``usage_flush_interval``) are the program's own.
 OPTIONS: tuple[Option, ...] = (
-    Option("data_dir", _path, "store directory", commands=_STORE_COMMANDS, metavar="DIR"),
+    Option(
+        "data_dir",
+        _path,
+        "the store's directory: SQLite files, the secret key file, the bootstrap token",
+        commands=_STORE_COMMANDS,
+        metavar="DIR",
+        default_text="./var",
+    ),
     Option(
         "database_url",
         database_url,
@@ -229,6 +266,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="URL",
         default_text="empty",
     ),
+    Option(
+        "secret_key",
+        str,
+        "AES-256-GCM key for service-token values: 64 hex digits or base64 of 32 bytes",
+        commands=_STORE_COMMANDS,
+        secret=True,
+        default_text="the key file in the data dir, made on first start",
+    ),
     Option("grpc_listen", str, "the gRPC listener's address", metavar="HOST:PORT"),
     Option(
         "http_listen",
@@ -238,26 +283,66 @@ OPTIONS: tuple[Option, ...] = (
         metavar="HOST:PORT",
     ),
     Option(
-        "http_enabled", _switch, "serve gRPC only", flag="--no-http", variable=None, switch=True
+        "http_enabled",
+        _switch,
+        "serve gRPC only",
+        flag="--no-http",
+        variable="TOKENGRPC_HTTP",
+        switch=True,
     ),
     Option(
         "http_in_process",
-        _upstream,
-        "how the gateway reaches the service: in-process or network",
+        _http_upstream,
+        "how the gateway inside serve reaches the service",
         flag="--http-upstream",
         variable="TOKENGRPC_HTTP_UPSTREAM",
-        metavar="MODE",
+        choices=("in-process", "network"),
         default_text="in-process",
     ),
     Option("workers", _positive(int), "server processes sharing the ports", metavar="N"),
-    Option("secret_key", str, "AES-256-GCM key for retrievable values", flag=None),
-    Option("token_prefix", str, "prefix of new secrets", flag=None),
+    Option(
+        "token_prefix",
+        str,
+        "prefix of new secrets (tokens made before a change keep working)",
+        commands=(SERVE, TOKEN),
+        metavar="PREFIX",
+    ),
     Option(
         "trusted_proxies",
         _proxies,
-        "peers whose X-Forwarded-For is believed",
-        flag=None,
+        "comma-separated CIDR ranges of peers whose X-Forwarded-For is believed; empty trusts none",
+        commands=(SERVE, GATEWAY),
         empty_is_value=True,
+        metavar="CIDRS",
+    ),
+    Option(
+        "upstream",
+        str,
+        "the gRPC server this gateway fronts",
+        commands=(GATEWAY,),
+        required=True,
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "upstream_ca",
+        _path,
+        "PEM CA: reach the upstream over TLS",
+        commands=(GATEWAY,),
+        metavar="PATH",
+    ),
+    Option(
+        "upstream_cert",
+        _path,
+        "PEM client certificate for the upstream (mTLS)",
+        commands=(GATEWAY,),
+        metavar="PATH",
+    ),
+    Option(
+        "upstream_key",
+        _path,
+        "PEM key of --upstream-cert",
+        commands=(GATEWAY,),
+        metavar="PATH",
     ),
     *LIMITS,
     Option("tls_cert", _path, "PEM certificate chain", commands=(SERVE, GATEWAY), metavar="PATH"),
@@ -284,7 +369,13 @@ OPTIONS: tuple[Option, ...] = (
         commands=(SERVE, GATEWAY),
         switch=True,
     ),
-    Option("log_format", log_format, "text or json", commands=(SERVE, GATEWAY), metavar="FORMAT"),
+    Option(
+        "log_format",
+        _one_of("text", "json"),
+        "the format of access lines and messages",
+        commands=COMMANDS,
+        choices=("text", "json"),
+    ),
     Option(
         "access_log",
         _switch,
@@ -297,43 +388,52 @@ OPTIONS: tuple[Option, ...] = (
 
 
 def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
-    """The flags of ``command``'s settings. Values stay text here and are parsed by
-    ``resolve``: argparse would repeat a bad value (a database password) in its error."""
+    """The flags of ``command``'s settings, with their variables and defaults in the help.
+
+    Values stay text here and are parsed by ``resolve``: argparse would repeat
+    a bad value (a database password) in its error, so ``choices`` are shown
+    in the metavar, never handed to argparse.
+    """
     for option in OPTIONS:
         flag = option.flag_name
         if flag is None or command not in option.commands:
             continue
         variable = option.variable_name
         if option.switch:
-            where = f" ({variable}=off)" if variable else ""
             parser.add_argument(
-                flag, dest=option.field, action="store_true", help=option.help + where
+                flag, dest=option.field, action="store_true", help=f"{option.help} ({variable}=off)"
             )
         else:
-            where = f"{variable}; " if variable else ""
-            default = option.default_text or _shown(option.default())
-            parser.add_argument(
-                flag,
-                dest=option.field,
-                metavar=option.metavar,
-                help=f"{option.help} ({where}default {default})",
-            )
+            metavar = "{" + ",".join(option.choices) + "}" if option.choices else option.metavar
+            default = "required" if option.required else f"default {option.shown_default()}"
+            help_text = f"{option.help} ({variable}; {default})"
+            parser.add_argument(flag, dest=option.field, metavar=metavar, help=help_text)
 
 
-def _shown(value: object) -> str:
-    if isinstance(value, tuple):
-        return ",".join(value) or "none"
-    return "none" if value is None else str(value)
+def secrets_epilog(command: str) -> str | None:
+    """What ``--help`` says of ``command``'s settings that have a variable and no flag."""
+    lines = [
+        textwrap.fill(
+            f"{option.variable_name}  {option.help} (default {option.shown_default()})",
+            width=78,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
+        for option in OPTIONS
+        if option.secret and command in option.commands
+    ]
+    if not lines:
+        return None
+    return "\n".join(["secrets (a variable only, never a flag: ps shows command lines):", *lines])
 
 
 def resolve(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
     """Defaults, then the variables, then the flags given: the settings of one command."""
     values: dict[str, object] = {}
     for option in OPTIONS:
-        variable = option.variable_name
-        text = env.get(variable) if variable else None
+        text = env.get(option.variable_name)
         if text is not None and (text or option.empty_is_value):
-            values[option.field] = option.read(text, variable + ":" if variable else "")
+            values[option.field] = option.read(text, option.variable_name + ":")
     for option in OPTIONS:
         given = getattr(args, option.field, None)
         if option.switch:

@@ -69,8 +69,8 @@ def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
     """A Token's fields, to build it where it goes: ``tokens.add(**f)``, or as
     the ``token`` of a response (``Response(token=f)``).
 
-    Plain values and dicts are much cheaper to hand to upb than messages,
-    which it would copy (listings build many of these per call).
+    Plain values and dicts, never a built message: upb copies a message it is
+    handed and fills a dict's fields in place (docs/performance.md).
     The store's records already hold every use, pending ones too.
     """
     last_use_time = record.last_use_time

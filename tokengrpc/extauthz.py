@@ -136,7 +136,7 @@ def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
     return headers
 
 
-def missing_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
+def lacks_required_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
     """Opaque scopes are matched exactly: ``admin`` stands in only for reserved ones."""
     required = extensions.get(REQUIRED_SCOPES)
     if not required:
@@ -165,9 +165,10 @@ class AuthorizationServicer:
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
         self._last_warning = -_WARN_EVERY
-        #: Token id -> (the record it was built from, its allowing answer). Building
-        #: an answer costs more than the rest of a check; the store hands out the
-        #: same record object until the token changes, so identity says "still true".
+        #: Token id -> (the record it was built from, its allowing answer): an answer
+        #: is built once per record, not per check (docs/performance.md). The store
+        #: hands out the same record object until the token changes, so identity
+        #: says "still true".
         self._answers: dict[int, tuple[TokenRecord, external_auth_pb2.CheckResponse]] = {}
 
     async def _checking_caller(
@@ -219,7 +220,7 @@ class AuthorizationServicer:
         record = await self._auth.check(token, address, caller.now)
         if record is None:
             return UNAUTHENTICATED
-        if missing_scopes(record, attributes.context_extensions):
+        if lacks_required_scopes(record, attributes.context_extensions):
             return FORBIDDEN
         return self._allowed(record)
 

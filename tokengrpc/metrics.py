@@ -8,10 +8,12 @@ Recording sits on every request's path, so it is plain arithmetic on this
 process's own numbers (no lock, no label lookup in the library); a scrape
 turns those numbers into Prometheus families when it is asked for them.
 
-With ``serve --workers N`` every process also copies its numbers, every
-:data:`SHARE_EVERY` seconds and when it stops, into files in one directory
-(prometheus-client's multiprocess mode); a scrape, whichever process answers
-it, reads and sums them all.
+With ``serve --workers N`` every process also writes its numbers, every
+:data:`SHARE_EVERY` seconds and when it stops, to a file of its own in one
+directory (:mod:`tokengrpc.sharedmetrics`); a scrape, whichever process
+answers it, adds the other processes' files to its own live numbers.
+Only prometheus-client's public API is used (metric families, the registry,
+the exposition and its HTTP server).
 """
 
 from __future__ import annotations
@@ -21,43 +23,37 @@ import logging
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
-    multiprocess,
     start_http_server,
-    values,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from tokengrpc.sharedmetrics import SHARED_DIR_VARIABLE, Snapshot, SnapshotFiles, shared_directory
+
 log = logging.getLogger(__name__)
 
-#: prometheus-client's variable: set, every process shares its values through that directory.
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 #: The label of an HTTP request no route matched (its path is the client's, not ours).
 UNMATCHED_ROUTE = "(unmatched)"
-#: Seconds; the service answers most requests in well under a millisecond.
+#: Seconds; the lowest bound is set for where the hot path's answers fall
+#: (docs/performance.md, "What the hot path does").
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-#: Seconds between copies of a worker's numbers to the shared files (how stale
+#: Seconds between copies of a process's numbers to its shared file (how stale
 #: another worker's figures can be in a scrape).
 SHARE_EVERY = 0.5
 
-#: The ``le`` labels, as prometheus-client writes them (its multiprocess files too).
+#: The ``le`` labels, as prometheus-client writes them.
 _LE = (*(floatToGoString(bound) for bound in BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
 
 
 def share_between_processes(directory: str) -> None:
-    """Switch to multiprocess mode; must come before any ``Metrics`` is built."""
-    os.environ[MULTIPROCESS_DIR] = directory
-    # The library picks its value class when first imported; ask it again now
-    # that the directory is known (metrics built from here on use files).
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    """Share through ``directory``: this process and the workers it starts from now
+    on (they inherit the environment); must come before any ``Metrics`` is built."""
+    os.environ[SHARED_DIR_VARIABLE] = directory
 
 
 class _Times:
@@ -103,14 +99,38 @@ class _Requests:
     def add(self, label: str, status: str, seconds: float) -> None:
         series = self.series.get((label, status))
         if series is None:
+            series = self._new_series(label, status)
+        series.add(seconds)
+
+    def _new_series(self, label: str, status: str) -> _Series:
+        times = self.times.get(label)
+        if times is None:
+            times = self.times[label] = _Times()
+        series = self.series[label, status] = _Series(times)
+        return series
+
+    # Copies first, here and in families(): a scrape served from a thread reads
+    # while the loop counts.
+    def snapshot(self) -> Snapshot:
+        return {
+            "series": [[*key, series.count] for key, series in list(self.series.items())],
+            "times": [[label, list(t.counts), t.total] for label, t in list(self.times.items())],
+        }
+
+    def merge(self, snapshot: Snapshot) -> None:
+        """Add another process's numbers (a snapshot's) to these."""
+        for label, status, count in snapshot["series"]:
+            found = self.series.get((label, status)) or self._new_series(label, status)
+            found.count += count
+        for label, counts, total in snapshot["times"]:
             times = self.times.get(label)
             if times is None:
                 times = self.times[label] = _Times()
-            series = self.series[label, status] = _Series(times)
-        series.add(seconds)
+            for index, count in enumerate(counts):
+                times.counts[index] += count
+            times.total += total
 
     def families(self) -> Iterator[Metric]:
-        # Copies first: a scrape served from a thread reads while the loop counts.
         counted = CounterMetricFamily(self.name, self.what, labels=(self.label, self.status))
         for (label, status), series in list(self.series.items()):
             counted.add_metric((label, status), series.count)
@@ -132,6 +152,14 @@ class _Outcomes:
         self.name, self.label, self.what, self.words = name, label, what, (yes, no)
         self.yes = self.no = 0
 
+    def snapshot(self) -> list[int]:
+        return [self.yes, self.no]
+
+    def merge(self, snapshot: list[int]) -> None:
+        yes, no = snapshot
+        self.yes += yes
+        self.no += no
+
     def families(self) -> Iterator[Metric]:
         counted = CounterMetricFamily(self.name, self.what, labels=(self.label,))
         counted.add_metric((self.words[0],), self.yes)
@@ -139,8 +167,8 @@ class _Outcomes:
         yield counted
 
 
-class Metrics:
-    """Every metric of one process, and its scrape."""
+class _Counts:
+    """Every number one process records; also what a scrape adds the workers' into."""
 
     def __init__(self) -> None:
         self.grpc = _Requests("grpc", "method", "code", "gRPC call")
@@ -153,10 +181,40 @@ class Metrics:
             "tokengrpc_introspections", "active", "IntrospectToken answers by active",
             "true", "false",
         )  # fmt: skip
+
+    def collect(self) -> Iterator[Metric]:
+        """The families (prometheus-client's collector protocol)."""
+        yield from self.grpc.families()
+        yield from self.http.families()
+        yield from self.authentications.families()
+        yield from self.introspections.families()
+
+    def snapshot(self) -> Snapshot:
+        """Plain numbers, for another process to :meth:`merge`."""
+        return {
+            "grpc": self.grpc.snapshot(),
+            "http": self.http.snapshot(),
+            "authentications": self.authentications.snapshot(),
+            "introspections": self.introspections.snapshot(),
+        }
+
+    def merge(self, snapshot: Snapshot) -> None:
+        self.grpc.merge(snapshot["grpc"])
+        self.http.merge(snapshot["http"])
+        self.authentications.merge(snapshot["authentications"])
+        self.introspections.merge(snapshot["introspections"])
+
+
+class Metrics(_Counts):
+    """Every metric of one process, and its scrape."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._registry = CollectorRegistry()
         self._registry.register(self)
-        #: With workers: the files this process copies its numbers to.
-        self._shared = _SharedFiles(self) if os.environ.get(MULTIPROCESS_DIR) else None
+        directory = shared_directory()
+        #: With workers: this process's file among theirs.
+        self._files = SnapshotFiles(directory) if directory is not None else None
 
     def grpc_call(self, method: str, code: str, seconds: float) -> None:
         self.grpc.add(method, code, seconds)
@@ -176,24 +234,17 @@ class Metrics:
         else:
             self.introspections.no += 1
 
-    def collect(self) -> Iterator[Metric]:
-        """This process's families (prometheus-client's collector protocol)."""
-        yield from self.grpc.families()
-        yield from self.http.families()
-        yield from self.authentications.families()
-        yield from self.introspections.families()
-
     @property
     def shared(self) -> bool:
-        return self._shared is not None
+        return self._files is not None
 
     def share(self) -> None:
-        """Copy what was counted since the last copy to the shared files (the loop's job)."""
-        if self._shared is not None:
-            self._shared.copy()
+        """Write this process's numbers to its shared file (the loop's job)."""
+        if self._files is not None:
+            self._files.write(self.snapshot())
 
     async def share_forever(self) -> None:
-        """Keep the shared files current until cancelled; the last copy is the caller's.
+        """Keep the shared file current until cancelled; the last copy is the caller's.
 
         A copy that fails (a full disk) is logged once and tried again next
         time: the other workers' figures must not freeze silently.
@@ -218,11 +269,11 @@ class Metrics:
             log.warning("the last metrics of this process could not be shared: %s", error)
 
     def collector(self) -> CollectorRegistry:
-        """What a scrape reads: this process's numbers, or every process's files."""
-        if self._shared is None:
+        """What a scrape reads: this process's numbers, plus every other process's file."""
+        if self._files is None:
             return self._registry
         summed = CollectorRegistry()
-        multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        summed.register(_Summed(self, self._files))
         return summed
 
     def scrape(self) -> tuple[bytes, str]:
@@ -245,61 +296,19 @@ class Metrics:
         return f"{shown}:{bound_port}"
 
 
-class _SharedFiles:
-    """prometheus-client's file-backed metrics, fed by differences since the last copy."""
+class _Summed:
+    """This process's live numbers plus the other processes' last snapshots."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._copied: dict[object, float] = {}
-        self._children: dict[object, Any] = {}
-        self._grpc = self._mirror(metrics.grpc)
-        self._http = self._mirror(metrics.http)
-        self._auth = Counter(
-            metrics.authentications.name, metrics.authentications.what,
-            (metrics.authentications.label,), registry=None,
-        )  # fmt: skip
-        self._intro = Counter(
-            metrics.introspections.name, metrics.introspections.what,
-            (metrics.introspections.label,), registry=None,
-        )  # fmt: skip
+    def __init__(self, own: _Counts, files: SnapshotFiles) -> None:
+        self._own, self._files = own, files
 
-    @staticmethod
-    def _mirror(requests: _Requests) -> tuple[Counter, Histogram]:
-        return (
-            Counter(requests.name, requests.what, (requests.label, requests.status), registry=None),
-            Histogram(
-                requests.duration_name, requests.what_duration, (requests.label,),
-                buckets=BUCKETS, registry=None,
-            ),
-        )  # fmt: skip
-
-    def _add(self, key: object, now: float, add: Any) -> None:
-        before = self._copied.get(key, 0)
-        if now != before:
-            add(now - before)
-            self._copied[key] = now
-
-    def copy(self) -> None:
-        metrics = self._metrics
-        for requests, (counter, histogram) in (
-            (metrics.grpc, self._grpc),
-            (metrics.http, self._http),
-        ):
-            for labels, series in list(requests.series.items()):
-                self._add((requests.name, labels), series.count, counter.labels(*labels).inc)
-            for label, times in list(requests.times.items()):
-                # A child's buckets and sum are its value files: added to as observe() would.
-                child = histogram.labels(label)
-                self._add((requests.name, label, "sum"), times.total, child._sum.inc)
-                for index, count in enumerate(list(times.counts)):
-                    bucket = child._buckets[index]
-                    self._add((requests.name, label, index), count, bucket.inc)
-        for outcomes, counter in (
-            (metrics.authentications, self._auth),
-            (metrics.introspections, self._intro),
-        ):
-            for word, count in zip(outcomes.words, (outcomes.yes, outcomes.no), strict=True):
-                self._add((outcomes.name, word), count, counter.labels(word).inc)
+    def collect(self) -> Iterator[Metric]:
+        total = _Counts()
+        total.merge(self._own.snapshot())
+        # The directory is private to one run: every file in it is ours.
+        for snapshot in self._files.others():
+            total.merge(snapshot)
+        yield from total.collect()
 
 
 #: What the servicer and the authenticator call; a no-op when metrics are off.

@@ -1,4 +1,5 @@
-"""The token rules, free of I/O: status, scopes, and what a valid field is.
+"""The token rules, free of I/O: status, scopes, who sees and may change what,
+and what a valid field is.
 
 Everything that decides whether a value or an action is allowed lives here
 once; the servicer, the CLI and (through the RPCs) the gateway all ask it.
@@ -11,7 +12,7 @@ import unicodedata
 from collections.abc import Collection, Iterable
 
 from tokengrpc.addresses import MAX_ALLOWED_IPS, parse_allowed
-from tokengrpc.errors import MAX_VIOLATIONS, InvalidArgument, Violation
+from tokengrpc.errors import MAX_VIOLATIONS, InvalidArgument, PermissionDenied, Violation
 from tokengrpc.store import TokenRecord
 
 WRITE = "write"
@@ -44,12 +45,35 @@ def status_of(record: TokenRecord, now: int) -> Status:
     return Status.ACTIVE
 
 
-def grantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
-    """The wanted scopes the holder may not grant (all of them are fine for admin)."""
+def ungrantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
+    """The wanted scopes the holder may not grant (none for admin)."""
     held_set = frozenset(held)
     if ADMIN in held_set:
         return []
     return [scope for scope in wanted if scope not in held_set]
+
+
+def check_grant(wanted: Iterable[str], held: Iterable[str]) -> None:
+    """No escalation by granting: PermissionDenied unless every wanted scope is held."""
+    missing = ungrantable(wanted, held)
+    if missing:
+        # Counted, not named: the scopes are the client's own strings.
+        raise PermissionDenied(f"cannot grant scopes you do not hold ({len(missing)} of them)")
+
+
+def check_not_stronger(target: TokenRecord, held: Iterable[str], action: str) -> None:
+    """No escalation against the target: without admin, a caller acts only on
+    tokens whose scopes it holds too (itself included), so a weak token can
+    neither strengthen nor sabotage a strong one of its owner. The caller checks
+    visibility first, so other owners' tokens stay NOT_FOUND."""
+    if ungrantable(target.scopes, held):
+        raise PermissionDenied(f"cannot {action} a token that holds scopes you do not hold")
+
+
+def visible(viewer_owner: str, viewer_is_admin: bool, record: TokenRecord) -> bool:
+    """Whether a viewer may see a token at all: an admin sees every token; an
+    owner only its own personal tokens (never a service token)."""
+    return viewer_is_admin or (record.owner == viewer_owner and not record.is_service)
 
 
 def actor_shown(viewer_owner: str, viewer_is_admin: bool, actor_owner: str) -> bool:

@@ -72,11 +72,6 @@ def fingerprint(key: bytes) -> bytes:
     return hmac.new(key, b"tokengrpc key fingerprint", hashlib.sha256).digest()
 
 
-def load_or_create_key(data_dir: Path, env_value: str | None) -> bytes:
-    found = find_key(data_dir, env_value)
-    return found.key if found is not None else create_key(data_dir)
-
-
 def create_key(data_dir: Path) -> bytes:
     """A new key in ``<data_dir>/secret.key`` (0600), or the one a racing process just wrote."""
     path = data_dir / KEY_FILE

@@ -97,8 +97,13 @@ class Core:
 
 #: The transport reads messages up to this many times the per-message limit, so
 #: that the observer sees an oversized request and answers it itself (Check
-#: with a denial); beyond it grpc refuses with RESOURCE_EXHAUSTED unread.
-TRANSPORT_FACTOR = 16
+#: with a denial); beyond it grpc refuses with RESOURCE_EXHAUSTED unread. Small:
+#: every open stream may hold a message this large before any check runs.
+TRANSPORT_FACTOR = 2
+#: Requests must not be compressed: a few KiB of gzip would cost the limit's
+#: worth of decompression per stream, before any check (a token service's
+#: requests are too small to gain from it). Bit 0 is "identity" alone.
+_IDENTITY_ONLY = 1
 
 
 def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
@@ -109,6 +114,7 @@ def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
         # within it too, which SilentConnections sees to (from channelz).
         ("grpc.server_handshake_timeout_ms", int(settings.http_head_timeout * 1000)),
         ("grpc.enable_channelz", 1),
+        ("grpc.compression_enabled_algorithms_bitset", _IDENTITY_ONLY),
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
         ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
         (

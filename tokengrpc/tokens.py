@@ -6,16 +6,17 @@ request message and get a response message back, or a DomainError.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.convert import duration_micros, event_fields, micros, token_fields, token_init
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from tokengrpc.pagetokens import (
+    EVENT_PAGE_TOKEN_LABEL,
+    PAGE_TOKEN_LABEL,
+    decode_page_token,
+    encode_page_token,
+)
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
 from tokengrpc.store import (
@@ -45,13 +46,6 @@ _Selecting = (
 )
 
 
-def _visible(caller: Caller, record: TokenRecord) -> bool:
-    """Admins see everything; others only their own owner's personal tokens."""
-    if caller.is_admin:
-        return True
-    return record.owner == caller.owner and not record.is_service
-
-
 def _require(caller: Caller, scope: str, action: str) -> None:
     if not caller.holds(scope):
         raise PermissionDenied(f"{action} needs the {scope!r} scope")
@@ -70,55 +64,9 @@ def _expiry(
     return value
 
 
-#: What the page-token key is derived from the secret key for (``Sealer.derive``).
-PAGE_TOKEN_LABEL = b"page-token"
-#: The same for event listings: a token page position is never an event one.
-EVENT_PAGE_TOKEN_LABEL = b"event-page-token"
 #: Compared against when a revoked-by-value token does not exist, so an
 #: unknown token costs the same lookup and compare as a known one.
 _NO_HASH = bytes(32)
-_TAG = 16
-#: 8 bytes of id and a 16-byte tag, in unpadded URL-safe base64.
-_PAGE_TOKEN_LENGTH = 32
-_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _page_tag(key: bytes, position: bytes, owner: str, include_revoked: bool) -> bytes:
-    # The fixed-size fields come first, so owner needs no separator.
-    message = position + (b"\1" if include_revoked else b"\0") + owner.encode()
-    return hmac.new(key, message, hashlib.sha256).digest()[:_TAG]
-
-
-def encode_page_token(key: bytes, after_id: int, owner: str, include_revoked: bool) -> str:
-    """The keyset position after ``after_id``, opaque to clients.
-
-    Signed with a key derived from the server's secret key, so a client can
-    neither forge a position nor move a token to another listing (owner,
-    revoked or not); every process sharing the key accepts it.
-    """
-    position = after_id.to_bytes(8, "big")
-    tag = _page_tag(key, position, owner, include_revoked)
-    return base64.urlsafe_b64encode(position + tag).decode().rstrip("=")
-
-
-def decode_page_token(key: bytes, token: str, owner: str, include_revoked: bool) -> int | None:
-    """The ``after_id`` of a page token of this listing; None for anything else.
-
-    The length and alphabet are checked before decoding, the tag in constant time.
-    """
-    if len(token) != _PAGE_TOKEN_LENGTH or not _BASE64URL.issuperset(token):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token)  # 32 characters: no padding, no spare bits
-    except (binascii.Error, ValueError):
-        return None
-    position, tag = raw[:8], raw[8:]
-    if len(tag) != _TAG or not hmac.compare_digest(
-        tag, _page_tag(key, position, owner, include_revoked)
-    ):
-        return None
-    after_id = int.from_bytes(position, "big")
-    return after_id if after_id <= plaintext.MAX_ID else None
 
 
 class TokenManager:
@@ -169,7 +117,7 @@ class TokenManager:
         expire_time = _expiry(request, "expire_time", now, problems)
         allowed_ips = rules.clean_allowed_ips(request.allowed_ips, "allowed_ips", problems)
         problems.raise_if_any()
-        self._no_escalation(caller, scopes)
+        rules.check_grant(scopes, caller.scopes)
 
         secret = plaintext.new_secret(self._prefix)
         secret_hash = plaintext.hash_secret(secret)
@@ -299,9 +247,9 @@ class TokenManager:
         )
         problems.raise_if_any()
         if changes.scopes is not None:
-            self._no_escalation(caller, changes.scopes)
+            rules.check_grant(changes.scopes, caller.scopes)
         record = await self._find_by_id(caller, token.id)
-        self._not_stronger(caller, record, "update")
+        rules.check_not_stronger(record, caller.scopes, "update")
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
         try:
@@ -319,7 +267,7 @@ class TokenManager:
         record = await self._find(caller, request)
         if request.caller_owner_only and (record.is_service or record.owner != caller.owner):
             raise NotFound()
-        self._not_stronger(caller, record, "revoke")
+        rules.check_not_stronger(record, caller.scopes, "revoke")
         now = caller.now
         revoked = (
             await self._store.revoke(record.id, now, caller.actor)
@@ -399,7 +347,7 @@ class TokenManager:
         else:
             _require(caller, rules.WRITE, "rotating another token")
             record = await self._find(caller, request)
-        self._not_stronger(caller, record, "rotate")
+        rules.check_not_stronger(record, caller.scopes, "rotate")
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be rotated")
         now = caller.now
@@ -496,20 +444,6 @@ class TokenManager:
             )
         return response
 
-    def _no_escalation(self, caller: Caller, scopes: tuple[str, ...]) -> None:
-        missing = rules.grantable(scopes, caller.scopes)
-        if missing:
-            # Counted, not named: the scopes are the client's own strings.
-            raise PermissionDenied(f"cannot grant scopes you do not hold ({len(missing)} of them)")
-
-    def _not_stronger(self, caller: Caller, target: TokenRecord, action: str) -> None:
-        """No escalation against the target: without admin, a caller acts only on
-        tokens whose scopes it holds too (itself included), so a weak token can
-        neither strengthen nor sabotage a strong one of its owner. Checked after
-        the ownership lookup, so other owners' tokens stay NOT_FOUND."""
-        if rules.grantable(target.scopes, caller.scopes):
-            raise PermissionDenied(f"cannot {action} a token that holds scopes you do not hold")
-
     async def _find(self, caller: Caller, request: _Selecting) -> TokenRecord:
         which = request.WhichOneof("selector")
         if which == "id":
@@ -527,7 +461,7 @@ class TokenManager:
         if len(name) > rules.MAX_NAME:
             raise NotFound()  # no token has such a name; nothing huge reaches the store
         record = await self._store.get_service_token(name)
-        if record is None or not _visible(caller, record):
+        if record is None or not rules.visible(caller.owner, caller.is_admin, record):
             raise NotFound()
         return record
 
@@ -538,6 +472,6 @@ class TokenManager:
         if token_id <= 0:
             raise NotFound()
         record = await self._store.get(token_id)
-        if record is None or not (itself or _visible(caller, record)):
+        if record is None or not (itself or rules.visible(caller.owner, caller.is_admin, record)):
             raise NotFound()
         return record

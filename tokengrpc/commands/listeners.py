@@ -1,0 +1,77 @@
+"""What ``serve`` and ``gateway`` both put on their listeners: TLS, metrics, access lines, limits.
+
+Built from ``Settings`` alone, so the two commands cannot configure a
+listener two ways.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import tempfile
+from typing import TYPE_CHECKING
+
+from tokengrpc import logs
+from tokengrpc.config import Settings
+from tokengrpc.metrics import Metrics, share_between_processes
+from tokengrpc.observe import HttpObserver
+from tokengrpc.tls import Certificates, TlsFiles
+
+if TYPE_CHECKING:
+    from gateway.connections import ConnectionLimits
+
+log = logging.getLogger("tokengrpc")
+
+
+def certificates(settings: Settings) -> Certificates | None:
+    """TLS for the listeners, or None for plaintext; half a configuration is an error."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return Certificates(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca))
+
+
+def warn_plaintext(listen: str) -> None:
+    """Bearer secrets in cleartext are only acceptable on this machine."""
+    host = listen.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "serving plaintext on %s, which is not a loopback address: bearer tokens cross"
+            " the network in the clear (use --tls-cert and --tls-key)",
+            listen,
+        )
+
+
+def metrics(settings: Settings, *, serving: bool = True) -> tuple[Metrics | None, str | None]:
+    """The process's metrics; with ``serve``'s workers, the directory they share (ours
+    to remove). ``tokengrpc gateway`` has no workers, whatever the environment says."""
+    if not settings.metrics_enabled:
+        return None, None
+    directory = None
+    if serving and settings.workers > 1 and not settings.is_worker:
+        directory = tempfile.mkdtemp(prefix="tokengrpc-metrics-")
+        share_between_processes(directory)
+    return Metrics(), directory
+
+
+def observer(settings: Settings, counters: Metrics | None) -> HttpObserver:
+    """What the HTTP listener reports each request to: the counters and the access log."""
+    return HttpObserver(counters, logs.AccessLog() if settings.access_log else None)
+
+
+def http_limits(settings: Settings) -> ConnectionLimits:
+    from gateway.connections import ConnectionLimits  # the gateway is optional at run time
+
+    return ConnectionLimits(
+        max_head_bytes=settings.http_max_head_bytes,
+        head_timeout=settings.http_head_timeout,
+        keep_alive_timeout=settings.http_keep_alive_timeout,
+        max_connections=settings.http_max_connections,
+    )
