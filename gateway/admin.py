@@ -17,11 +17,13 @@ from typing import Any
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from gateway import legacy
-from gateway.http import BodyTooLarge, Request, Response, json_response
-from gateway.legacy import Handler, InputError
+from gateway import legacy, openapi_legacy
+from gateway.family import Fragment, Route
+from gateway.http import BadInput, BodyTooLarge, Request, Response, json_response
+from gateway.legacy import InputError
+from gateway.limits import size_text
 from gateway.status import http_status
-from gateway.upstream import RpcFailure
+from gateway.upstream import RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 WRITE = "write"
@@ -32,7 +34,7 @@ def _error(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
-def _failure(_: Request, failure: RpcFailure) -> Response:
+def _failed(failure: RpcFailure) -> Response:
     if failure.code == grpc.StatusCode.UNAUTHENTICATED:
         return _error(401, "Unauthenticated.")
     if failure.code == grpc.StatusCode.PERMISSION_DENIED:
@@ -63,12 +65,6 @@ def described(token: pb.Token) -> dict[str, Any]:
     }
 
 
-def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
-    if isinstance(bad, BodyTooLarge):
-        return _error(413, "The request body is larger than 1 MiB.")
-    return _error(400, str(bad))
-
-
 class _Fields:
     """The body of POST and PUT, checked for shape (the service checks meaning)."""
 
@@ -94,18 +90,29 @@ class _Fields:
             raise InputError(errors)
 
 
-class Admin(legacy.Family):
-    bad_input = staticmethod(_bad_input)
-    failed = staticmethod(_failure)
+class Admin:
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
 
-    def routes(self) -> list[tuple[str, str, Handler]]:
+    def routes(self) -> list[Route]:
         return [
-            ("POST", "/_/token", self.guard(self.create)),
-            ("GET", "/_/token", self.guard(self.list)),
-            ("PUT", "/_/token", self.guard(self.update)),
-            ("DELETE", "/_/token", self.guard(self.delete)),
-            ("GET", "/_/token/value", self.guard(self.value)),
+            Route("POST", "/_/token", self.create),
+            Route("GET", "/_/token", self.list),
+            Route("PUT", "/_/token", self.update),
+            Route("DELETE", "/_/token", self.delete),
+            Route("GET", "/_/token/value", self.value),
         ]
+
+    def openapi(self) -> Fragment:
+        return openapi_legacy.admin()
+
+    def bad_input(self, request: Request, bad: BadInput) -> Response:
+        if isinstance(bad, BodyTooLarge):
+            return _error(413, f"The request body is larger than {size_text(bad.limit)}.")
+        return _error(400, str(bad))
+
+    def failed(self, request: Request, failure: RpcFailure) -> Response:
+        return _failed(failure)
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
         fields = _Fields(await request.json_object())

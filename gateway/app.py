@@ -1,4 +1,9 @@
-"""The HTTP gateway: one router over the canonical and legacy routes, on uvicorn."""
+"""The HTTP gateway: one router over every route family, on uvicorn.
+
+The app lists the families and wraps each of their routes in the one guard
+(``gateway.family.guard``): authenticate first, the body limit, and failures
+in the family's own shapes. A family only lists, describes and renders.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +20,19 @@ from typing import Any, Protocol
 import grpc
 import uvicorn
 
+from gateway import openapi
 from gateway.admin import Admin
+from gateway.canonical import Canonical
 from gateway.connections import ConnectionLimits, protocol_for
+from gateway.family import Family, guard
 from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
 from gateway.me import Me
-from gateway.oauth import OAuth
-from gateway.openapi import OpenApi
-from gateway.ops import Ops
+from gateway.oauth import Introspection, Revocation
+from gateway.ops import Ops, Scraper
 from gateway.pattern import BadPath, Template
 from gateway.router import Endpoint, Match, NotAllowed, Router
 from gateway.solder import Solder
-from gateway.transcode import Transcoder, error_response
+from gateway.transcode import error_response
 from gateway.upstream import Upstream
 from tokengrpc.v1 import tokens_pb2
 
@@ -35,30 +42,48 @@ SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"]
 DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 
 
-def routes(upstream: Upstream) -> Iterator[tuple[str, Template | str, Endpoint]]:
-    """Every HTTP route: the canonical ones from the annotations, then each family's."""
-    yield from Transcoder(upstream, SERVICE).routes()
-    families = (Solder(upstream), Me(upstream), Admin(upstream), OAuth(upstream), Ops(upstream))
-    for family in (*families, OpenApi(SERVICE)):
-        yield from family.routes()
+def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family]:
+    """Every route family: the canonical routes from the annotations, the legacy
+    ones, OAuth, and the operator's routes (whose document describes them all)."""
+    found: list[Family] = [
+        Canonical(upstream, SERVICE),
+        Solder(upstream),
+        Me(upstream),
+        Admin(upstream),
+        Introspection(upstream),
+        Revocation(upstream),
+    ]
+    return [*found, Ops(upstream, observer, found)]
 
 
-def build_router(upstream: Upstream) -> Router:
+def document(upstream: Upstream, observer: Scraper | None = None) -> dict[str, Any]:
+    """The OpenAPI document a gateway in front of ``upstream`` serves (no call is made)."""
+    return openapi.document([family.openapi() for family in families(upstream, observer)])
+
+
+def routes(
+    upstream: Upstream, observer: Scraper | None = None
+) -> Iterator[tuple[str, Template | str, Endpoint]]:
+    """Every HTTP route, its handler guarded by the rules all families share."""
+    for family in families(upstream, observer):
+        for route in family.routes():
+            yield route.method, route.template, guard(upstream, family, route)
+
+
+def build_router(upstream: Upstream, observer: Scraper | None = None) -> Router:
     router = Router()
-    for method, template, endpoint in routes(upstream):
+    for method, template, endpoint in routes(upstream, observer):
         router.add(method, template, endpoint)
     return router
 
 
-class Observer(Protocol):
+class Observer(Scraper, Protocol):
     """Metrics and the access log, handed in by the command line (they are the service's).
 
     ``begin`` runs before routing (so authentication can note the caller in
     what it returns); ``end`` once the response is known, with the token id
     the upstream named (what an in-process ``begin`` noted comes first).
     """
-
-    serves_metrics: bool
 
     def begin(self) -> Any: ...
 
@@ -76,8 +101,6 @@ class Observer(Protocol):
         token_id: int | None,
     ) -> None: ...
 
-    def scrape(self) -> tuple[bytes, str] | None: ...
-
 
 class Gateway:
     """The ASGI application."""
@@ -89,19 +112,9 @@ class Gateway:
         observer: Observer | None = None,
     ) -> None:
         self.upstream = upstream
-        self._router = build_router(upstream)
+        self._router = build_router(upstream, observer)
         self._trust = Trust.of(trusted_proxies)
         self._observer = observer
-        if observer is not None and observer.serves_metrics:
-            self._router.add("GET", "/metrics", self._metrics)
-
-    async def _metrics(self, request: Request, variables: dict[str, str]) -> Response:
-        assert self._observer is not None  # routed only with one
-        scraped = self._observer.scrape()
-        if scraped is None:
-            return error_response(grpc.StatusCode.NOT_FOUND, "no route for this path")
-        body, content_type = scraped
-        return Response(200, body, [(b"content-type", content_type.encode())])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -4,7 +4,7 @@ The gateway holds no token rules: whether a credential is good is the
 service's answer to a call. Asking costs a round trip, so a route that needs
 a token asks first only where the body is worth protecting:
 
-- a body the head declares at most ``SMALL_BODY`` long is read, parsed and
+- a body the head declares at most ``limits.STRANGER_BODY`` long is read, parsed and
   sent with the call itself, which authenticates it: parsing that much costs
   a stranger's request no more than a revocation by value, which needs no
   token at all;
@@ -13,27 +13,26 @@ a token asks first only where the body is worth protecting:
 - bad input is reported only once the caller is authenticated, so a stranger
   sees 401 whatever it sent.
 
-Routes that need no token take at most ``NO_TOKEN_MAX_BODY``.
+Routes that need no token take at most ``limits.STRANGER_BODY``. The
+app applies this to every route that needs a token (``gateway.family.guard``):
+no family calls it.
 """
 
 from __future__ import annotations
 
 from gateway.http import Request
+from gateway.limits import STRANGER_BODY
 from gateway.upstream import Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 #: The RPCs the service serves without a caller token (holding the secret
 #: being revoked is the proof); tests/test_openapi.py holds it to the service.
 UNAUTHENTICATED_RPCS = frozenset({"RevokeTokenByValue"})
-#: The most of a body a stranger can make the gateway read and parse.
-SMALL_BODY = 16 * 1024
-#: The body limit of a route that needs no token: a revocation names one token.
-NO_TOKEN_MAX_BODY = 16 * 1024
 
 
 async def before_body(upstream: Upstream, request: Request) -> None:
     """Authenticate now unless the head declares a small body; RpcFailure if refused."""
-    if not request.declares_body_within(SMALL_BODY):
+    if not request.declares_body_within(STRANGER_BODY):
         await authenticate(upstream, request)
 
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from gateway import forwarded
 from gateway.forwarded import Trust
+from gateway.limits import MAX_BODY, MAX_FORM_BODY, size_text
 from gateway.names import shown
 
 __all__ = ["Trust"]  # re-exported: the gateway's callers know it from here
@@ -24,10 +25,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-MAX_BODY = 1024 * 1024  # 1 MiB
-#: A form body's limit: percent-decoding runs in Python, on the event loop
-#: (docs/performance.md), and no form a family takes needs more.
-MAX_FORM_BODY = 64 * 1024
 #: Parameters in a query string or a form body. Each one costs Python work
 #: per item before any rule of the service sees the request.
 MAX_FIELDS = 1000
@@ -41,10 +38,15 @@ MAX_DEPTH = 32
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-class BodyTooLarge(Exception):
-    """More bytes were sent than the route takes (MAX_BODY unless it says less)."""
+class BadInput(Exception):
+    """A request that cannot become a call: the route's family words it, and
+    only once the caller is authenticated (``gateway.family.guard``)."""
 
-    def __init__(self, limit: int = MAX_BODY) -> None:
+
+class BodyTooLarge(BadInput):
+    """More bytes were sent than the route takes (``gateway.limits``)."""
+
+    def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than {size_text(limit)}")
         self.limit = limit
 
@@ -56,16 +58,7 @@ class ClientGone(Exception):
     """
 
 
-def size_text(size: int) -> str:
-    """``1 MiB``, ``16 KiB``: a limit as an error message states it."""
-    if size % (1024 * 1024) == 0:
-        return f"{size // (1024 * 1024)} MiB"
-    if size % 1024 == 0:
-        return f"{size // 1024} KiB"
-    return f"{size} bytes"
-
-
-class BadBody(Exception):
+class BadBody(BadInput):
     """The body (or the query) cannot be read: not JSON, not an object, too big a shape.
 
     Messages are fixed sentences: they never repeat what was sent.
@@ -93,6 +86,8 @@ class Request:
     #: The service has accepted this request's credential (a call of its own
     #: said so), so asking again before reporting bad input is not needed.
     authenticated: bool = False
+    #: The most body the route takes; its guard sets it (``gateway.limits``).
+    body_limit: int = MAX_BODY
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
@@ -140,10 +135,12 @@ class Request:
             return True  # no body at all
         return declared.isascii() and declared.isdigit() and int(declared) <= size
 
-    async def body(self, limit: int = MAX_BODY) -> bytes:
-        """The whole body; BodyTooLarge past ``limit``, ClientGone if it never came whole."""
+    async def body(self, at_most: int | None = None) -> bytes:
+        """The whole body; BodyTooLarge past the route's limit (or ``at_most``, if
+        lower), ClientGone if it came cut off."""
         if self._body is not None:
             return self._body
+        limit = self.body_limit if at_most is None else min(at_most, self.body_limit)
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
@@ -162,12 +159,10 @@ class Request:
         self._body = b"".join(chunks)
         return self._body
 
-    async def json(
-        self, *, allow_empty: bool = False, unique_keys: bool = False, limit: int = MAX_BODY
-    ) -> Any:
+    async def json(self, *, allow_empty: bool = False, unique_keys: bool = False) -> Any:
         """The body as JSON; ``unique_keys`` refuses an object naming a key twice
         (BadBody) where the default keeps the last, as Python and PHP do."""
-        raw = await self.body(limit)
+        raw = await self.body()
         if not raw.strip() and allow_empty:
             return None
         if raw.count(b",") >= MAX_VALUES:
@@ -195,17 +190,17 @@ class Request:
         return value
 
     async def json_object(
-        self, *, allow_empty: bool = False, unique_keys: bool = False, limit: int = MAX_BODY
+        self, *, allow_empty: bool = False, unique_keys: bool = False
     ) -> dict[str, Any]:
-        value = await self.json(allow_empty=allow_empty, unique_keys=unique_keys, limit=limit)
+        value = await self.json(allow_empty=allow_empty, unique_keys=unique_keys)
         if value is None and allow_empty:
             return {}
         if not isinstance(value, dict):
             raise BadBody("the body must be a JSON object")
         return value
 
-    async def form(self, limit: int = MAX_FORM_BODY) -> dict[str, list[str]]:
-        raw = await self.body(limit)
+    async def form(self) -> dict[str, list[str]]:
+        raw = await self.body(MAX_FORM_BODY)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

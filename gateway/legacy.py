@@ -1,28 +1,26 @@
 """What the three legacy route families share: time formats, Laravel wording,
-input-shape checks and the error plumbing. No token rules live here: every
-decision about tokens comes back from an RPC.
+input-shape checks and listing every page. No token rules live here: every
+decision about tokens comes back from an RPC, and a limit the service
+enforces reaches a family as a number in the error's details.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from gateway import authfirst
-from gateway.http import BadBody, BodyTooLarge, Request, Response
+from gateway.http import BadInput, Request
 from gateway.upstream import FieldProblem, RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
-Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 T = TypeVar("T")
 
 
-class InputError(Exception):
+class InputError(BadInput):
     """Request fields of the wrong JSON type, by field, in Laravel's words."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
@@ -74,9 +72,6 @@ def status_word(token: pb.Token) -> str:
 
 # Laravel's validation wording.
 
-#: How the service words a length limit (``must be at most 255 characters``).
-_AT_MOST = re.compile(r"\bat most (\d+) characters\b")
-
 
 def attribute(field: str) -> str:
     """Laravel shows ``expires_at`` as ``expires at``."""
@@ -95,10 +90,12 @@ def laravel_message(field: str, problem: FieldProblem) -> str:
     """The service's field violation in the words a Laravel client expects."""
     if problem.reason == "REQUIRED":
         return required(field)
-    too_long = _AT_MOST.search(problem.description) if problem.reason == "TOO_LONG" else None
-    if too_long is not None:
-        # The service states its limit; Laravel's max rule words it so.
-        return f"The {attribute(field)} field must not be greater than {too_long[1]} characters."
+    if problem.max_length is not None:
+        # The service states its limit as a number; Laravel's max rule words it so.
+        return (
+            f"The {attribute(field)} field must not be greater than {problem.max_length} "
+            "characters."
+        )
     if problem.reason == "PAST":
         return f"The {attribute(field)} field must be a date after now."
     text = problem.description.rstrip(".")
@@ -197,50 +194,3 @@ async def all_tokens(
         if not page.next_page_token:
             return tokens
         list_request.page_token = page.next_page_token
-
-
-InputFailure = BadBody | BodyTooLarge | InputError
-
-
-def guarded(
-    upstream: Upstream,
-    handler: Handler,
-    bad_input: Callable[[Request, InputFailure], Response],
-    failed: Callable[[Request, RpcFailure], Response],
-) -> Handler:
-    """Run a family's handler, turning bad input and failed calls into its error shape.
-
-    Every legacy route needs a token: a large body waits for the caller to
-    be authenticated, and bad input is reported only to an authenticated
-    caller, so a stranger sees 401 (``gateway.authfirst``).
-    """
-
-    async def run(request: Request, variables: dict[str, str]) -> Response:
-        try:
-            await authfirst.before_body(upstream, request)
-            try:
-                return await handler(request, variables)
-            except (BadBody, BodyTooLarge, InputError) as problem:
-                await authfirst.authenticate(upstream, request)
-                return bad_input(request, problem)
-        except RpcFailure as failure:
-            return failed(request, failure)
-
-    return run
-
-
-class Family:
-    """A legacy route family: a table of routes, each guarded into the family's error shapes.
-
-    A family names its two error renderers and lists its routes; the guard
-    (authenticate first on bad input, map failed calls) is the same for all.
-    """
-
-    bad_input: staticmethod[[Request, InputFailure], Response]
-    failed: staticmethod[[Request, RpcFailure], Response]
-
-    def __init__(self, upstream: Upstream) -> None:
-        self._upstream = upstream
-
-    def guard(self, handler: Handler) -> Handler:
-        return guarded(self._upstream, handler, self.bad_input, self.failed)

@@ -17,11 +17,13 @@ from typing import Any
 
 import grpc
 
-from gateway import authfirst, legacy, rfc3339
-from gateway.http import BodyTooLarge, Request, Response, empty_response, json_response
-from gateway.legacy import Handler, InputError
+from gateway import legacy, openapi_legacy, rfc3339
+from gateway.family import Fragment, Route, path_id
+from gateway.http import BadInput, BodyTooLarge, Request, Response, empty_response, json_response
+from gateway.legacy import InputError
+from gateway.limits import size_text
 from gateway.status import http_status
-from gateway.upstream import RpcFailure
+from gateway.upstream import RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def problem(
     )
 
 
-def _failure(request: Request, failure: RpcFailure) -> Response:
+def _failed(request: Request, failure: RpcFailure) -> Response:
     if failure.code == grpc.StatusCode.UNAUTHENTICATED:
         return problem(request, 401, "Authentication failed")
     if failure.code == grpc.StatusCode.INVALID_ARGUMENT and failure.problems:
@@ -187,24 +189,29 @@ def paginated(tokens: list[pb.Token], total: int, current: int, base: str) -> di
     }
 
 
-def _bad_input(request: Request, bad: legacy.InputFailure) -> Response:
-    if isinstance(bad, BodyTooLarge):
-        return problem(request, 413, "The request body is larger than 1 MiB.")
-    if isinstance(bad, InputError):
-        return problem(request, 422, "The given data was invalid.", bad.errors)
-    return problem(request, 400, str(bad))
+class Me:
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
 
-
-class Me(legacy.Family):
-    bad_input = staticmethod(_bad_input)
-    failed = staticmethod(_failure)
-
-    def routes(self) -> list[tuple[str, str, Handler]]:
+    def routes(self) -> list[Route]:
         return [
-            ("GET", PATH, self.guard(self.list)),
-            ("POST", PATH, self.guard(self.create)),
-            ("DELETE", PATH + "/{id}", self.guard(self.revoke)),
+            Route("GET", PATH, self.list),
+            Route("POST", PATH, self.create),
+            Route("DELETE", PATH + "/{id}", self.revoke),
         ]
+
+    def openapi(self) -> Fragment:
+        return openapi_legacy.me()
+
+    def bad_input(self, request: Request, bad: BadInput) -> Response:
+        if isinstance(bad, BodyTooLarge):
+            return problem(request, 413, f"The request body is larger than {size_text(bad.limit)}.")
+        if isinstance(bad, InputError):
+            return problem(request, 422, "The given data was invalid.", bad.errors)
+        return problem(request, 400, str(bad))
+
+    def failed(self, request: Request, failure: RpcFailure) -> Response:
+        return _failed(request, failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         pages = [value for key, value in request.query() if key == "page"]
@@ -245,13 +252,9 @@ class Me(legacy.Family):
         return json_response(201, {"data": item(created.token), "plaintext": created.plaintext})
 
     async def revoke(self, request: Request, variables: dict[str, str]) -> Response:
-        token_id = variables["id"]
-        if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
-            await authfirst.authenticate(self._upstream, request)
-            return problem(request, 404, "Token not found.")
         await self._upstream.call(
             self._upstream.tokens.RevokeToken,
-            pb.RevokeTokenRequest(id=int(token_id), caller_owner_only=True),
+            pb.RevokeTokenRequest(id=path_id(variables["id"]), caller_owner_only=True),
             request,
         )
         return empty_response(204)

@@ -5,8 +5,9 @@ compiles (``transcode.bindings``), so a new annotated RPC is documented
 with no code here. Their schemas are the message descriptors in proto3 JSON
 form, as ``gateway.protojson`` writes them: lowerCamel names, int64 as a
 string, Timestamp as a date-time string, FieldMask as a string, enums by
-name, unset messages as ``null``. The legacy families, ``/oauth/introspect``
-and the probes are described by hand in ``gateway.openapi_legacy``.
+name, unset messages as ``null``. The other families describe themselves
+(by hand, in ``gateway.openapi_legacy``); ``document`` puts the fragments
+together.
 """
 
 from __future__ import annotations
@@ -16,15 +17,10 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.descriptor import ServiceDescriptor as Service
 
-from gateway import openapi_legacy
 from gateway.authfirst import UNAUTHENTICATED_RPCS
-from gateway.http import Request, Response, json_response
-from gateway.legacy import Handler
+from gateway.family import Fragment, Schema
 from gateway.pattern import LITERAL, Template
 from gateway.transcode import Binding, bindings
-
-PATH = "/openapi.json"
-Schema = dict[str, Any]
 
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
 _UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
@@ -207,17 +203,32 @@ def _in_url(field: FieldDescriptor) -> bool:
     return message is None or message.full_name in _WRAPPERS or message.full_name in _WELL_KNOWN
 
 
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.replace(".", "_").split("_"))
+
+
 class _Canonical:
     """Operations for the HttpRule bindings of one service."""
 
     def __init__(self, service: Service, schemas: Schemas) -> None:
         self._service = service
         self._schemas = schemas
-        self._seen: dict[str, int] = {}
+        self._ids: set[str] = set()
+
+    def operation_id(self, binding: Binding) -> str:
+        """``TokenService_GetToken``; an additional binding says what it is called
+        by (``TokenService_GetTokenByName``), so no id is a numbered copy."""
+        name = f"{self._service.name}_{binding.method.name}"
+        if name in self._ids:
+            variables = [_camel(v.field_path) for v in binding.template.variables]
+            name += "By" + "And".join(variables)
+        if name in self._ids:
+            raise ValueError(f"two bindings of {binding.method.name} would share the id {name}")
+        self._ids.add(name)
+        return name
 
     def operation(self, binding: Binding) -> tuple[str, str, Schema]:
         method = binding.method
-        count = self._seen[method.name] = self._seen.get(method.name, 0) + 1
         input_type = method.input_type
         path_fields = {v.field_path for v in binding.template.variables}
         parameters: list[Schema] = []
@@ -239,8 +250,7 @@ class _Canonical:
             body_field = binding.body.split(".")[0] if binding.body else ""
             parameters.extend(self._query(input_type, "", "", path_fields, body_field, 0))
         operation: Schema = {
-            "operationId": f"{self._service.name}_{method.name}"
-            + (str(count) if count > 1 else ""),
+            "operationId": self.operation_id(binding),
             "tags": [self._service.name],
             "summary": f"{self._service.name}.{method.name}",
             "parameters": parameters,
@@ -318,28 +328,38 @@ class _Canonical:
         return found
 
 
-def document(service: Service) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document for the gateway in front of ``service``."""
+def canonical(service: Service) -> Fragment:
+    """The operations of every HttpRule binding of ``service``, with the schemas they name."""
     schemas = Schemas()
     paths: dict[str, dict[str, Schema]] = {}
-    canonical = _Canonical(service, schemas)
+    operations = _Canonical(service, schemas)
     for binding in bindings(service):
-        path, method, operation = canonical.operation(binding)
+        path, method, operation = operations.operation(binding)
         paths.setdefault(path, {})[method] = operation
-    for path, operations in openapi_legacy.paths(PATH).items():
-        paths.setdefault(path, {}).update(operations)
-    schemas.components.update(openapi_legacy.SCHEMAS)
+    return Fragment(paths, schemas.components)
+
+
+def document(fragments: list[Fragment]) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of the gateway's families."""
+    paths: dict[str, dict[str, Schema]] = {}
+    schemas: dict[str, Schema] = {}
+    for fragment in fragments:
+        for path, operations in fragment.paths.items():
+            taken = set(operations) & set(paths.get(path, {}))
+            assert not taken, f"{path} {taken} is described twice"
+            paths.setdefault(path, {}).update(operations)
+        schemas.update(fragment.schemas)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "tokengrpc HTTP gateway",
             "version": "1",
             "description": "Bearer tokens over HTTP: the canonical routes transcoded from "
-            f"`{service.full_name}`, and the legacy route families.",
+            "the gRPC service's `google.api.http` annotations, and the legacy route families.",
         },
         "paths": paths,
         "components": {
-            "schemas": schemas.components,
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -350,16 +370,3 @@ def document(service: Service) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
-
-
-class OpenApi:
-    """Serves the document, encoded once: it cannot change while the process runs."""
-
-    def __init__(self, service: Service) -> None:
-        self._body = json_response(200, document(service)).body
-
-    def routes(self) -> list[tuple[str, str, Handler]]:
-        return [("GET", PATH, self.serve)]
-
-    async def serve(self, request: Request, _: dict[str, str]) -> Response:
-        return Response(200, self._body, [(b"content-type", b"application/json")])

@@ -1,15 +1,18 @@
-"""The hand-written part of ``/openapi.json``: the legacy families, RFC 7662 and the probes.
+"""The hand-written OpenAPI fragments: the legacy families, OAuth and the probes.
 
 These routes reproduce other applications' documents, so their shapes are
 written down here as they answer (``tests/test_schemathesis.py`` holds them
-to it); a test checks that every routed path is described.
+to it); each family's ``openapi()`` returns its fragment from here, and a
+test checks that every routed path is described.
+
+A body a family also reads as a form is described as JSON only, with the
+form named in the description: one operation offering a required body in
+two media types is more than client generators handle (``docs/http.md``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-Schema = dict[str, Any]
+from gateway.family import Fragment, Schema
 
 ME = "/api/v1/me/tokens"
 JSON = "application/json"
@@ -90,90 +93,44 @@ _ADMIN_TOKEN = _object(
     ),
 )
 
-SCHEMAS: dict[str, Schema] = {
-    "solder.Error": _object(
-        {"error": {"anyOf": [_STRING, _BY_FIELD]}},
-        required=("error",),
-    ),
-    "solder.Token": _object(
-        {"id": _INTEGER, "name": _STRING, "last_used_at": _OR_NULL_STRING, "created_at": _STRING},
-        required=("id", "name", "last_used_at", "created_at"),
-    ),
-    "me.Token": _ME_ITEM,
-    "me.Problem": _object(
-        {
-            "type": _STRING,
-            "title": _STRING,
-            "status": _INTEGER,
-            "detail": _STRING,
-            "instance": _STRING,
-            "trace_id": {"type": "string", "format": "uuid"},
-            "errors": _BY_FIELD,
-        },
-        required=("type", "title", "status", "detail", "instance", "trace_id"),
-    ),
-    "me.Page": _object(
-        {
-            "data": {"type": "array", "items": _ref("me.Token")},
-            "links": _object(
-                {
-                    "first": _STRING,
-                    "last": _STRING,
-                    "prev": _OR_NULL_STRING,
-                    "next": _OR_NULL_STRING,
-                },
-                required=("first", "last", "prev", "next"),
+
+_ME_PAGE = _object(
+    {
+        "data": {"type": "array", "items": _ref("me.Token")},
+        "links": _object(
+            {
+                "first": _STRING,
+                "last": _STRING,
+                "prev": _OR_NULL_STRING,
+                "next": _OR_NULL_STRING,
+            },
+            required=("first", "last", "prev", "next"),
+        ),
+        "meta": _object(
+            {
+                "current_page": _INTEGER,
+                "from": _OR_NULL_INTEGER,
+                "last_page": _INTEGER,
+                "links": {"type": "array", "items": _ME_LINK},
+                "path": _STRING,
+                "per_page": _INTEGER,
+                "to": _OR_NULL_INTEGER,
+                "total": _INTEGER,
+            },
+            required=(
+                "current_page",
+                "from",
+                "last_page",
+                "links",
+                "path",
+                "per_page",
+                "to",
+                "total",
             ),
-            "meta": _object(
-                {
-                    "current_page": _INTEGER,
-                    "from": _OR_NULL_INTEGER,
-                    "last_page": _INTEGER,
-                    "links": {"type": "array", "items": _ME_LINK},
-                    "path": _STRING,
-                    "per_page": _INTEGER,
-                    "to": _OR_NULL_INTEGER,
-                    "total": _INTEGER,
-                },
-                required=(
-                    "current_page",
-                    "from",
-                    "last_page",
-                    "links",
-                    "path",
-                    "per_page",
-                    "to",
-                    "total",
-                ),
-            ),
-        },
-        required=("data", "links", "meta"),
-    ),
-    "admin.Token": _ADMIN_TOKEN,
-    "admin.Error": _object({"error": _STRING}, required=("error",)),
-    "oauth.Error": _object(
-        {"error": _STRING, "error_description": _STRING}, required=("error", "error_description")
-    ),
-    "oauth.RevokeError": _object({"error": _STRING}, required=("error",)),
-    "oauth.Introspection": {
-        "anyOf": [
-            _object({"active": {"const": False}}, required=("active",)),
-            _object(
-                {
-                    "active": {"const": True},
-                    "token_type": {"const": "Bearer"},
-                    "sub": _STRING,
-                    "client_id": _STRING,
-                    "scope": _STRING,
-                    "exp": _INTEGER,
-                    "iat": _INTEGER,
-                    "jti": _STRING,
-                },
-                required=("active", "token_type", "client_id", "scope", "iat", "jti"),
-            ),
-        ]
+        ),
     },
-}
+    required=("data", "links", "meta"),
+)
 
 
 def _json(schema: Schema, description: str) -> Schema:
@@ -189,16 +146,33 @@ def _errors(name: str, statuses: dict[int, str], media: str = JSON) -> dict[str,
 
 
 def _body(schema: Schema, *, form: bool = False, required: bool = True) -> Schema:
-    content = {JSON: {"schema": schema}}
+    body: Schema = {"required": required, "content": {JSON: {"schema": schema}}}
     if form:
-        # Laravel reads form fields as strings; lists as repeated or `[]` keys.
-        content[FORM] = {"schema": schema}
-    return {"required": required, "content": content}
+        body["description"] = (
+            "JSON, or the same fields as an `application/x-www-form-urlencoded` form "
+            "(as Laravel reads one: lists as repeated or `[]` keys)."
+        )
+    return body
 
 
-def _solder() -> dict[str, dict[str, Schema]]:
+def solder() -> Fragment:
     errors = {401: "No or invalid token.", 403: "The token lacks the scope this needs."}
-    return {
+    schemas = {
+        "solder.Error": _object(
+            {"error": {"anyOf": [_STRING, _BY_FIELD]}},
+            required=("error",),
+        ),
+        "solder.Token": _object(
+            {
+                "id": _INTEGER,
+                "name": _STRING,
+                "last_used_at": _OR_NULL_STRING,
+                "created_at": _STRING,
+            },
+            required=("id", "name", "last_used_at", "created_at"),
+        ),
+    }
+    paths: dict[str, dict[str, Schema]] = {
         "/api/token": {
             "get": {
                 "operationId": "solder_list",
@@ -242,7 +216,7 @@ def _solder() -> dict[str, dict[str, Schema]]:
                         "solder.Error",
                         {
                             400: "The body is not valid JSON.",
-                            413: "The body is larger than 1 MiB.",
+                            413: "The body is larger than the limit.",
                             422: "Invalid fields, in Laravel's words.",
                             **errors,
                         },
@@ -267,9 +241,10 @@ def _solder() -> dict[str, dict[str, Schema]]:
             }
         },
     }
+    return Fragment(paths, schemas)
 
 
-def _me() -> dict[str, dict[str, Schema]]:
+def me() -> Fragment:
     trace = {"X-Trace-Id": {"schema": {"type": "string", "format": "uuid"}}}
     errors = {
         key: {**value, "headers": trace}
@@ -277,7 +252,7 @@ def _me() -> dict[str, dict[str, Schema]]:
             "me.Problem", {401: "Authentication failed.", 422: "Invalid fields."}, PROBLEM
         ).items()
     }
-    return {
+    paths: dict[str, dict[str, Schema]] = {
         ME: {
             "get": {
                 "operationId": "me_list",
@@ -332,9 +307,26 @@ def _me() -> dict[str, dict[str, Schema]]:
             }
         },
     }
+    schemas = {
+        "me.Token": _ME_ITEM,
+        "me.Problem": _object(
+            {
+                "type": _STRING,
+                "title": _STRING,
+                "status": _INTEGER,
+                "detail": _STRING,
+                "instance": _STRING,
+                "trace_id": {"type": "string", "format": "uuid"},
+                "errors": _BY_FIELD,
+            },
+            required=("type", "title", "status", "detail", "instance", "trace_id"),
+        ),
+        "me.Page": _ME_PAGE,
+    }
+    return Fragment(paths, schemas)
 
 
-def _admin() -> dict[str, dict[str, Schema]]:
+def admin() -> Fragment:
     fields = _object(
         {
             "name": _STRING,
@@ -348,7 +340,7 @@ def _admin() -> dict[str, dict[str, Schema]]:
         {400: "Bad input.", 401: "No or invalid token.", 403: "The token lacks admin."},
     )
     token = _ref("admin.Token")
-    return {
+    paths: dict[str, dict[str, Schema]] = {
         "/_/token": {
             "post": {
                 "operationId": "admin_create",
@@ -415,9 +407,15 @@ def _admin() -> dict[str, dict[str, Schema]]:
             }
         },
     }
+    schemas = {
+        "admin.Token": _ADMIN_TOKEN,
+        "admin.Error": _object({"error": _STRING}, required=("error",)),
+    }
+    return Fragment(paths, schemas)
 
 
-def _oauth() -> dict[str, dict[str, Schema]]:
+def introspection() -> Fragment:
+    """RFC 7662 over IntrospectToken."""
     challenge = {"WWW-Authenticate": {"schema": _STRING}}
     errors = _errors("oauth.Error", {400: "invalid_request", 403: "insufficient_scope"})
     errors["401"] = {
@@ -428,7 +426,7 @@ def _oauth() -> dict[str, dict[str, Schema]]:
         {"token": _STRING, "token_type_hint": _STRING, "client_ip": _STRING},
         required=("token",),
     )
-    return {
+    paths: dict[str, dict[str, Schema]] = {
         "/oauth/introspect": {
             "post": {
                 "operationId": "oauth_introspect",
@@ -441,23 +439,45 @@ def _oauth() -> dict[str, dict[str, Schema]]:
                 },
             }
         },
+    }
+    schemas = {
+        "oauth.Error": _object(
+            {"error": _STRING, "error_description": _STRING},
+            required=("error", "error_description"),
+        ),
+        "oauth.Introspection": {
+            "anyOf": [
+                _object({"active": {"const": False}}, required=("active",)),
+                _object(
+                    {
+                        "active": {"const": True},
+                        "token_type": {"const": "Bearer"},
+                        "sub": _STRING,
+                        "client_id": _STRING,
+                        "scope": _STRING,
+                        "exp": _INTEGER,
+                        "iat": _INTEGER,
+                        "jti": _STRING,
+                    },
+                    required=("active", "token_type", "client_id", "scope", "iat", "jti"),
+                ),
+            ]
+        },
+    }
+    return Fragment(paths, schemas)
+
+
+def revocation() -> Fragment:
+    """RFC 7009 over RevokeTokenByValue."""
+    form = _object({"token": _STRING, "token_type_hint": _STRING}, required=("token",))
+    paths: dict[str, dict[str, Schema]] = {
         "/oauth/revoke": {
             "post": {
                 "operationId": "oauth_revoke",
                 "tags": ["oauth"],
                 "summary": "RFC 7009 revocation by value: the token itself is the proof.",
                 "security": [],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        FORM: {
-                            "schema": _object(
-                                {"token": _STRING, "token_type_hint": _STRING},
-                                required=("token",),
-                            )
-                        }
-                    },
-                },
+                "requestBody": {"required": True, "content": {FORM: {"schema": form}}},
                 "responses": {
                     "200": {"description": "Revoked, or there was no such token: the same answer."},
                     "400": _json(_ref("oauth.RevokeError"), "invalid_request: no token given."),
@@ -465,11 +485,14 @@ def _oauth() -> dict[str, dict[str, Schema]]:
             }
         },
     }
+    schemas = {"oauth.RevokeError": _object({"error": _STRING}, required=("error",))}
+    return Fragment(paths, schemas)
 
 
-def _ops(document_path: str) -> dict[str, dict[str, Schema]]:
+def ops(document_path: str, metrics: bool) -> Fragment:
+    """The probes, the document itself and, when served, the metrics."""
     status = _object({"status": _STRING, "reason": _STRING}, required=("status",))
-    return {
+    paths: dict[str, dict[str, Schema]] = {
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -501,7 +524,19 @@ def _ops(document_path: str) -> dict[str, dict[str, Schema]]:
             }
         },
     }
-
-
-def paths(document_path: str) -> dict[str, dict[str, Schema]]:
-    return {**_solder(), **_me(), **_admin(), **_oauth(), **_ops(document_path)}
+    if metrics:
+        paths["/metrics"] = {
+            "get": {
+                "operationId": "metrics",
+                "tags": ["ops"],
+                "summary": "Prometheus metrics, in its text format.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {"text/plain": {"schema": _STRING}},
+                    }
+                },
+            }
+        }
+    return Fragment(paths)

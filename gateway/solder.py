@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import grpc
 
-from gateway import authfirst, legacy
-from gateway.http import BodyTooLarge, Request, Response, json_response
-from gateway.legacy import Handler, InputError
+from gateway import legacy, openapi_legacy
+from gateway.family import Fragment, Route, path_id
+from gateway.http import BadInput, BodyTooLarge, Request, Response, json_response
+from gateway.legacy import InputError
 from gateway.status import http_status
-from gateway.upstream import RpcFailure
+from gateway.upstream import RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 _NOT_FOUND = {"error": "Token not found."}
 
 
-def _failure(_: Request, failure: RpcFailure) -> Response:
+def _failed(failure: RpcFailure) -> Response:
     if failure.code == grpc.StatusCode.UNAUTHENTICATED:
         return json_response(401, {"error": "Unauthenticated."})
     if failure.code == grpc.StatusCode.PERMISSION_DENIED:
@@ -40,24 +41,29 @@ def _listed(token: pb.Token) -> dict[str, object]:
     }
 
 
-def _bad_input(request: Request, problem: legacy.InputFailure) -> Response:
-    if isinstance(problem, BodyTooLarge):
-        return json_response(413, {"error": "The request body is too large."})
-    if isinstance(problem, InputError):
-        return json_response(422, {"error": problem.errors})
-    return json_response(400, {"error": str(problem)})
+class Solder:
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
 
-
-class Solder(legacy.Family):
-    bad_input = staticmethod(_bad_input)
-    failed = staticmethod(_failure)
-
-    def routes(self) -> list[tuple[str, str, Handler]]:
+    def routes(self) -> list[Route]:
         return [
-            ("GET", "/api/token", self.guard(self.list)),
-            ("POST", "/api/token", self.guard(self.create)),
-            ("DELETE", "/api/token/{tokenId}", self.guard(self.revoke)),
+            Route("GET", "/api/token", self.list),
+            Route("POST", "/api/token", self.create),
+            Route("DELETE", "/api/token/{tokenId}", self.revoke),
         ]
+
+    def openapi(self) -> Fragment:
+        return openapi_legacy.solder()
+
+    def bad_input(self, request: Request, problem: BadInput) -> Response:
+        if isinstance(problem, BodyTooLarge):
+            return json_response(413, {"error": "The request body is too large."})
+        if isinstance(problem, InputError):
+            return json_response(422, {"error": problem.errors})
+        return json_response(400, {"error": str(problem)})
+
+    def failed(self, request: Request, failure: RpcFailure) -> Response:
+        return _failed(failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
         tokens = await legacy.all_tokens(self._upstream, request, pb.ListTokensRequest())
@@ -88,14 +94,9 @@ class Solder(legacy.Family):
         )
 
     async def revoke(self, request: Request, variables: dict[str, str]) -> Response:
-        token_id = variables["tokenId"]
-        if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 18:
-            # Still authenticate first: a stranger learns nothing from our 404s.
-            await authfirst.authenticate(self._upstream, request)
-            return json_response(404, _NOT_FOUND)
         await self._upstream.call(
             self._upstream.tokens.RevokeToken,
-            pb.RevokeTokenRequest(id=int(token_id), caller_owner_only=True),
+            pb.RevokeTokenRequest(id=path_id(variables["tokenId"]), caller_owner_only=True),
             request,
         )
         return json_response(200, {"success": "Token revoked."})

@@ -28,15 +28,16 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from gateway import authfirst, strconv
+from gateway import strconv
 from gateway.authfirst import UNAUTHENTICATED_RPCS
-from gateway.http import MAX_BODY, BadBody, BodyTooLarge, Request, Response, json_response
+from gateway.family import Route
+from gateway.http import BadInput, Request, Response, json_response
 from gateway.names import shown
 from gateway.pattern import Template, compile_template
 from gateway.protojson import to_json
 from gateway.router import Endpoint
 from gateway.status import http_status
-from gateway.upstream import RpcFailure, Upstream
+from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,14 @@ _PARSE_CHAIN = re.compile(r"Failed to parse (\w+) field")
 _PARSE_AT = re.compile(r" at [A-Za-z0-9_]+\.([A-Za-z0-9_.]+?)\.*$")
 _NO_FIELD = re.compile(r'has no field named "(.*)" at "')
 _SNAKE = re.compile(r"_([a-z0-9])")
+#: Response fields the service fills only when a request field is set. An
+#: int64 has no presence in proto3 (and ``optional`` now would break the
+#: API), so without that request field the JSON leaves the field out rather
+#: than show a count of "0" that was never made.
+FILLED_ONLY_WITH = {"tokengrpc.v1.ListTokensResponse.total_size": "page"}
 
 
-class BadRequest(Exception):
+class BadRequest(BadInput):
     """A request that cannot become a message; the text names the culprit."""
 
 
@@ -230,13 +236,6 @@ def _mask_paths(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") 
     return paths
 
 
-def body_limit(binding: Binding) -> int:
-    """The most body a route takes: less where no token is needed (``gateway.authfirst``)."""
-    if binding.method.name in UNAUTHENTICATED_RPCS:
-        return authfirst.NO_TOKEN_MAX_BODY
-    return MAX_BODY
-
-
 def check_named_once(descriptor: Descriptor, body: dict[str, Any], prefix: str = "") -> None:
     """BadRequest if one object of the body names a field twice (proto and JSON names).
 
@@ -270,15 +269,20 @@ def check_named_once(descriptor: Descriptor, body: dict[str, Any], prefix: str =
 
 
 class Transcoder:
-    """Turns each HttpRule binding of a service into an HTTP endpoint."""
+    """Turns each HttpRule binding of a service into a route.
+
+    An endpoint raises what goes wrong (BadInput, RpcFailure): the canonical
+    family renders it as a ``google.rpc.Status`` (``gateway.canonical``).
+    """
 
     def __init__(self, upstream: Upstream, service: ServiceDescriptor) -> None:
         self._upstream = upstream
         self._service = service
 
-    def routes(self) -> Iterator[tuple[str, Template, Endpoint]]:
+    def routes(self) -> Iterator[Route]:
         for binding in bindings(self._service):
-            yield binding.http_method, binding.template, self._endpoint(binding)
+            needs_token = binding.method.name not in UNAUTHENTICATED_RPCS
+            yield Route(binding.http_method, binding.template, self._endpoint(binding), needs_token)
 
     def _endpoint(self, binding: Binding) -> Endpoint:
         request_class = message_factory.GetMessageClass(binding.method.input_type)
@@ -291,27 +295,20 @@ class Transcoder:
         response_key = ""
         if binding.response_body:
             response_key = _resolve(binding.method.output_type, binding.response_body)[-1].json_name
-        needs_token = binding.method.name not in UNAUTHENTICATED_RPCS
+        conditional = [
+            (field.json_name, FILLED_ONLY_WITH[field.full_name])
+            for field in binding.method.output_type.fields
+            if field.full_name in FILLED_ONLY_WITH
+        ]
         upstream = self._upstream
 
         async def endpoint(request: Request, variables: dict[str, str]) -> Response:
-            try:
-                if needs_token:
-                    await authfirst.before_body(upstream, request)
-                try:
-                    message = await decode_request(binding, request_class, request, variables)
-                except (BodyTooLarge, BadBody, BadRequest) as error:
-                    if needs_token:  # a stranger sees 401, whatever it sent
-                        await authfirst.authenticate(upstream, request)
-                    if isinstance(error, BodyTooLarge):
-                        code, http = grpc.StatusCode.RESOURCE_EXHAUSTED, 413
-                    else:
-                        code, http = grpc.StatusCode.INVALID_ARGUMENT, 400
-                    return error_response(code, str(error), http=http)
-                reply = await upstream.call(call, message, request)
-            except RpcFailure as failure:
-                return error_response(failure.code, failure.message, failure.status)
+            message = await decode_request(binding, request_class, request, variables)
+            reply = await upstream.call(call, message, request)
             content = to_json(reply)
+            for key, when in conditional:
+                if not getattr(message, when):
+                    content.pop(key, None)
             return json_response(200, content[response_key] if response_key else content)
 
         return endpoint
@@ -323,20 +320,19 @@ async def decode_request(
     request: Request,
     variables: dict[str, str],
 ) -> Message:
-    """The request message an HTTP request stands for; BadRequest/BadBody if none."""
+    """The request message an HTTP request stands for; BadInput if none."""
     descriptor = binding.method.input_type
     payload: dict[str, Any] = {}
     bound: set[str] = set()
     # As protojson: a field named twice in one object (even once by its proto
     # name and once by its JSON name) is refused, so no two readers of one
     # body (a proxy, this gateway) can take different values from it.
-    limit = body_limit(binding)
     if binding.body == "*":
-        payload = await request.json_object(allow_empty=True, unique_keys=True, limit=limit)
+        payload = await request.json_object(allow_empty=True, unique_keys=True)
         check_named_once(descriptor, payload)
     elif binding.body:
         body_field = _resolve(descriptor, binding.body)[-1]
-        value = await request.json(allow_empty=True, unique_keys=True, limit=limit)
+        value = await request.json(allow_empty=True, unique_keys=True)
         if value is not None:
             payload[body_field.name] = value
             check_named_once(descriptor, {body_field.name: value})

@@ -36,11 +36,21 @@ MAX_TIMEOUT = 3600.0
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
+#: The service's ``google.rpc.ErrorInfo`` reason whose metadata maps a field
+#: path to the most characters it takes (``tokengrpc.errors.MAX_LENGTH``).
+MAX_LENGTH = "MAX_LENGTH"
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
+    """One field violation, as structured data: a family words it from these,
+    never from ``description`` (the service's English, shown as is at most)."""
+
     field: str
     description: str
     reason: str
+    #: The most characters the field takes, when the service said so.
+    max_length: int | None = None
 
 
 @dataclass
@@ -58,14 +68,26 @@ class RpcFailure(Exception):
         for key, value in error.trailing_metadata() or ():
             if key == "grpc-status-details-bin" and isinstance(value, bytes):
                 status = status_pb2.Status.FromString(value)
-        problems: list[FieldProblem] = []
+        violations: list[error_details_pb2.BadRequest.FieldViolation] = []
+        lengths: dict[str, str] = {}
         for detail in status.details:
             bad = error_details_pb2.BadRequest()
+            info = error_details_pb2.ErrorInfo()
             if detail.Unpack(bad):
-                problems.extend(
-                    FieldProblem(v.field, v.description, v.reason) for v in bad.field_violations
-                )
+                violations.extend(bad.field_violations)
+            elif detail.Unpack(info) and info.reason == MAX_LENGTH:
+                lengths.update(info.metadata)
+        problems = [
+            FieldProblem(v.field, v.description, v.reason, _count(lengths.get(v.field)))
+            for v in violations
+        ]
         return cls(error.code(), error.details() or "", status, problems)
+
+
+def _count(text: str | None) -> int | None:
+    if text is None or not (0 < len(text) <= 9 and text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 def parse_timeout(value: str | None) -> float | None:

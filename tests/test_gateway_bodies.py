@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from gateway.http import MAX_FORM_BODY
-from gateway.openapi import document
+from gateway.app import document
+from gateway.limits import MAX_FORM_BODY
+from gateway.upstream import Upstream
 from tests.helpers import LiveGateway
 from tests.test_gateway_bad_input import (
     Shape,
@@ -48,10 +49,10 @@ def _shape(path: str) -> Shape:
     raise AssertionError(f"no family for {path}")
 
 
-def token_routes() -> list[tuple[str, str]]:
+def token_routes(gateway: LiveGateway) -> list[tuple[str, str]]:
     """Every route the OpenAPI document says needs a token, with its variables filled in."""
     found = []
-    for path, operations in document(SERVICE)["paths"].items():
+    for path, operations in document(Upstream(gateway.service.channel))["paths"].items():
         for method, operation in operations.items():
             if operation.get("security") != []:
                 found.append((method.upper(), re.sub(r"\{[^}]+\}", "1", path)))
@@ -90,7 +91,7 @@ def _head(method: str, path: str, *headers: str) -> bytes:
 async def test_a_strangers_large_body_is_401_before_it_is_read(gateway: LiveGateway) -> None:
     """The answer comes while the promised body is still missing: it was not waited for."""
     before = gateway.service.snapshot()
-    routes = token_routes()
+    routes = token_routes(gateway)
     assert len(routes) > 20, routes
     for method, path in routes:
         for credential in ([], [f"Authorization: {FORGED}"], ["Authorization: Basic x"]):

@@ -57,6 +57,10 @@ class Unavailable(DomainError):
 MAX_VIOLATIONS = 20
 #: Characters of an InvalidArgument message before the rest is only counted.
 MAX_MESSAGE = 1024
+#: The ``google.rpc.ErrorInfo`` that carries the character limits of the
+#: TOO_LONG violations: metadata maps each field path to its limit.
+MAX_LENGTH = "MAX_LENGTH"
+DOMAIN = "tokengrpc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,9 @@ class Violation:
     #: A stable word for clients that phrase messages their own way (the
     #: legacy HTTP families do): REQUIRED, TOO_LONG, TOO_MANY, PAST or INVALID.
     reason: str = "INVALID"
+    #: The most characters the field takes, for a TOO_LONG about characters:
+    #: sent as a number (``MAX_LENGTH``) so clients never parse ``description``.
+    max_length: int | None = None
 
 
 class InvalidArgument(DomainError):
@@ -96,7 +103,8 @@ class InvalidArgument(DomainError):
 
 
 def to_status(error: DomainError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, with BadRequest details when it has fields."""
+    """The google.rpc.Status for an error, with BadRequest details when it has fields,
+    and an ErrorInfo with the limits that were broken when one is a length."""
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
@@ -111,4 +119,11 @@ def to_status(error: DomainError) -> status_pb2.Status:
             )
         )
         status.details.append(detail)
+        limits = {v.field: str(v.max_length) for v in error.violations if v.max_length}
+        if limits:
+            info = any_pb2.Any()
+            info.Pack(
+                error_details_pb2.ErrorInfo(reason=MAX_LENGTH, domain=DOMAIN, metadata=limits)
+            )
+            status.details.append(info)
     return status

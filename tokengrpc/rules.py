@@ -98,9 +98,11 @@ class Violations:
         self.items: list[Violation] = []
         self.more = 0
 
-    def add(self, field: str, description: str, reason: str = "INVALID") -> None:
+    def add(
+        self, field: str, description: str, reason: str = "INVALID", max_length: int | None = None
+    ) -> None:
         if len(self.items) < MAX_VIOLATIONS:
-            self.items.append(Violation(field, description, reason))
+            self.items.append(Violation(field, description, reason, max_length))
         else:
             self.more += 1
 
@@ -120,7 +122,10 @@ def clean_name(raw: str, field: str, problems: Violations) -> str:
     elif len(name) > MAX_NAME:
         # The length only: the name itself may be anything a client pasted.
         problems.add(
-            field, f"must be at most {MAX_NAME} characters (it has {len(name)})", "TOO_LONG"
+            field,
+            f"must be at most {MAX_NAME} characters (it has {len(name)})",
+            "TOO_LONG",
+            max_length=MAX_NAME,
         )
     elif _has_control(name):  # after the length check: at most MAX_NAME lookups
         problems.add(field, "must not contain control characters")
@@ -130,7 +135,9 @@ def clean_name(raw: str, field: str, problems: Violations) -> str:
 def clean_owner(raw: str, field: str, problems: Violations) -> str:
     owner = raw.strip()
     if len(owner) > MAX_OWNER:
-        problems.add(field, f"must be at most {MAX_OWNER} characters", "TOO_LONG")
+        problems.add(
+            field, f"must be at most {MAX_OWNER} characters", "TOO_LONG", max_length=MAX_OWNER
+        )
     elif _has_control(owner):
         problems.add(field, "must not contain control characters")
     return owner
