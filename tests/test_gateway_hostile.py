@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from gateway.limits import MAX_BODY, MAX_FORM_BODY
 from tests.helpers import LiveGateway
 from tests.test_gateway_bad_input import (
     ROUTES,
@@ -351,12 +352,15 @@ async def test_oversized_bodies_in_every_shape(
         + b"{",
     )
     assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
-    # Exactly 1 MiB is allowed through to the parser.
-    exact = b'{"name": "' + b"a" * (1024 * 1024 - 12) + b'"}'
-    assert len(exact) == 1024 * 1024
+    # Exactly the limit is allowed through to the parser: 1 MiB, or a form's 64 KiB.
+    limit = MAX_FORM_BODY if path == "/oauth/introspect" else MAX_BODY
+    exact = b'{"name": "' + b"a" * (limit - 12) + b'"}'
+    assert len(exact) == limit
     response = await gateway.client.post(path, content=exact, headers=gateway.admin)
     assert response.status_code != 413
     assert response.status_code < 500
+    over = await gateway.client.post(path, content=exact + b" ", headers=gateway.admin)
+    assert over.status_code == 413, over.text
     assert gateway.service.snapshot() == before
 
 
