@@ -116,3 +116,28 @@ def test_help_has_no_markup(helps: dict[tuple[str, ...], str]) -> None:
     for words, text in helps.items():
         assert "``" not in text, words
         assert not re.search(r":[a-z]+:`", text), words
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--http-head-timeout", "inf"),
+        ("--grace-period", "inf"),
+        ("--grace-period", "nan"),
+        ("--grpc-max-connection-age", "1e400"),
+        ("--grpc-max-receive-bytes", "99999999999"),
+        ("--http-max-connections", "0"),
+    ],
+)
+def test_a_limit_out_of_range_is_a_one_line_error(flag: str, value: str, tmp_path: Path) -> None:
+    """Infinity or a value past gRPC's C ints crashed the start, or left the
+    last-resort exit without a deadline; every limit has a finite range."""
+    data = tmp_path / "data"
+    done = run_cli("serve", "--data-dir", str(data), "--grpc-listen", "127.0.0.1:0",
+                   "--no-http", flag, value)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert flag in done.stderr
+    assert "must be a positive number, at most" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not data.exists()

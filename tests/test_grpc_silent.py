@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -187,3 +188,44 @@ def test_what_counts_as_stalled() -> None:
     # Watch, or the idle timeout's business).
     assert not stalled({"streamsStarted": "3", "messagesReceived": "3"}, now, 10)
     assert not stalled({"streamsStarted": "1", "messagesReceived": "5"}, now, 10)
+
+
+async def _ended(watch: Any) -> grpc.StatusCode:
+    """How a Watch stream ended, read to its end."""
+    try:
+        while True:
+            await watch.read()
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+
+
+async def test_streams_a_stranger_keeps_open_do_not_hold_the_limit_for_good(
+    tmp_path: Path,
+) -> None:
+    """A health Watch (or a reflection stream) needs no token and may last as
+    long as its client likes: every connection lives at most its age, streams
+    or not, and is closed a grace period later."""
+    server = await serve(
+        "--data-dir", str(tmp_path), "--grpc-listen", "127.0.0.1:0", "--no-http",
+        "--grpc-max-connections", str(LIMIT), "--grpc-max-connection-age", "1",
+        "--grace-period", "0.5", "--http-head-timeout", "0.5",
+    )  # fmt: skip
+    address = server.address("grpc")
+    channels = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(LIMIT)]
+    watches = [
+        health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        for channel in channels
+    ]
+    try:
+        for watch in watches:
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        assert await _health_check(address, wait=False) == grpc.StatusCode.UNAVAILABLE
+        async with asyncio.timeout(15):  # generous: age 1 s (plus jitter) and grace 0.5 s
+            ended = [await _ended(watch) for watch in watches]
+        assert grpc.StatusCode.OK not in ended
+        assert await _health_check(address, wait=True) == grpc.StatusCode.OK
+    finally:
+        for channel in channels:
+            await channel.close()
+        code, output = await server.stop()
+    assert code == 0, output

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
@@ -34,9 +34,9 @@ class Settings:
     http_in_process: bool = True
     #: Empty: SQLite in ``data_dir``. A ``postgresql://`` URL: that database,
     #: shared by every instance pointed at it (never printed with its password).
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     #: AES-256-GCM key for retrievable values; else ``<data_dir>/secret.key``.
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     token_prefix: str = "tgr_"  # noqa: S105 (a label, not a secret)
     #: Peers whose ``x-forwarded-for`` is believed (CIDR ranges).
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
@@ -60,6 +60,10 @@ class Settings:
     http_max_connections: int = 1000
     #: gRPC: seconds a connection with no calls is kept open.
     grpc_max_connection_idle: float = 300.0
+    #: gRPC: seconds any connection lives (then GOAWAY, and closed a grace
+    #: period later): no stream a stranger keeps open (a health Watch, a
+    #: reflection stream) holds a place for longer.
+    grpc_max_connection_age: float = 300.0
     #: gRPC: concurrent calls on one connection.
     grpc_max_concurrent_streams: int = 1000
     #: gRPC: open connections per process.
@@ -134,14 +138,24 @@ def _http_upstream(text: str) -> bool:
     return text == "in-process"
 
 
+#: The largest limit: gRPC takes its limits as C ints, of milliseconds or bytes
+#: (a transport reads twice the message limit), and Python's timers refuse
+#: infinity; beyond it a value would crash the start or disable a timeout.
+_SECONDS_AT_MOST = 1_000_000
+_COUNT_AT_MOST = 2**30
+
+
 def _positive(kind: Callable[[str], float | int]) -> Callable[[str], float | int]:
+    at_most = _COUNT_AT_MOST if kind is int else _SECONDS_AT_MOST
+    problem = f"must be a positive number, at most {at_most}"
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
-        except ValueError:
-            raise ValueError("must be a positive number") from None
-        if not value > 0:  # also refuses NaN
-            raise ValueError("must be a positive number")
+        except (ValueError, OverflowError):
+            raise ValueError(problem) from None
+        if not 0 < value <= at_most:  # also refuses NaN and infinity
+            raise ValueError(problem)
         return value
 
     parse.__name__ = kind.__name__
@@ -238,6 +252,11 @@ LIMITS: tuple[Limit, ...] = (
     Limit("http_keep_alive_timeout", _positive(int), "seconds an idle HTTP connection is kept"),
     Limit("http_max_connections", _positive(int), "open HTTP connections; more are refused"),
     Limit("grpc_max_connection_idle", _positive(float), "seconds an idle gRPC connection is kept"),
+    Limit(
+        "grpc_max_connection_age",
+        _positive(float),
+        "seconds a gRPC connection lives, calls or not (then GOAWAY; closed a grace period later)",
+    ),
     Limit("grpc_max_concurrent_streams", _positive(int), "concurrent calls per gRPC connection"),
     Limit("grpc_max_connections", _positive(int), "open gRPC connections; more are refused"),
     Limit("grpc_max_receive_bytes", _positive(int), "bytes of one gRPC request message"),

@@ -110,6 +110,8 @@ def connection_options(settings: Settings) -> tuple[tuple[str, int], ...]:
     """What one client may hold of the gRPC server: connections, streams, bytes, pings."""
     return (
         ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle * 1000)),
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
         # TLS and the client's SETTINGS within the head timeout; the first call
         # within it too, which SilentConnections sees to (from channelz).
         ("grpc.server_handshake_timeout_ms", int(settings.http_head_timeout * 1000)),
