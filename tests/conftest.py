@@ -16,7 +16,7 @@ from tests.helpers import (
     stop_gateway,
     stop_service,
 )
-from tests.postgres import External, PgServer, remove_server, start_server
+from tests.postgres import Databases, External, PgServer, remove_server, start_server
 
 #: The contract suite's ``open_store`` fixture, parametrized by engine.
 pytest_plugins = ["tests.stores"]
@@ -101,20 +101,23 @@ async def gateway(
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PgServer | External]:
-    """``TOKENGRPC_TEST_DATABASE_URL`` when set, else a private server for the session."""
+def postgres_server() -> Iterator[Databases]:
+    """``TOKENGRPC_TEST_DATABASE_URL`` when set, else a private server for the
+    session (for each xdist worker): databases on it."""
     url = os.environ.get("TOKENGRPC_TEST_DATABASE_URL")
-    if url:
-        yield External(url)
-        return
-    server = start_server()
+    server = External(url) if url else start_server()
+    databases = Databases(server)
     try:
-        yield server
+        yield databases
     finally:
-        remove_server(server)
+        databases.close()
+        if isinstance(server, PgServer):
+            remove_server(server)
 
 
 @pytest.fixture
-def database_url(postgres_server: PgServer | External) -> str:
+def database_url(postgres_server: Databases) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
-    return postgres_server.new_database()
+    url = postgres_server.take()
+    yield url
+    postgres_server.give_back(url)
