@@ -49,6 +49,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("service", ENGINES, indirect=True)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml): two workers a core. A test waits on what it
+    started (a server's stop, a subprocess, a database) about as long as it computes."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
 def _scan_files(data_dir: Path, plaintexts: list[str]) -> None:
     """No secret in SQLite's files (the database, its WAL and journal), as bytes."""
     for path in data_dir.glob("tokens.db*"):
