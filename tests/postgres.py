@@ -144,6 +144,7 @@ def start_server(install: Path = INSTALL) -> PgServer:
             "initdb", "-D", str(server.data), "-U", USER, "--pwfile", str(directory / "pwfile"),
             "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
             "--no-instructions",
+            "--no-sync",  # a test server's files need not reach the disk
         )  # fmt: skip
         server.start()
     except BaseException:
