@@ -16,7 +16,7 @@ from tests.helpers import (
     stop_gateway,
     stop_service,
 )
-from tests.postgres import External, PgServer, remove_server, start_server
+from tests.postgres import Databases, External, PgServer, remove_server, start_server
 
 #: The contract suite's ``open_store`` fixture, parametrized by engine.
 pytest_plugins = ["tests.stores"]
@@ -24,11 +24,14 @@ pytest_plugins = ["tests.stores"]
 
 #: Every service-level test runs on each engine (CONTRACT section 5).
 ENGINES = ("sqlite", "postgres")
-#: Gateway tests: SQLite each way the gateway reaches the servicers, and
-#: PostgreSQL in-process only. The upstream's transport and the engine do not
-#: meet (the gateway never sees the store), and a fourth variant would add
-#: minutes to the suite for no rule it could break alone.
-GATEWAY_VARIANTS = (("sqlite", "network"), ("sqlite", "in-process"), ("postgres", "in-process"))
+#: Gateway tests: SQLite each way the gateway reaches the servicers. The
+#: gateway never sees the store: what it gets is the gRPC contract, which the
+#: service-level tests hold on both engines, so PostgreSQL stands behind it in
+#: the smoke modules below only (in-process, as ``serve`` runs it).
+GATEWAY_VARIANTS: tuple[tuple[str, str], ...] = (("sqlite", "network"), ("sqlite", "in-process"))
+#: Every route's round trip (create, get, list, patch, revoke) and readiness,
+#: the one gateway answer that watches the store itself.
+POSTGRES_GATEWAY_SMOKE = ("tests.test_transcoder_live", "tests.test_oauth_ops")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -37,10 +40,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     test runs once per engine and upstream, never on two different stores."""
     names = metafunc.fixturenames
     if "gateway" in names:
-        ids = [f"{engine}-{mode}" for engine, mode in GATEWAY_VARIANTS]
-        metafunc.parametrize(("service", "gateway"), GATEWAY_VARIANTS, indirect=True, ids=ids)
+        variants = GATEWAY_VARIANTS
+        if metafunc.module.__name__ in POSTGRES_GATEWAY_SMOKE:
+            variants += (("postgres", "in-process"),)
+        ids = [f"{engine}-{mode}" for engine, mode in variants]
+        metafunc.parametrize(("service", "gateway"), variants, indirect=True, ids=ids)
     elif "service" in names:
         metafunc.parametrize("service", ENGINES, indirect=True)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml): two workers a core. A test waits on what it
+    started (a server's stop, a subprocess, a database) about as long as it computes."""
+    return 2 * len(os.sched_getaffinity(0))
 
 
 def _scan_files(data_dir: Path, plaintexts: list[str]) -> None:
@@ -95,20 +107,23 @@ async def gateway(
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PgServer | External]:
-    """``TOKENGRPC_TEST_DATABASE_URL`` when set, else a private server for the session."""
+def postgres_server() -> Iterator[Databases]:
+    """``TOKENGRPC_TEST_DATABASE_URL`` when set, else a private server for the
+    session (for each xdist worker): databases on it."""
     url = os.environ.get("TOKENGRPC_TEST_DATABASE_URL")
-    if url:
-        yield External(url)
-        return
-    server = start_server()
+    server = External(url) if url else start_server()
+    databases = Databases(server)
     try:
-        yield server
+        yield databases
     finally:
-        remove_server(server)
+        databases.close()
+        if isinstance(server, PgServer):
+            remove_server(server)
 
 
 @pytest.fixture
-def database_url(postgres_server: PgServer | External) -> str:
+def database_url(postgres_server: Databases) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
-    return postgres_server.new_database()
+    url = postgres_server.take()
+    yield url
+    postgres_server.give_back(url)

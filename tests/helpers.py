@@ -13,6 +13,7 @@ import httpx
 from google.rpc import error_details_pb2, status_pb2
 
 from tests import rows
+from tokengrpc.clock import now_us
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -22,6 +23,20 @@ Metadata = tuple[tuple[str, str], ...]
 
 def bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
+
+
+@dataclass
+class Clock:
+    """What the service's requests read as now (``Core.open``'s ``clock``): real
+    time plus however far the test moved it, instead of sleeping past a deadline."""
+
+    offset_us: int = 0
+
+    def __call__(self) -> int:
+        return now_us() + self.offset_us
+
+    def advance(self, seconds: float) -> None:
+        self.offset_us += round(seconds * 1_000_000)
 
 
 @dataclass
@@ -38,6 +53,7 @@ class LiveService:
     plaintexts: list[str] = field(default_factory=list, repr=False)
     #: Empty: SQLite in ``data_dir``; else the PostgreSQL database it uses.
     database_url: str = field(default="", repr=False)
+    clock: Clock = field(default_factory=Clock)
 
     @property
     def engine(self) -> str:
@@ -104,13 +120,16 @@ async def start_service(
     settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
     if grpc_max_receive_bytes is not None:
         settings = dataclasses.replace(settings, grpc_max_receive_bytes=grpc_max_receive_bytes)
-    core = await Core.open(settings)
+    clock = Clock()
+    core = await Core.open(settings, clock=clock)
     server = GrpcServer(core, settings=settings)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     admin = (data_dir / "bootstrap-token").read_text().strip()
     stub = tokens_pb2_grpc.TokenServiceStub(channel)
-    service = LiveService(core, server, port, data_dir, channel, stub, admin, [], database_url)
+    service = LiveService(
+        core, server, port, data_dir, channel, stub, admin, [], database_url, clock
+    )
     service.plaintexts.append(admin)
     return service
 

@@ -7,13 +7,17 @@ tokengrpc. So this runs ``initdb`` and ``pg_ctl`` from its binaries directly.
 
 PostgreSQL refuses to run as root. As root (CI, a fresh machine) the server
 runs as ``nobody``, which exists on every Linux: its directory is made for it
-in ``/tmp`` (``pytest``'s own temp dirs are private to root).
+in ``/tmp`` (``pytest``'s own temp dirs are private to root), and so is a copy
+of the binaries, since the clone (and its ``.venv``) may sit where ``nobody``
+cannot enter: a ``mktemp -d`` directory, ``/root``, a 0700 home.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
+import functools
 import importlib.util
 import itertools
 import os
@@ -31,7 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 _SPEC = importlib.util.find_spec("pgserver")
 assert _SPEC is not None, "pgserver is a dev dependency"
 assert _SPEC.origin is not None
-BIN = Path(_SPEC.origin).parent / "pginstall" / "bin"
+#: pgserver's PostgreSQL installation (bin, lib, share), inside the clone's venv.
+INSTALL = Path(_SPEC.origin).parent / "pginstall"
 #: The superuser's password in every test server (never a real secret).
 PASSWORD = "pg-test-Secret-7f3a"
 USER = "postgres"
@@ -46,6 +51,33 @@ def _free_port() -> int:
         return port
 
 
+def _chown_tree(root: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for path in (root, *root.rglob("*")):
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+
+@functools.cache
+def binaries_for(user: str | None, install: Path = INSTALL) -> Path:
+    """The ``bin`` directory ``user`` runs the server from: pgserver's own for
+    ourselves; for another user, a copy in a directory made for it (once per
+    process, removed at exit), whatever the modes on the way to the venv."""
+    if user is None:
+        return install / "bin"
+    directory = Path(tempfile.mkdtemp(prefix="tokengrpc-pgbin-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    # The layout stays: the binaries find lib/ and share/ relative to themselves,
+    # and the wheel's own libraries (libpq) by an rpath to site-packages/pgserver.libs.
+    package = install.parent
+    copy = directory / package.name / install.name
+    shutil.copytree(install, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    libraries = package.parent / f"{package.name}.libs"
+    if libraries.is_dir():
+        shutil.copytree(libraries, directory / libraries.name, symlinks=True)
+    _chown_tree(directory, user)
+    return copy / "bin"
+
+
 @dataclass
 class PgServer:
     """One running server: ``url(db)`` to reach a database on it."""
@@ -53,6 +85,7 @@ class PgServer:
     directory: Path
     port: int
     user: str | None
+    binaries: Path
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -64,7 +97,7 @@ class PgServer:
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(
-            [str(BIN / args[0]), *args[1:]],
+            [str(self.binaries / args[0]), *args[1:]],
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -82,16 +115,21 @@ class PgServer:
         log = str(self.directory / "log")
         self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
+
+    @property
+    def admin_url(self) -> str:
+        return self.url()
 
     def new_database(self) -> str:
         """A fresh, empty database's URL (one per test, so tests cannot see each other)."""
         return _create_database(self.url(), f"t_{os.getpid()}_{next(self._numbers)}")
 
 
-def start_server() -> PgServer:
-    """initdb and start a server in a new temp dir, on a free port, with a password."""
+def start_server(install: Path = INSTALL) -> PgServer:
+    """initdb and start a server in a new temp dir, on a free port, with a password,
+    from the PostgreSQL installed in ``install``."""
     user = _UNPRIVILEGED if os.geteuid() == 0 else None
     directory = Path(tempfile.mkdtemp(prefix="tokengrpc-pg-"))
     if user is not None:
@@ -100,19 +138,26 @@ def start_server() -> PgServer:
     (directory / "pwfile").write_text(PASSWORD + "\n")
     if user is not None:
         os.chown(directory / "pwfile", entry.pw_uid, entry.pw_gid)
-    server = PgServer(directory, _free_port(), user)
-    server._run(
-        "initdb", "-D", str(server.data), "-U", USER, "--pwfile", str(directory / "pwfile"),
-        "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
-        "--no-instructions",
-    )  # fmt: skip
-    server.start()
+    try:
+        server = PgServer(directory, _free_port(), user, binaries_for(user, install))
+        server._run(
+            "initdb", "-D", str(server.data), "-U", USER, "--pwfile", str(directory / "pwfile"),
+            "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
+            "--no-instructions",
+            "--no-sync",  # a test server's files need not reach the disk
+        )  # fmt: skip
+        server.start()
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return server
 
 
 def remove_server(server: PgServer) -> None:
+    # Immediate: no shutdown checkpoint writing out every database the
+    # session made (gigabytes by the end of it), for files deleted next.
     with contextlib.suppress(subprocess.SubprocessError):
-        server.stop()
+        server.stop("immediate")
     shutil.rmtree(server.directory, ignore_errors=True)
 
 
@@ -123,27 +168,64 @@ class External:
         self._url = url
         self._numbers = itertools.count(1)
 
+    @property
+    def admin_url(self) -> str:
+        return self._url
+
     def new_database(self) -> str:
         return _create_database(self._url, f"t_{os.getpid()}_{next(self._numbers)}")
 
 
+class Databases:
+    """A fresh, empty database for each test, made while the test before it ran
+    (making one is a fifth of a second of the server copying its template), and
+    dropped once the test is done with it, both on a thread of their own.
+
+    Only for the session's server: the thread's connections are its own,
+    never counted by a test that watches ``pg_stat_activity`` by application.
+    """
+
+    def __init__(self, server: PgServer | External) -> None:
+        self._server = server
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "databases")
+        self._next = self._thread.submit(server.new_database)
+
+    def take(self) -> str:
+        url = self._next.result(timeout=60)
+        self._next = self._thread.submit(self._server.new_database)
+        return url
+
+    def give_back(self, url: str) -> None:
+        """Drop it (a test's connections left open are ended: it is over)."""
+        name = urlsplit(url).path.lstrip("/")
+        self._thread.submit(_execute, self._server.admin_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+
 def _create_database(server_url: str, name: str) -> str:
-    """Create database ``name`` (dropping a leftover of that name) through ``server_url``,
-    over the driver the service uses: no client binary to spawn, or to crash."""
+    """Create database ``name`` (dropping a leftover of that name) through ``server_url``."""
+    _execute(server_url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _execute(server_url: str, *statements: str) -> None:
+    """Run ``statements`` through ``server_url``, over the driver the service uses:
+    no client binary to spawn, or to crash."""
     import asyncio
 
     import asyncpg
 
-    async def create() -> None:
+    async def run() -> None:
         connection = await asyncpg.connect(server_url)
         try:
-            await connection.execute(f"DROP DATABASE IF EXISTS {name}")
-            await connection.execute(f"CREATE DATABASE {name}")
+            for statement in statements:
+                await connection.execute(statement)
         finally:
             await connection.close()
 
     # In a thread of its own: a fixture may be set up while the test's loop runs.
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, create()).result(timeout=60)
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + name))
+        thread.submit(asyncio.run, run()).result(timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -62,6 +61,15 @@ async def start_gateway(upstream: str, *args: str, env: dict[str, str] | None = 
     return await _start("gateway", *command, env=env, until="http")
 
 
+#: ``python -c`` this SOFT HARD ARGS...: set the descriptor limits as an
+#: operator's shell would, then run ``python -m tokengrpc ARGS...`` in place.
+_WITH_OPEN_FILES = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+os.execv(sys.executable, [sys.executable, "-m", "tokengrpc", *sys.argv[3:]])
+"""
+
+
 async def _start(
     command: str,
     *args: str,
@@ -69,20 +77,20 @@ async def _start(
     until: str,
     open_files: tuple[int, int] | None = None,
 ) -> Serving:
-    def limit() -> None:
-        if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
-
+    launcher: tuple[str, ...] = ("-m", "tokengrpc")
+    if open_files is not None:
+        # Set in the child by a trampoline that then becomes tokengrpc (same pid),
+        # never by ``preexec_fn``: that forks this process, whose gRPC threads'
+        # fork handlers can kill the child before it runs anything.
+        launcher = ("-c", _WITH_OPEN_FILES, *map(str, open_files))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "tokengrpc",
+        *launcher,
         command,
         *args,
         env=env or clean_env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=limit if open_files is not None else None,
     )
     assert process.stdout is not None
     lines: list[str] = []

@@ -135,7 +135,9 @@ def _checked(response: httpx.Response, shape: Shape, *, deadline: bool = False) 
         assert shape(response), response.text
 
 
-@pytest.mark.parametrize(("method", "path", "has_body", "shape"), EVERY, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("method", "path", "has_body", "shape"), EVERY, ids=lambda v: getattr(v, "__name__", str(v))
+)
 async def test_no_500_from_any_input_on_any_route(
     gateway: LiveGateway, method: str, path: str, has_body: bool, shape: Shape
 ) -> None:

@@ -49,6 +49,11 @@ async def _serve_tls(tmp_path: Path, pki: Pki, *extra: str) -> Serving:
     )  # fmt: skip
 
 
+#: Where the handshake must fail: grpcurl redials until this (default 10 s), then
+#: gives up; a loopback handshake that succeeds takes milliseconds.
+REFUSED = ("-connect-timeout", "3")
+
+
 async def _grpcurl(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         GRPCURL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -90,7 +95,7 @@ async def test_grpcurl_and_https_reach_every_route_family(tmp_path: Path, pki: P
         assert code == 0, err
         assert json.loads(out)["tokens"][0]["owner"] == "admin"
         # Without the CA (and so without trust) grpcurl refuses the server.
-        code, _, _ = await _grpcurl(grpc_address, "list")
+        code, _, _ = await _grpcurl(*REFUSED, grpc_address, "list")
         assert code != 0
 
         headers = {"Authorization": f"Bearer {_admin(tmp_path)}"}
@@ -115,7 +120,7 @@ async def test_grpcurl_and_https_reach_every_route_family(tmp_path: Path, pki: P
 async def test_a_plaintext_client_is_refused_by_both_listeners(tmp_path: Path, pki: Pki) -> None:
     server = await _serve_tls(tmp_path, pki)
     try:
-        code, _, err = await _grpcurl("-plaintext", server.address("grpc"), "list")
+        code, _, err = await _grpcurl(*REFUSED, "-plaintext", server.address("grpc"), "list")
         assert code != 0, "a plaintext gRPC client was served by a TLS listener"
         print("grpcurl -plaintext:", err.strip()[:200])
         async with httpx.AsyncClient(base_url=f"http://{server.address('http')}") as client:
@@ -132,7 +137,7 @@ async def test_mtls_refuses_a_client_without_a_certificate_on_both_listeners(
     client_cert, client_key = pki.client()
     try:
         grpc_address, http_address = server.address("grpc"), server.address("http")
-        code, _, _ = await _grpcurl("-cacert", str(pki.ca_file), grpc_address, "list")
+        code, _, _ = await _grpcurl(*REFUSED, "-cacert", str(pki.ca_file), grpc_address, "list")
         assert code != 0, "gRPC served a client without a certificate under mTLS"
         code, out, err = await _grpcurl(
             "-cacert", str(pki.ca_file), "-cert", str(client_cert), "-key", str(client_key),
