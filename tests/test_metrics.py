@@ -241,6 +241,34 @@ async def test_a_gateway_ignores_a_workers_setting_and_leaves_no_files(tmp_path:
     assert list(temp.iterdir()) == []
 
 
+async def test_the_shared_files_of_a_killed_serve_are_removed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A ``serve`` killed with -9 cannot remove its workers' metrics directory;
+    the next ``serve`` with workers removes every one whose ``serve`` is gone."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    foreign = temp / "tokengrpc-metrics-notapid-x"  # not of the pattern's pid: kept
+    foreign.mkdir()
+    env = clean_env(TOKENGRPC_WORKERS="2", TMPDIR=str(temp))
+    args = ("--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+    killed = await serve("--data-dir", str(tmp_path / "one"), *args, env=env, until="http")
+    orphan = [entry for entry in temp.iterdir() if entry != foreign]
+    assert len(orphan) == 1, orphan
+    killed.process.kill()
+    await killed.process.wait()
+    assert orphan[0].exists()
+    second = await serve("--data-dir", str(tmp_path / "two"), *args, env=env, until="http")
+    try:
+        assert not orphan[0].exists()
+        mine = [entry for entry in temp.iterdir() if entry != foreign]
+        assert [entry.name.split("-")[2] for entry in mine] == [str(second.process.pid)]
+    finally:
+        code, output = await second.stop()
+    assert code == 0, output
+    assert list(temp.iterdir()) == [foreign]
+
+
 @pytest.fixture
 def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Shared mode for this test's ``Metrics``; the environment is restored after."""

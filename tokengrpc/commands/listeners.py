@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import shutil
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokengrpc import logs
@@ -56,9 +59,32 @@ def metrics(settings: Settings, *, serving: bool = True) -> tuple[Metrics | None
         return None, None
     directory = None
     if serving and settings.workers > 1 and not settings.is_worker:
-        directory = tempfile.mkdtemp(prefix="tokengrpc-metrics-")
+        _remove_orphaned_metrics()
+        directory = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
         share_between_processes(directory)
     return Metrics(), directory
+
+
+#: ``<prefix><pid of the serve that made it>-<random>`` in the temporary directory.
+_METRICS_PREFIX = "tokengrpc-metrics-"
+
+
+def _remove_orphaned_metrics() -> None:
+    """Remove the shared-metrics directories of ``serve`` processes that are gone
+    (one killed with -9 could not remove its own): only ours, only of dead pids."""
+    base = Path(tempfile.gettempdir())
+    for entry in base.glob(f"{_METRICS_PREFIX}*-*"):
+        pid_text = entry.name.removeprefix(_METRICS_PREFIX).partition("-")[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            if entry.is_symlink() or entry.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)  # its serve is gone
+        except OSError:
+            continue  # alive under another user, or vanished meanwhile
 
 
 def observer(settings: Settings, counters: Metrics | None) -> HttpObserver:
