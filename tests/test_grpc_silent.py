@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests import h2
 from tests.processes import Serving, serve
 from tokengrpc.silent import stalled
 
@@ -23,38 +24,14 @@ HEAD_TIMEOUT = 0.5
 #: Each channel its own connection (channels of one process share by default).
 OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _SETTINGS, _PING = 0, 1, 4, 6
-_END_STREAM, _END_HEADERS, _ACK = 0x1, 0x4, 0x1
-
-
-def _frame(kind: int, flags: int, payload: bytes, stream: int = 0) -> bytes:
-    header = len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")
-    return header + payload
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """An HPACK literal header field without indexing, new name (short strings only)."""
-    return bytes([0, len(name)]) + name + bytes([len(value)]) + value
-
 
 def _health_check_call(*, request: bool = True) -> bytes:
     """Stream 1: a grpc.health.v1.Health/Check call, as raw HTTP/2 frames;
     without ``request``, its headers only (the stream stays open, waiting)."""
-    headers = b"".join(
-        _literal(name, value)
-        for name, value in (
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", b"/grpc.health.v1.Health/Check"),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        )
-    )
+    headers = h2.call_headers(b"/grpc.health.v1.Health/Check")
     empty_message = bytes(5)  # not compressed, length 0: an empty HealthCheckRequest
-    opened = _frame(_HEADERS, _END_HEADERS, headers, 1)
-    return opened + _frame(_DATA, _END_STREAM, empty_message, 1) if request else opened
+    opened = h2.frame(h2.HEADERS, h2.END_HEADERS, headers, 1)
+    return opened + h2.frame(h2.DATA, h2.END_STREAM, empty_message, 1) if request else opened
 
 
 class Raw:
@@ -68,7 +45,7 @@ class Raw:
         host, _, port = address.rpartition(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         if preface:
-            writer.write(_PREFACE + _frame(_SETTINGS, 0, b""))
+            writer.write(h2.PREFACE + h2.frame(h2.SETTINGS, 0, b""))
             await writer.drain()
         return cls(reader, writer)
 
@@ -88,10 +65,10 @@ class Raw:
 
     async def ping_answered(self) -> bool:
         """Still open: a PING is acknowledged."""
-        self.writer.write(_frame(_PING, 0, b"stillhere"[:8]))
+        self.writer.write(h2.frame(h2.PING, 0, b"stillhere"[:8]))
         await self.writer.drain()
         while (frame := await self.frame()) is not None:
-            if frame[0] == _PING and frame[1] & _ACK and frame[2] == b"stillhere"[:8]:
+            if frame[0] == h2.PING and frame[1] & h2.ACK and frame[2] == b"stillhere"[:8]:
                 return True
         return False
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from tests import h2
 from tests.helpers import bearer
 from tests.processes import Serving, children, clean_env, serve
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -79,17 +80,6 @@ async def test_a_half_sent_body_does_not_hold_sigterm(tmp_path: Path) -> None:
     silent.close()
 
 
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-    )
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """An HPACK literal header without indexing (lengths under 127, no Huffman)."""
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
-
-
 async def test_grpc_calls_in_flight_do_not_hold_sigterm(tmp_path: Path) -> None:
     """A raw HTTP/2 client starts a call and never sends its whole message."""
     data = tmp_path / "data"
@@ -97,23 +87,13 @@ async def test_grpc_calls_in_flight_do_not_hold_sigterm(tmp_path: Path) -> None:
     admin = (data / "bootstrap-token").read_text().strip()
     await _use(server, admin, 2)
     _, writer = await _connect(server.address("grpc"))
-    headers = b"".join(
-        _literal(name, value)
-        for name, value in (
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", b"/tokengrpc.v1.TokenService/ListTokens"),
-            (b":authority", b"t"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        )
-    )
+    headers = h2.call_headers(b"/tokengrpc.v1.TokenService/ListTokens")
     partial_message = b"\x00" + (100).to_bytes(4, "big") + b"\x08"  # 100 bytes promised, 1 sent
     writer.write(
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-        + _frame(4, 0, 0, b"")  # SETTINGS
-        + _frame(1, 0x4, 1, headers)  # HEADERS, END_HEADERS, stream open
-        + _frame(0, 0, 1, partial_message)  # DATA, no END_STREAM
+        h2.PREFACE
+        + h2.frame(h2.SETTINGS, 0, b"")
+        + h2.frame(h2.HEADERS, h2.END_HEADERS, headers, 1)  # the stream stays open
+        + h2.frame(h2.DATA, 0, partial_message, 1)  # no END_STREAM
     )
     await writer.drain()
     # And a well-formed channel that keeps its connection open.
