@@ -57,14 +57,22 @@ async def _rotated_at(
     return token_id, old, rotated.plaintext
 
 
-async def test_the_old_secret_stays_replaced_when_the_grace_ends_mid_request(
+async def _rotated_under_a_stepping_clock(
     service: LiveService,
-) -> None:
+) -> tuple[SteppingClock, int, str, str, int]:
+    """The service on a stepping clock, and a token rotated now with a 60 s grace:
+    the clock, the token's id, its old and new secret, and when the grace ends."""
     clock = SteppingClock()
     service.core.authenticator.clock = clock
     start = now_us()
     token_id, old, new = await _rotated_at(service, clock, start, grace_seconds=60)
-    until = start + 60 * SECOND
+    return clock, token_id, old, new, start + 60 * SECOND
+
+
+async def test_the_old_secret_stays_replaced_when_the_grace_ends_mid_request(
+    service: LiveService,
+) -> None:
+    clock, token_id, old, new, until = await _rotated_under_a_stepping_clock(service)
     create = pb.CreateTokenRequest(name="minted", owner="alice")
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "create": lambda: service.stub.CreateToken(create, metadata=bearer(old)),
@@ -262,11 +270,7 @@ async def test_introspection_judges_the_token_by_the_request_s_moment(
     service: LiveService,
 ) -> None:
     """An introspecting caller and the token it asks about share one "now"."""
-    clock = SteppingClock()
-    service.core.authenticator.clock = clock
-    start = now_us()
-    _, old, _ = await _rotated_at(service, clock, start, grace_seconds=60)
-    until = start + 60 * SECOND
+    clock, _, old, _, until = await _rotated_under_a_stepping_clock(service)
     clock.at(until - 1, until + 1)
     answer = await service.stub.IntrospectToken(
         pb.IntrospectTokenRequest(token=old), metadata=bearer(service.admin_token)
