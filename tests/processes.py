@@ -22,12 +22,21 @@ class Serving:
         #: Output after the start-up lines, read as it comes: an access line per request
         #: must never fill the pipe and block the server.
         self._rest: list[bytes] = []
+        #: Set whenever more output has come (``hear``).
+        self._more = asyncio.Event()
         self._drain = asyncio.ensure_future(self._read_rest())
 
     async def _read_rest(self) -> None:
         assert self.process.stdout is not None
         while chunk := await self.process.stdout.read(65536):
             self._rest.append(chunk)
+            self._more.set()
+
+    async def hear(self, text: str) -> None:
+        """Returns once the output after the start-up lines holds ``text``."""
+        while text.encode() not in b"".join(self._rest):
+            self._more.clear()
+            await self._more.wait()
 
     def address(self, kind: str) -> str:
         prefix = f"{kind} listening on "

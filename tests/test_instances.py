@@ -164,6 +164,11 @@ async def test_a_lost_notification_connection_never_serves_a_revoked_token(
         f"{LISTENER_APPLICATION} {a.serving.process.pid}",
     )
     assert ended[0] is True
+    # Until A hears of the loss (the end of its connection takes a moment to
+    # arrive), section 5's bound covers it, as test_a_frozen_listener_… checks;
+    # from then on, until it listens again, A must answer nothing from memory.
+    async with asyncio.timeout(10):
+        await a.serving.hear("lost the database's change notifications")
     start = time.perf_counter()
     for token_id, plaintext in tokens:
         await b.stub.RevokeToken(pb.RevokeTokenRequest(id=token_id), metadata=bearer(admin))
