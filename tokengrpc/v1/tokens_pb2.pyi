@@ -38,6 +38,8 @@ class _TokenStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenStat
     """Switched off with `active: false`; can be switched on again."""
     TOKEN_STATUS_REVOKED: _TokenStatus.ValueType  # 4
     """Revoked; final."""
+    TOKEN_STATUS_PENDING: _TokenStatus.ValueType  # 5
+    """Its not_before is still ahead: it authenticates nothing until then."""
 
 class TokenStatus(_TokenStatus, metaclass=_TokenStatusEnumTypeWrapper):
     """TokenStatus is derived from a token's fields at read time; it is never
@@ -54,6 +56,8 @@ TOKEN_STATUS_INACTIVE: TokenStatus.ValueType  # 3
 """Switched off with `active: false`; can be switched on again."""
 TOKEN_STATUS_REVOKED: TokenStatus.ValueType  # 4
 """Revoked; final."""
+TOKEN_STATUS_PENDING: TokenStatus.ValueType  # 5
+"""Its not_before is still ahead: it authenticates nothing until then."""
 Global___TokenStatus: _TypeAlias = TokenStatus  # noqa: Y015
 
 class _TokenEventAction:
@@ -74,6 +78,10 @@ class _TokenEventActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Toke
     """The token was revoked."""
     TOKEN_EVENT_ACTION_VALUE_READ: _TokenEventAction.ValueType  # 5
     """A service token's value was read back."""
+    TOKEN_EVENT_ACTION_EXPIRING: _TokenEventAction.ValueType  # 6
+    """The token's expiry is near: one event at each configured reminder offset."""
+    TOKEN_EVENT_ACTION_EXPIRED: _TokenEventAction.ValueType  # 7
+    """The token's expiry has passed."""
 
 class TokenEventAction(_TokenEventAction, metaclass=_TokenEventActionEnumTypeWrapper):
     """What happened to a token, in an audit event."""
@@ -90,6 +98,10 @@ TOKEN_EVENT_ACTION_REVOKED: TokenEventAction.ValueType  # 4
 """The token was revoked."""
 TOKEN_EVENT_ACTION_VALUE_READ: TokenEventAction.ValueType  # 5
 """A service token's value was read back."""
+TOKEN_EVENT_ACTION_EXPIRING: TokenEventAction.ValueType  # 6
+"""The token's expiry is near: one event at each configured reminder offset."""
+TOKEN_EVENT_ACTION_EXPIRED: TokenEventAction.ValueType  # 7
+"""The token's expiry has passed."""
 Global___TokenEventAction: _TypeAlias = TokenEventAction  # noqa: Y015
 
 @_typing.final
@@ -115,6 +127,7 @@ class Token(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     SERVICE_TOKEN_FIELD_NUMBER: _builtins.int
     LAST_USE_IP_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Public id, unique across the store and never reused; the part of the
     plaintext before `|`.
@@ -132,7 +145,7 @@ class Token(_message.Message):
     usage_count: _builtins.int
     """How many times the token authenticated successfully."""
     status: Global___TokenStatus.ValueType
-    """Derived: REVOKED, else EXPIRED, else INACTIVE, else ACTIVE."""
+    """Derived: REVOKED, else EXPIRED, else INACTIVE, else PENDING, else ACTIVE."""
     service_token: _builtins.bool
     """True for a service token (a token with no owner), whose value an admin
     can read back.
@@ -147,7 +160,10 @@ class Token(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the token stops authenticating; unset means never."""
+        """When the token stops authenticating; unset means never. With a maximum
+        secret age configured, the earlier of the token's own expiry and its
+        current secret's end.
+        """
 
     @_builtins.property
     def allowed_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -171,6 +187,10 @@ class Token(_message.Message):
     def last_use_time(self) -> _timestamp_pb2.Timestamp:
         """When the token last authenticated successfully; unset if never."""
 
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """The token authenticates nothing before this moment; unset means at once."""
+
     def __init__(
         self,
         *,
@@ -189,10 +209,11 @@ class Token(_message.Message):
         status: Global___TokenStatus.ValueType = ...,
         service_token: _builtins.bool = ...,
         last_use_ip: _builtins.str = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "revoke_time", b"revoke_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "not_before", b"not_before", "revoke_time", b"revoke_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allowed_ips", b"allowed_ips", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_use_ip", b"last_use_ip", "last_use_time", b"last_use_time", "name", b"name", "owner", b"owner", "revoke_time", b"revoke_time", "scopes", b"scopes", "service_token", b"service_token", "status", b"status", "update_time", b"update_time", "usage_count", b"usage_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "allowed_ips", b"allowed_ips", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_use_ip", b"last_use_ip", "last_use_time", b"last_use_time", "name", b"name", "not_before", b"not_before", "owner", b"owner", "revoke_time", b"revoke_time", "scopes", b"scopes", "service_token", b"service_token", "status", b"status", "update_time", b"update_time", "usage_count", b"usage_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,6 +233,7 @@ class CreateTokenRequest(_message.Message):
     ALLOWED_IPS_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     INHERIT_CALLER_SCOPES_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Descriptive name, 1 to 255 characters after trimming. Required."""
     owner: _builtins.str
@@ -242,6 +264,12 @@ class CreateTokenRequest(_message.Message):
     def allowed_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Addresses or CIDR ranges the token may be used from; empty means any."""
 
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """The token authenticates nothing before this moment; must be before
+        `expire_time`. Unset or past: at once.
+        """
+
     def __init__(
         self,
         *,
@@ -253,10 +281,11 @@ class CreateTokenRequest(_message.Message):
         allowed_ips: _abc.Iterable[_builtins.str] | None = ...,
         active: _builtins.bool | None = ...,
         inherit_caller_scopes: _builtins.bool = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "expire_time", b"expire_time", "not_before", b"not_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "allowed_ips", b"allowed_ips", "expire_time", b"expire_time", "inherit_caller_scopes", b"inherit_caller_scopes", "name", b"name", "owner", b"owner", "scopes", b"scopes", "service_token", b"service_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "allowed_ips", b"allowed_ips", "expire_time", b"expire_time", "inherit_caller_scopes", b"inherit_caller_scopes", "name", b"name", "not_before", b"not_before", "owner", b"owner", "scopes", b"scopes", "service_token", b"service_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
@@ -442,7 +471,7 @@ class UpdateTokenRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: any of `name`, `scopes`, `active`, `expire_time`,
-        `allowed_ips`. Required.
+        `allowed_ips`, `not_before`. Required.
         """
 
     def __init__(
@@ -771,6 +800,8 @@ class TokenEvent(_message.Message):
     ACTOR_OWNER_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     action: Global___TokenEventAction.ValueType
     """What happened."""
     token_id: _builtins.int
@@ -785,6 +816,14 @@ class TokenEvent(_message.Message):
     """
     client_ip: _builtins.str
     """The address the request came from; empty for the command line."""
+    reason: _builtins.str
+    """Why, when the service or an operator acted: `inactive` (unused too long),
+    `leaked` (a leak report), `by_value` (revocation by value), `cli` (the
+    `tokengrpc token` commands); empty for an API caller's own action and for
+    reminders.
+    """
+    detail: _builtins.str
+    """More about the reason: a leak report's `url` and `source`; else empty."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -806,10 +845,12 @@ class TokenEvent(_message.Message):
         actor_owner: _builtins.str = ...,
         client_ip: _builtins.str = ...,
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_owner", b"actor_owner", "actor_token_id", b"actor_token_id", "changed_fields", b"changed_fields", "client_ip", b"client_ip", "event_time", b"event_time", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_owner", b"actor_owner", "actor_token_id", b"actor_token_id", "changed_fields", b"changed_fields", "client_ip", b"client_ip", "detail", b"detail", "event_time", b"event_time", "reason", b"reason", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
