@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
@@ -534,9 +535,11 @@ def resolve(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
         if option.switch:
             if given:
                 values[option.field] = False
-        elif isinstance(given, list):  # a repeatable flag: each value is a list of its own
-            read = (option.read(text, f"{option.flag_name}:") for text in given)
-            values[option.field] = tuple(item for items in read for item in items)  # type: ignore[attr-defined]
+        elif isinstance(given, list):  # a repeatable flag: each value parses to a tuple
+            items: list[object] = []
+            for text in given:
+                items += cast(tuple[object, ...], option.read(text, f"{option.flag_name}:"))
+            values[option.field] = tuple(items)
         elif given is not None:
             values[option.field] = option.read(given, f"{option.flag_name}:")
     return dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
