@@ -28,11 +28,14 @@ from standardwebhooks import Webhook
 from tests.asgiserver import AsgiServer, Receive, Scope, Send
 from tests.helpers import bearer
 from tests.processes import Serving, clean_env, run_cli, serve
+from tokengrpc.clock import now_us
+from tokengrpc.metrics import Metrics
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
 SECRET = "whsec_" + base64.b64encode(b"a test key of thirty-two bytes!!").decode()
 FAST = "0.1"
+OLDEST = "tokengrpc_webhook_oldest_undelivered_seconds "
 
 
 @dataclass
@@ -243,6 +246,7 @@ async def test_a_failing_url_is_retried_with_the_same_id_in_order_per_token(
     assert [r.document["type"] for r in first_tries] == ["token.created"] * 4 + ["token.revoked"]
     assert 'tokengrpc_webhook_deliveries_total{result="failed"} 3.0' in scraped
     assert 'tokengrpc_webhook_deliveries_total{result="delivered"} 4.0' in scraped
+    assert "\ntokengrpc_webhook_oldest_undelivered_seconds " in scraped
     # One line when the URL began to fail and one when it recovered, never the
     # URL's path or query (a receiver's own secret may be there).
     assert output.count("webhook deliveries to http://127.0.0.1") == 2, output
@@ -383,3 +387,18 @@ async def test_every_url_given_gets_every_event(tmp_path: Path) -> None:
         finally:
             await serving.stop()
     assert one.got[0].body == other.got[0].body
+
+
+def test_the_oldest_undelivered_event_s_age_is_a_gauge() -> None:
+    metrics = Metrics()
+
+    def age() -> float:
+        text = metrics.scrape()[0].decode()
+        (line,) = [x for x in text.splitlines() if x.startswith(OLDEST)]
+        return float(line.split()[1])
+
+    assert age() == 0
+    metrics.webhook_oldest(now_us() - 90_000_000)  # queued a minute and a half ago
+    assert 90 <= age() < 3600
+    metrics.webhook_oldest(None)
+    assert age() == 0

@@ -179,7 +179,7 @@ class WebhookSender:
                 response = await client.post(row.url, content=body, headers=headers)
         except TimeoutError:
             return "no answer in time"
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError):
             return "no connection"
         if 200 <= response.status_code < 300:
             return None

@@ -410,8 +410,9 @@ class SqliteEngine:
         return await self._transaction(replace)
 
     async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
-        # Read first: most polls find nothing due, and need no write.
-        if not await self._db.read(_DUE, (now, 1)):
+        # Read first: most polls find nothing due, and need no write. In the
+        # reader thread: a long queue held back by a failing URL is a long walk.
+        if not await self._db.read_in_thread(_DUE, (now, 1)):
             return []
 
         async def claim() -> Sequence[Outgoing]:
@@ -430,7 +431,7 @@ class SqliteEngine:
         await self._locked(functools.partial(self._db.execute, _RETRY, (attempts, due, row_id)))
 
     async def oldest_undelivered(self) -> int | None:
-        rows = await self._db.read(outbox.OLDEST, ())
+        rows = await self._db.read_in_thread(outbox.OLDEST)
         return int(rows[0][0]) if rows else None
 
     # Start-up reads: their errors are not mapped (there is no client to answer yet).
