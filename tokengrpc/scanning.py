@@ -82,9 +82,9 @@ class Scanner:
         if not plaintext.valid_prefix(prefix):
             raise ValueError("the prefix must be 1 to 32 printable ASCII characters, no | or space")
         self._pattern = re.compile(expression(prefix).encode("ascii"))
-        #: A match starting this far before the end of what was read is whole,
-        #: and so is the byte after it that the lookahead reads.
-        self._keep = longest(prefix) + 1
+        #: A match starting more than this many bytes before the end of what was
+        #: read lies in it whole, and so does the byte after it (the lookahead's).
+        self._keep = longest(prefix)
         self._chunk_size = max(chunk_size, 1)
 
     def scan(self, read: Callable[[int], bytes]) -> Iterator[Finding]:
