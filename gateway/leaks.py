@@ -16,11 +16,12 @@ import re
 import grpc
 
 from gateway import openapi_legacy
+from gateway.canonical import StatusErrors
 from gateway.family import Fragment, Route
-from gateway.http import BadInput, BodyTooLarge, Request, Response, json_response
+from gateway.http import Request, Response, json_response
 from gateway.limits import LEAK_REPORT_BODY
 from gateway.transcode import error_response
-from gateway.upstream import RpcFailure, Upstream
+from gateway.upstream import Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
 PATH = "/v1/leaks/github"
@@ -35,7 +36,9 @@ _UNVERIFIED = "the report's signature does not verify"
 _LABELS = {pb.LEAK_LABEL_TRUE_POSITIVE: "true_positive"}
 
 
-class LeakReports:
+class LeakReports(StatusErrors):
+    """Failures as every ``/v1`` route's: a ``google.rpc.Status`` in JSON."""
+
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
 
@@ -44,14 +47,6 @@ class LeakReports:
 
     def openapi(self) -> Fragment:
         return openapi_legacy.leaks()
-
-    def bad_input(self, request: Request, problem: BadInput) -> Response:
-        if isinstance(problem, BodyTooLarge):
-            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, str(problem), http=413)
-        return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(problem), http=400)
-
-    def failed(self, request: Request, failure: RpcFailure) -> Response:
-        return error_response(failure.code, failure.message, failure.status)
 
     async def report(self, request: Request, _: dict[str, str]) -> Response:
         identifier = request.headers.get(IDENTIFIER_HEADER, "")

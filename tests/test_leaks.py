@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.duration_pb2 import Duration
+from openapi_spec_validator import validate
 
 from gateway.limits import LEAK_REPORT_BODY
 from tests.conftest import running as serving
 from tests.helpers import LiveGateway, LiveService, bearer, start_gateway, stop_gateway
+from tests.processes import serve
+from tests.processes import start_gateway as start_gateway_command
 from tokengrpc.leakkeys import REFETCH_INTERVAL
 from tokengrpc.leaks import MAX_REPORT_TOKENS
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -455,3 +459,50 @@ async def test_reports_over_grpc_on_each_engine(
             (leaked_id, f"{URL} (content)"),
             (rotated_id, f"{URL} (content)"),
         ]
+
+
+async def test_serve_and_gateway_commands_take_reports(tmp_path: Path) -> None:
+    """The setting reaches ``serve``'s route and service, and turns on a separate gateway's."""
+    key = new_key()
+    source = tmp_path / "keys.json"
+    source.write_bytes(key_document({"scanner": key}))
+    data = tmp_path / "data"
+    server = await serve(
+        "--data-dir", str(data), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+        "--github-scanning-keys", str(source), until="http",
+    )  # fmt: skip
+    alone = await start_gateway_command(server.address("grpc"), "--github-scanning-keys", "on")
+    try:
+        admin = (data / "bootstrap-token").read_text().strip()
+
+        async def send(address: str, body: bytes) -> httpx.Response:
+            headers = {
+                "Github-Public-Key-Identifier": "scanner",
+                "Github-Public-Key-Signature": sign(key, body),
+            }
+            async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+                return await client.post(PATH, content=body, headers=headers)
+
+        assert (await send(alone.address("http"), report("1|x"))).json()[0]["label"] == (
+            "false_positive"
+        )
+        answer = await send(server.address("http"), report(admin))
+        assert answer.json()[0]["label"] == "true_positive"
+        async with httpx.AsyncClient(base_url=f"http://{server.address('http')}") as client:
+            listed = await client.get("/v1/tokens", headers={"Authorization": f"Bearer {admin}"})
+            assert listed.status_code == 401
+    finally:
+        await alone.stop()
+        _, output = await server.stop()
+    assert admin.partition("|")[2] not in output
+
+
+async def test_the_document_describes_the_route_when_served(leaks: Leaks) -> None:
+    served = (await leaks.gateway.client.get("/openapi.json")).json()
+    validate(served)
+    operation = served["paths"][PATH]["post"]
+    assert operation["security"] == []
+    assert {p["name"] for p in operation["parameters"]} == {
+        "Github-Public-Key-Identifier",
+        "Github-Public-Key-Signature",
+    }

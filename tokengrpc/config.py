@@ -447,6 +447,7 @@ OPTIONS: tuple[Option, ...] = (
         "github_scanning_keys",
         _key_source,
         "GitHub's secret scanning key URL, or a file in its format: enables POST /v1/leaks/github",
+        commands=(SERVE, GATEWAY),
         metavar="URL_OR_FILE",
         default_text="unset",
     ),
