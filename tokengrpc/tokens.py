@@ -375,9 +375,8 @@ class TokenManager:
         """Revoke the token whose plaintext this is, if there is one (RFC 7009).
 
         The caller need not authenticate: holding the secret is the proof. The
-        answer never says whether the token existed, and a well-formed unknown
-        token costs the same lookup and hash compares as a known one; only a
-        real revocation adds its write.
+        answer never says whether the token existed (``revoke_by_value`` does
+        the work, for leak reports too).
         """
         if not request.token:
             problems = Violations()
