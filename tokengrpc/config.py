@@ -104,6 +104,9 @@ class Settings:
     revoke_unused_after: int | None = None
     #: How long before an expiry each EXPIRING event is recorded, longest first.
     expiry_reminders: tuple[int, ...] = tuple(parse_duration(text) for text in ("30d", "7d", "1d"))
+    #: Where the keys that sign leak reports are (a URL, or a file in GitHub's
+    #: ``meta/public_keys/secret_scanning`` format); None: no ``/v1/leaks/github``.
+    github_scanning_keys: str | None = None
     #: Where every audit event is POSTed (CONTRACT section 13, ``tokengrpc.webhooks``).
     webhook_urls: tuple[str, ...] = ()
     #: ``whsec_`` and base64: the key webhooks are signed with (needed with any URL).
@@ -140,6 +143,11 @@ def _one_of(*choices: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _key_source(text: str) -> str | None:
+    """A URL or a path; empty: none (leak reports off)."""
+    return text.strip() or None
 
 
 def _proxies(text: str) -> tuple[str, ...]:
@@ -458,6 +466,14 @@ OPTIONS: tuple[Option, ...] = (
         empty_is_value=True,
         metavar="DURATIONS",
         default_text="30d,7d,1d",
+    ),
+    Option(
+        "github_scanning_keys",
+        _key_source,
+        "GitHub's secret scanning key URL, or a file in its format: enables POST /v1/leaks/github",
+        commands=(SERVE, GATEWAY),
+        metavar="URL_OR_FILE",
+        default_text="unset",
     ),
     Option(
         "webhook_urls",

@@ -25,6 +25,8 @@ from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
+from tokengrpc.leakkeys import ScanningKeys
+from tokengrpc.leaks import LeakReports
 from tokengrpc.logs import AccessLog
 from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
@@ -56,6 +58,8 @@ class Core:
     bootstrap_path: Path | None
     #: Warnings for the operator's stderr (a key file others can read).
     notices: list[str]
+    #: Leak reports, when a source of the keys that sign them is configured.
+    leaks: LeakReports | None = None
     #: Sends the outbox to the webhook URLs; None when none is set.
     webhooks: WebhookSender | None = None
 
@@ -103,12 +107,14 @@ class Core:
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
+        source = settings.github_scanning_keys
+        leaks = LeakReports(ScanningKeys(source, clock), manager) if source else None
         webhooks = None
         if settings.webhook_urls and settings.webhook_secret:
             webhooks = WebhookSender(
                 store.outbox, settings.webhook_secret, clock=clock, metrics=metrics
             )
-        return cls(store, usage, authenticator, manager, path, notices, webhooks)
+        return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks)
 
     def start(self) -> None:
         """The background work: usage writes, webhook deliveries."""
@@ -235,6 +241,7 @@ class GrpcServer:
             core.manager,
             core.authenticator,
             metrics.introspected if metrics is not None else ignore,
+            core.leaks,
         )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
