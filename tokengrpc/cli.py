@@ -8,7 +8,6 @@ only knows their names. The settings of every command come from the table in
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ from tokengrpc.config import (
 from tokengrpc.errors import DomainError
 from tokengrpc.store.postgres.dsn import has_password
 from tokengrpc.supervise import WorkerPipes, read_settings
+from tokengrpc.version import version
 
 log = logging.getLogger("tokengrpc")
 
@@ -41,13 +41,6 @@ _COMMANDS = (
     ("token", "administer tokens directly in the store", token, None),
     ("migrate", "bring the store's schema up to date, print its version, exit", migrate, MIGRATE),
 )
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("tokengrpc")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
-        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:
