@@ -14,6 +14,7 @@ where an id goes would be in them).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -61,7 +62,8 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
 
 def _resource() -> Resource:
     """OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win; ``tokengrpc`` is the default name."""
-    found = Resource.create({SERVICE_VERSION: version()})
+    # The pid tells the workers of one `serve --workers N` apart.
+    found = Resource.create({SERVICE_VERSION: version(), "process.pid": os.getpid()})
     if str(found.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         found = found.merge(Resource({SERVICE_NAME: "tokengrpc"}))
     return found
