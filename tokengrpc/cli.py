@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tokengrpc import logs
+from tokengrpc import corelog, logs
 from tokengrpc.commands import gateway, migrate, serve, token
 from tokengrpc.config import (
     GATEWAY,
@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"tokengrpc: {error}", file=sys.stderr)
         return 2
+    if args.command in ("serve", "gateway"):
+        corelog.capture()  # gRPC core's lines too, in our format (corelog.py)
     # From here on every message goes through logging, in the chosen format
     # (the commands' results and serve's start-up lines stay on stdout).
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -43,6 +43,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from tokengrpc import corelog
 from tokengrpc.sharedmetrics import SHARED_DIR_VARIABLE, Snapshot, SnapshotFiles, shared_directory
 from tokengrpc.version import version
 
@@ -286,6 +287,7 @@ class _Counts:
         )  # fmt: skip
         self.decisions = _Decisions()
         self.process = _Process()
+        self.handshakes = 0
 
     def collect(self) -> Iterator[Metric]:
         """The families (prometheus-client's collector protocol)."""
@@ -294,11 +296,19 @@ class _Counts:
         yield from self.authentications.families()
         yield from self.introspections.families()
         yield from self.decisions.families()
+        failed = CounterMetricFamily(
+            "tokengrpc_tls_handshake_failures", "TLS handshakes that failed (gRPC listener)"
+        )
+        failed.add_metric((), self._handshakes())
+        yield failed
         yield from _build_info()
         yield from self._process_families()
 
     def _process_families(self) -> Iterator[Metric]:
         yield from self.process.families()
+
+    def _handshakes(self) -> int:
+        return self.handshakes
 
     def snapshot(self) -> Snapshot:
         """Plain numbers, for another process to :meth:`merge`."""
@@ -308,6 +318,7 @@ class _Counts:
             "authentications": self.authentications.snapshot(),
             "introspections": self.introspections.snapshot(),
             "decisions": self.decisions.snapshot(),
+            "handshakes": self._handshakes(),
             "process": _Process.read(),
         }
 
@@ -318,6 +329,7 @@ class _Counts:
         self.introspections.merge(snapshot["introspections"])
         # A file from a process of an earlier version lacks these.
         self.decisions.merge(snapshot.get("decisions", []))
+        self.handshakes += int(snapshot.get("handshakes", 0))
         self.process.merge(snapshot.get("process", []))
 
 
@@ -327,6 +339,9 @@ class Metrics(_Counts):
     def _process_families(self) -> Iterator[Metric]:
         for collector in _OWN_COLLECTORS:  # this process alone, read now
             yield from collector.collect()
+
+    def _handshakes(self) -> int:
+        return corelog.failed_handshakes()
 
     def __init__(self) -> None:
         super().__init__()
