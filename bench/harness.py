@@ -45,12 +45,16 @@ class Server:
 
 @contextmanager
 def server(
-    args: Sequence[str], wait_for: Sequence[str], env: dict[str, str] | None = None
+    args: Sequence[str],
+    wait_for: Sequence[str],
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Start a server process and wait for its ``<kind> listening on`` lines."""
+    """Start a server process and wait for its ``<kind> listening on`` lines;
+    ``cwd``: the source tree whose ``python -m`` modules run (another revision's)."""
     process = subprocess.Popen(
         [PY, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=ROOT, env={**os.environ, **(env or {})},
+        cwd=cwd, env={**os.environ, **(env or {})},
     )  # fmt: skip
     addresses: dict[str, str] = {}
     deadline = time.monotonic() + 60
@@ -73,6 +77,28 @@ def server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(
+    pid: int, seconds: float, measure: Callable[[], dict[str, float]], into: list[float]
+) -> Callable[[], dict[str, float]]:
+    """``measure``, also noting the server's CPU µs per call into ``into``: a figure
+    the other processes on the machine disturb less than calls per second."""
+
+    def measured() -> dict[str, float]:
+        before = cpu_seconds(pid)
+        result = measure()
+        used = cpu_seconds(pid) - before
+        into.append(used / max(result["calls_per_second"] * seconds, 1) * 1e6)
+        return result
+
+    return measured
 
 
 def grpc_load(

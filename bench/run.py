@@ -34,40 +34,20 @@ from bench.harness import (
     serve_args,
     server,
     timed_ms,
+    with_cpu,
     wrk,
 )
 from bench.postgres import postgres_section
 from bench.seed import Group, seed_sync
 from bench.services import services_section
 from bench.stats import Figure
+from bench.tracing import tracing_section
 from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _with_cpu(
-    pid: int, seconds: float, measure: Callable[[], dict[str, float]], into: list[float]
-) -> Callable[[], dict[str, float]]:
-    """``measure``, also noting the server's CPU µs per call into ``into``: a figure
-    the other processes on the machine disturb less than calls per second."""
-
-    def measured() -> dict[str, float]:
-        before = _cpu_seconds(pid)
-        result = measure()
-        used = _cpu_seconds(pid) - before
-        into.append(used / max(result["calls_per_second"] * seconds, 1) * 1e6)
-        return result
-
-    return measured
 
 
 def _recording_us() -> dict[str, float]:
@@ -117,7 +97,7 @@ def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> N
             }  # fmt: skip
             for kind, load in loads.items():
                 what = f"{kind}, {kinds[kind]}, metrics {label}"
-                measures[what] = _with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
+                measures[what] = with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
         ensure_wrk()
         got = interleaved(runs, measures)
     for kind, recorded in _recording_us().items():
@@ -312,15 +292,22 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres"],
+        choices=["grpc", "http", "metrics", "scale", "services", "postgres", "tracing"],
         action="append",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a git revision without tracing code: the tracing section sets it beside"
+        " tracing off (e.g. the commit before tracing came)",
     )
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "metrics", "scale", "services", "postgres"]
+    sections = args.only or [
+        "grpc", "http", "metrics", "scale", "services", "postgres", "tracing",
+    ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -338,6 +325,8 @@ def main() -> None:
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)
+        if "tracing" in sections:
+            tracing_section(rows, work, args.runs, args.seconds, args.baseline)
     text = render(rows, args.runs, args.seconds)
     print(text)
     Path(args.output).write_text(text)
