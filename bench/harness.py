@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from bench.seed import Group, seed_sync
 from bench.stats import Figure
 
 PY = sys.executable
@@ -224,3 +226,37 @@ def timed_ms(calls: int, fn: Callable[[], object], before: Callable[[], object])
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+#: The two requests the metrics and tracing sections time, and the load of each.
+HOT_KINDS = {"IntrospectToken": "16 in flight", "GET /api/token": "64 connections"}
+
+
+@dataclass
+class HotPath:
+    """A store seeded for :data:`HOT_KINDS`, and the loads that drive a server on it."""
+
+    data: Path
+    tokens_file: Path
+    introspector: str
+    auth: dict[str, str]
+
+    @classmethod
+    def seed(cls, work: Path, name: str) -> HotPath:
+        groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
+        seeded = seed_sync(work / name, groups, filler_owners=1000, filler=10_000)
+        tokens_file = work / f"{name}-samples.txt"
+        tokens_file.write_text("\n".join(seeded.samples))
+        auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
+        return cls(work / name, tokens_file, seeded.introspector, auth)
+
+    def loads(self, svc: Server, seconds: float) -> dict[str, Callable[[], dict[str, float]]]:
+        return {
+            "IntrospectToken": partial(
+                grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
+                tokens=str(self.tokens_file), caller=self.introspector,
+            ),
+            "GET /api/token": partial(
+                wrk, f"http://{svc.addresses['http']}/api/token", seconds, self.auth
+            ),
+        }  # fmt: skip

@@ -25,6 +25,8 @@ import httpx
 
 from bench.harness import (
     HERE,
+    HOT_KINDS,
+    HotPath,
     Row,
     echo_floor,
     ensure_wrk,
@@ -72,30 +74,16 @@ def _recording_us() -> dict[str, float]:
 
 def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
     """IntrospectToken and GET /api/token with metrics on and off, in turns (target: ≤ 5 %)."""
-    data = work / "metrics"
-    groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
-    seeded = seed_sync(data, groups, filler_owners=1000, filler=10_000)
-    tokens_file = work / "metrics-samples.txt"
-    tokens_file.write_text("\n".join(seeded.samples))
-    auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
-    kinds = {"IntrospectToken": "16 in flight", "GET /api/token": "64 connections"}
+    hot = HotPath.seed(work, "metrics")
+    kinds = HOT_KINDS
     measures: dict[str, Callable[[], dict[str, float]]] = {}
     cpu: dict[str, list[float]] = {}
     with ExitStack() as servers:
         for label, extra in (("on", []), ("off", ["--no-metrics"])):
             svc = servers.enter_context(
-                server(serve_args(data, http=True, extra=extra), ["grpc", "http"])
+                server(serve_args(hot.data, http=True, extra=extra), ["grpc", "http"])
             )
-            loads = {
-                "IntrospectToken": partial(
-                    grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
-                    tokens=str(tokens_file), caller=seeded.introspector,
-                ),
-                "GET /api/token": partial(
-                    wrk, f"http://{svc.addresses['http']}/api/token", seconds, auth
-                ),
-            }  # fmt: skip
-            for kind, load in loads.items():
+            for kind, load in hot.loads(svc, seconds).items():
                 what = f"{kind}, {kinds[kind]}, metrics {label}"
                 measures[what] = with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
         ensure_wrk()

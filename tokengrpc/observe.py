@@ -112,15 +112,8 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Any]:
         """``streamed``: the request is an iterator of messages, each read as it comes."""
         oversized = self._oversized.get(method)
-        tracing, carrier = self._tracing, self._carriers.get(method)
-
-        def span_of(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Span | None:
-            if tracing is None:
-                return None
-            found = None
-            if carrier is not None and not isinstance(request, Unreadable):
-                found = carrier(request)
-            return tracing.rpc(method, found or context.invocation_metadata() or (), context.peer())
+        # Off: one test per call, and no tracer call.
+        span_of = self._spans(self._tracing, method) if self._tracing is not None else None
 
         if inspect.isasyncgenfunction(behaviour):
 
@@ -128,7 +121,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
                 started, slot, failed = time.perf_counter(), track_caller(), True
-                span = span_of(request, context)
+                span = span_of(request, context) if span_of is not None else None
                 try:
                     if streamed:
                         request = readable(request, context)
@@ -144,7 +137,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started, slot, failed = time.perf_counter(), track_caller(), True
-            span = span_of(request, context)
+            span = span_of(request, context) if span_of is not None else None
             try:
                 if streamed:
                     request = readable(request, context)
@@ -160,6 +153,18 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
                 self._done(method, context, started, slot, failed, span)
 
         return call
+
+    def _spans(self, tracing: Tracing, method: str) -> Callable[[Any, Any], Span]:
+        """What starts ``method``'s server span, from the context its carrier names."""
+        carrier = self._carriers.get(method)
+
+        def span_of(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Span:
+            found = None
+            if carrier is not None and not isinstance(request, Unreadable):
+                found = carrier(request)
+            return tracing.rpc(method, found or context.invocation_metadata() or (), context.peer())
+
+        return span_of
 
     def _done(
         self,
@@ -230,25 +235,7 @@ class HttpObserver:
     ) -> None:
         """``token_id``: whom a separate service said it authenticated; an
         authentication in this process (noted in ``begun``) comes first."""
-        slot: CallerSlot = begun
-        self._record(
-            slot, method=method, route=route, status=status, seconds=seconds, client=client,
-            headers=headers, trace_id=trace_id, token_id=token_id,
-        )  # fmt: skip
-
-    def _record(
-        self,
-        slot: CallerSlot,
-        *,
-        method: str,
-        route: str | None,
-        status: int,
-        seconds: float,
-        client: str | None,
-        headers: Mapping[str, str],
-        trace_id: str | None,
-        token_id: int | None,
-    ) -> None:
+        slot, trace_id = self._finish(begun, route, status, client, token_id, trace_id)
         label = route or UNMATCHED_ROUTE
         if self._metrics is not None:
             self._metrics.http_request(label, str(status), seconds)
@@ -260,6 +247,18 @@ class HttpObserver:
                 trace_id=trace_id or trace_id_of(headers.items()),
                 request_id=request_id_of(headers.items()),
             )  # fmt: skip
+
+    def _finish(
+        self,
+        begun: Any,
+        route: str | None,
+        status: int,
+        client: str | None,
+        token_id: int | None,
+        trace_id: str | None,
+    ) -> tuple[CallerSlot, str | None]:
+        """The request's caller slot and the trace id its access line shows."""
+        return begun, trace_id
 
     def decided(self, endpoint: str, result: str) -> None:
         """One authorization decision (``Check``'s or ``/auth/check``'s), counted."""
@@ -283,25 +282,17 @@ class TracingHttpObserver(HttpObserver):
         request.trace = trace
         return track_caller(), trace
 
-    def end(
+    def _finish(
         self,
         begun: Any,
-        *,
-        method: str,
         route: str | None,
         status: int,
-        seconds: float,
         client: str | None,
-        headers: Mapping[str, str],
+        token_id: int | None,
         trace_id: str | None,
-        token_id: int | None = None,
-    ) -> None:
+    ) -> tuple[CallerSlot, str | None]:
         slot: CallerSlot
         trace: HttpTrace
         slot, trace = begun
         caller = slot.token_id if slot.token_id is not None else token_id
-        self._record(
-            slot, method=method, route=route, status=status, seconds=seconds, client=client,
-            headers=headers, trace_id=trace.finish(route, status, client, caller),
-            token_id=token_id,
-        )  # fmt: skip
+        return slot, trace.finish(route, status, client, caller)

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from tokengrpc.addresses import address_text, peer_address
 from tokengrpc.version import version
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,6 @@ def _carrier(pairs: Iterable[tuple[str, Any]]) -> dict[str, str]:
     return {key: value for key, value in pairs if isinstance(value, str)}
 
 
-def _address(peer: str) -> str | None:
-    """``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5`` -> the address; None for unix sockets and the like."""
-    kind, _, rest = peer.partition(":")
-    if kind in ("ipv4", "ipv6"):
-        return rest.rpartition(":")[0].strip("[]")
-    return None
-
-
 def trace_hex(span: Span) -> str:
     """The span's trace id as the access log writes it (W3C: 32 hex digits)."""
     return format(span.get_span_context().trace_id, "032x")
@@ -123,9 +116,9 @@ class Tracing:
         name, fixed = self._rpcs.get(method) or self._rpc_names(method)
         parent = propagate.extract(_carrier(carrier))
         span = self._tracer.start_span(name, parent, SpanKind.SERVER, fixed)
-        address = _address(peer)
+        address = peer_address(peer)  # None for a unix socket or the in-process channel
         if address is not None:
-            span.set_attribute("client.address", address)
+            span.set_attribute("client.address", address_text(address))
         return span
 
     def end_rpc(self, span: Span, code: grpc.StatusCode, token_id: int | None) -> str:
