@@ -102,6 +102,11 @@ class Observer(Scraper, Protocol):
         token_id: int | None,
     ) -> None: ...
 
+    def decided(self, endpoint: str, result: str) -> None:
+        """Count one authorization decision (``/auth/check``'s: ``allowed``,
+        ``unauthenticated``, ``forbidden`` or ``unavailable``)."""
+        ...
+
 
 class Gateway:
     """The ASGI application."""

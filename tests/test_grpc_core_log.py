@@ -40,12 +40,13 @@ async def _failures(client: httpx.AsyncClient) -> float:
 
 
 async def test_failed_handshakes_are_counted_and_every_line_is_json(tmp_path: Path) -> None:
+    """With workers: each process captures its own gRPC core lines, and a scrape sums."""
     pki = make_pki(tmp_path / "pki")
     cert, key = pki.server()
     server = await serve(
         "--data-dir", str(tmp_path / "data"), "--grpc-listen", "127.0.0.1:0",
         "--http-listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key),
-        "--log-format", "json", until="http",
+        "--log-format", "json", "--workers", "2", until="http",
     )  # fmt: skip
     trusting = ssl.create_default_context(cafile=pki.ca_file)
     try:

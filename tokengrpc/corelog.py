@@ -12,8 +12,9 @@ therefore put a pipe on descriptor 2 (:func:`capture`), and:
   ``grpc`` logger at its level (``I`` is DEBUG: quiet by default); a failed
   TLS handshake is not logged at all but counted
   (``tokengrpc_tls_handshake_failures_total``), since anyone who can reach
-  the port can cause thousands; any other line (a worker's, which inherited
-  the pipe as its stderr) passes through as it is.
+  the port can cause thousands; any other line passes through as it is;
+- workers are started with the real stderr (:func:`real_stderr`) and
+  capture their own descriptor 2.
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ _LEVELS = {b"I": logging.DEBUG, b"W": logging.WARNING, b"E": logging.ERROR, b"F"
 _HANDSHAKE_FAILED = b"Handshake failed"
 
 _failed_handshakes = 0
+#: The real stderr's descriptor once :func:`capture` has run (for the workers).
+_real: int | None = None
 
 
 def failed_handshakes() -> int:
     """TLS handshakes that failed in this process since it started."""
     return _failed_handshakes
+
+
+def real_stderr() -> int | None:
+    """The descriptor of the real stderr, or None when descriptor 2 still is it:
+    what a worker process is given as its stderr (it captures its own)."""
+    return _real
 
 
 def relay_line(line: bytes, passthrough: BinaryIO) -> None:
@@ -67,7 +76,8 @@ def _relay(pipe: BinaryIO, passthrough: BinaryIO) -> None:
 
 def capture() -> None:
     """From now on, descriptor 2 is ours to read; Python keeps writing to the real stderr."""
-    real = os.dup(2)
+    global _real
+    _real = real = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
