@@ -56,8 +56,16 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
             if protocol != "grpc":
                 raise ValueError(f"{variable}: this build exports OTLP over grpc only")
             break
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        # xds-protos (Envoy's API, for Check) ships an old opentelemetry/proto/
+        # of its own; installed after opentelemetry-proto, it replaces that one's.
+        raise ValueError(
+            "the OTLP exporter cannot be loaded: opentelemetry-proto's files were replaced"
+            " (by xds-protos's older copy, as a rule); reinstall it: pip install"
+            " --force-reinstall --no-deps opentelemetry-proto"
+        ) from None
     return OTLPSpanExporter()  # endpoint, headers, TLS, timeout: from OTEL_EXPORTER_OTLP_*
 
 
