@@ -77,7 +77,11 @@ def _relay(pipe: BinaryIO, passthrough: BinaryIO) -> None:
 def capture() -> None:
     """From now on, descriptor 2 is ours to read; Python keeps writing to the real stderr."""
     global _real
-    _real = real = os.dup(2)
+    try:
+        real = os.dup(2)
+    except OSError:  # no stderr at all (closed by whoever started us): nothing to keep clean
+        return
+    _real = real
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
