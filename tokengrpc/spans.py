@@ -131,9 +131,10 @@ class Tracing:
 
     def end_rpc(self, span: Span, code: grpc.StatusCode, token_id: int | None) -> str:
         """End the span; return its trace id for the access line."""
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
         if token_id is not None:
-            span.set_attribute(TOKEN_ID, token_id)
+            span.set_attributes({"rpc.grpc.status_code": code.value[0], TOKEN_ID: token_id})
+        else:
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code in _SERVER_ERRORS:
             span.set_status(_ERROR)
         span.end()
@@ -170,11 +171,14 @@ class HttpTrace:
 
     def span(self) -> Span:
         if self._span is None:
-            attributes = {"http.request.method": self._method, "url.scheme": self._scheme}
-            self._span = self._tracer.start_span(
-                self._method, self._parent, SpanKind.SERVER, attributes, start_time=self._started
-            )
+            self._span = self._start({})
         return self._span
+
+    def _start(self, more: dict[str, str | int]) -> Span:
+        attributes = {"http.request.method": self._method, "url.scheme": self._scheme, **more}
+        return self._tracer.start_span(
+            self._method, self._parent, SpanKind.SERVER, attributes, start_time=self._started
+        )
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The trace context to send with a call made for this request (its child)."""
@@ -194,17 +198,22 @@ class HttpTrace:
         self, route: str | None, status: int, client: str | None, token_id: int | None
     ) -> str:
         """End the span; return its trace id for the access line."""
-        span = self.span()
+        found: dict[str, str | int] = {"http.response.status_code": status}
         if route is not None:
-            span.update_name(f"{self._method} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
+            found["http.route"] = route
         if client is not None:
-            span.set_attribute("client.address", client)
+            found["client.address"] = client
         if self._checked is not None:  # a check's span names the token it judged
             token_id = self._checked
         if token_id is not None:
-            span.set_attribute(TOKEN_ID, token_id)
+            found[TOKEN_ID] = token_id
+        if self._span is None:  # no call was made: one start with everything
+            span = self._span = self._start(found)
+        else:
+            span = self._span
+            span.set_attributes(found)
+        if route is not None:
+            span.update_name(f"{self._method} {route}")
         if status >= 500:
             span.set_status(_ERROR)
         span.end()
