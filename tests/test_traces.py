@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -239,3 +241,18 @@ def test_which_variables_turn_tracing_on() -> None:
     with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER") as refused:
         tracing.exporters({"OTEL_TRACES_EXPORTER": "zipkin"})
     assert "zipkin" not in str(refused.value)  # a value sent is never repeated
+
+
+def test_off_the_sdk_is_never_imported() -> None:
+    """Off costs nothing: not even the import of the SDK, by anything serve loads."""
+    probe = (
+        "import sys\n"
+        "import gateway.app, tokengrpc.cli, tokengrpc.commands.serve\n"
+        "from tokengrpc import tracing\n"
+        "assert tracing.start({}) is None\n"
+        "print(sorted(name for name in sys.modules if name.startswith('opentelemetry')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout
