@@ -92,11 +92,12 @@ class Observer(Scraper, Protocol):
     """Metrics and the access log, handed in by the command line (they are the service's).
 
     ``begin`` runs before routing (so authentication can note the caller in
-    what it returns); ``end`` once the response is known, with the token id
-    the upstream named (what an in-process ``begin`` noted comes first).
+    what it returns, and a tracing observer sets ``request.trace``); ``end``
+    once the response is known, with the token id the upstream named (what an
+    in-process ``begin`` noted comes first).
     """
 
-    def begin(self) -> Any: ...
+    def begin(self, request: Request) -> Any: ...
 
     def end(
         self,
@@ -111,6 +112,11 @@ class Observer(Scraper, Protocol):
         trace_id: str | None,
         token_id: int | None,
     ) -> None: ...
+
+    def decided(self, endpoint: str, result: str) -> None:
+        """Count one authorization decision (``/auth/check``'s: ``allowed``,
+        ``unauthenticated``, ``forbidden`` or ``unavailable``)."""
+        ...
 
 
 class Gateway:
@@ -139,7 +145,7 @@ class Gateway:
             await response.send(send)
             return
         started = time.perf_counter()
-        begun = self._observer.begin()
+        begun = self._observer.begin(request)
         response, route = await self._respond(request)
         await response.send(send)
         self._observer.end(

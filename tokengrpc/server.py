@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +42,9 @@ from tokengrpc.tokens import TokenManager
 from tokengrpc.usage import UsageRecorder, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
 from tokengrpc.webhooks.sender import WebhookSender
+
+if TYPE_CHECKING:
+    from tokengrpc.spans import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +189,7 @@ class GrpcServer:
         metrics: Metrics | None = None,
         access: AccessLog | None = None,
         credentials: grpc.ServerCredentials | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         #: None: plaintext.
         self._credentials = credentials
@@ -201,6 +206,8 @@ class GrpcServer:
             access,
             max_request_bytes=settings.grpc_max_receive_bytes,
             oversized={extauthz.CHECK_METHOD: extauthz.TOO_LARGE},
+            tracing=tracing,
+            carriers={extauthz.CHECK_METHOD: extauthz.checked_trace_context},
         )
         self.server = grpc.aio.server(options=options, interceptors=(observer,))
         self.health = health.aio.HealthServicer()
@@ -210,7 +217,7 @@ class GrpcServer:
         self._port: int | None = None
         self._core: Core | None = None
         #: The same handlers, for an in-process gateway.
-        self.in_process = InProcessChannel()
+        self.in_process = InProcessChannel(tracing)
         if core is not None:
             self.attach(core)
 
@@ -247,7 +254,8 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
-        authz = extauthz.register(self.server, core.authenticator)
+        decided = metrics.decision if metrics is not None else None
+        authz = extauthz.register(self.server, core.authenticator, decided)
         enable_reflection((SERVICE_NAME, authz, health.SERVICE_NAME), self.server)
 
     async def _watch_store(self, interval: float = 1.0) -> None:
