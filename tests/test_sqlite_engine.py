@@ -19,7 +19,7 @@ from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord
 from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.open import layered
 from tokengrpc.store.sqlite import Generation, SqliteEngine, open_sqlite
-from tokengrpc.store.sqlite.engine import _COUNT, _COUNT_UP_TO, _GET, _LIST
+from tokengrpc.store.sqlite.engine import _COUNT, _GET, _LIST, _PAGED
 
 Run = Callable[[], Awaitable[Any]]
 
@@ -65,8 +65,18 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
         assert "SCAN tokens" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
-    for sql in (*_COUNT.values(), *_COUNT_UP_TO.values()):
-        assert "INDEX tokens_" in _plan(db, sql, ("o",))
+    for include_revoked, sql in _PAGED.items():
+        plan = _plan(db, sql, ("o", 40, 21))
+        # Both branches walk ids in the owner's index; the page's rows are read by id.
+        index = "INDEX tokens_by_owner" if include_revoked else "INDEX tokens_live_by_owner"
+        assert plan.count(index) == 2, plan
+        if include_revoked:
+            assert plan.count(f"USING COVERING {index}") == 2, plan
+        assert "SEARCH tokens USING INTEGER PRIMARY KEY" in plan, plan
+        assert "SCAN tokens" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    for sql in _COUNT.values():
+        assert "SEARCH token_counts USING PRIMARY KEY" in _plan(db, sql, ("o",))
 
 
 async def test_a_change_behind_the_stores_back_is_not_announced(

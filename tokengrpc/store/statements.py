@@ -131,11 +131,57 @@ def list_tokens(mark: Marker) -> dict[tuple[bool, bool], str]:
     }
 
 
+def numbered_question_mark(n: int) -> str:
+    """SQLite's numbered marker, for a statement that uses a parameter twice."""
+    return f"?{n}"
+
+
+def paged_tokens(mark: Marker) -> dict[bool, str]:
+    """A numbered page (an offset from the first token) of an owner's tokens, by
+    include_revoked; parameters, each marker numbered: 1 owner, 2 offset, 3 limit.
+
+    A deferred join: the offset is walked over ids alone (an index-only scan of
+    the owner's index), then only the page's rows are read. And it is walked
+    from the nearer end, which the kept count (``token_counts``) tells in the
+    same statement: a page in the second half is read backwards from the
+    last token. Exactly one of the two branches runs (the other's condition
+    is constant and false), and both read the same snapshot as the count.
+    """
+    shapes = {}
+    for include_revoked in (False, True):
+        n = "total" if include_revoked else "live"
+        live = "" if include_revoked else " AND revoke_time IS NULL"
+        owner, offset, limit = mark(1), mark(2), mark(3)
+        ids = f"SELECT id FROM tokens WHERE owner = {owner}{live}"
+        # The rows [offset, offset + limit) counted from the end: past the
+        # end, none; the first page from the end may hold fewer than limit.
+        back_limit = (
+            f"CASE WHEN n <= {offset} THEN 0 WHEN n - {offset} < {limit}"
+            f" THEN n - {offset} ELSE {limit} END"
+        )
+        back_offset = f"CASE WHEN n - {offset} > {limit} THEN n - {offset} - {limit} ELSE 0 END"
+        shapes[include_revoked] = (
+            f"WITH counted AS (SELECT coalesce((SELECT {n} FROM token_counts"
+            f" WHERE owner = {owner}), 0) AS n)"
+            f" SELECT {TOKEN_COLUMNS} FROM tokens WHERE id IN ("
+            f"SELECT id FROM ({ids} AND {offset} * 2 <= (SELECT n FROM counted)"
+            f" ORDER BY id LIMIT {limit} OFFSET {offset}) AS head"
+            f" UNION ALL SELECT id FROM ({ids} AND {offset} * 2 > (SELECT n FROM counted)"
+            f" ORDER BY id DESC LIMIT (SELECT {back_limit} FROM counted)"
+            f" OFFSET (SELECT {back_offset} FROM counted)) AS tail"
+            ") ORDER BY id"
+        )
+    return shapes
+
+
 def count_tokens(mark: Marker) -> dict[bool, str]:
-    """How many tokens an owner has, by include_revoked; parameter: owner."""
+    """How many tokens an owner has, by include_revoked; parameter: owner.
+    Kept in ``token_counts`` by the write's own transaction (the migrations'
+    triggers), so a count is one row however many tokens there are."""
     return {
-        include_revoked: f"SELECT count(*) FROM tokens WHERE owner = {mark(1)}"
-        + ("" if include_revoked else " AND revoke_time IS NULL")
+        include_revoked: "SELECT coalesce((SELECT "
+        + ("total" if include_revoked else "live")
+        + f" FROM token_counts WHERE owner = {mark(1)}), 0)"
         for include_revoked in (False, True)
     }
 

@@ -82,6 +82,7 @@ _ADD_USAGE = (
 )
 _INSERT_EVENT = statements.insert_events(_mark)
 _LIST = statements.list_tokens(_mark)
+_PAGED = statements.paged_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 _LIST_EVENTS = statements.list_events(_mark)
 #: Lock key held while checking for an empty store and creating the first token.
@@ -248,8 +249,13 @@ class PostgresEngine:
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         if _unstorable(query.owner):
             return []
-        statement = _LIST[query.include_revoked, query.offset == 0]
-        rows = await self._read(statement, *statements.list_tokens_params(query))
+        if query.offset and query.after_id == 0:
+            statement = _PAGED[query.include_revoked]
+            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+        else:
+            statement = _LIST[query.include_revoked, query.offset == 0]
+            params = statements.list_tokens_params(query)
+        rows = await self._read(statement, *params)
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
