@@ -18,8 +18,8 @@ import pytest
 
 from tests.postgres import PASSWORD, remove_server, start_server
 from tokengrpc.errors import Unavailable
-from tokengrpc.store.base import NewToken, StoreNotEmpty, Usage
-from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION, Notifications
+from tokengrpc.store.base import NameTaken, NewToken, StoreNotEmpty, TokenRecord, Usage
+from tokengrpc.store.postgres.changes import BOUND, CHANNEL, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
 from tokengrpc.store.postgres.migrations import LATEST
@@ -205,6 +205,46 @@ async def test_the_first_token_is_created_once(
     assert len(refused) == 2
     with pytest.raises(StoreNotEmpty):
         await instances[0][0].insert(_new("again", first=True))
+
+
+async def test_concurrent_creations_share_one_transaction_and_one_notify(
+    database_url: str, instances: list[tuple[PostgresEngine, Notifications]]
+) -> None:
+    (engine, changes), (other, _) = instances[0], instances[1]
+    heard: list[str] = []
+    end = asyncio.Event()
+
+    def listened(*args: object) -> None:
+        payload = str(args[-1])
+        heard.append(payload)
+        if payload == "end":
+            end.set()
+
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener(CHANNEL, listened)
+        news = [_new(f"t{n}") for n in range(40)]
+        records = await asyncio.gather(*(engine.insert(new) for new in news))
+        assert [record.name for record in records] == [new.name for new in news]
+        assert len({record.id for record in records}) == 40
+        for record in records:
+            assert await other.get(record.id) == record
+        # One duplicate service name fails alone; the others land.
+        await engine.insert(_new("deploy", owner=""))
+        mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
+        outcomes = await asyncio.gather(*(engine.insert(n) for n in mixed), return_exceptions=True)
+        assert isinstance(outcomes[1], NameTaken)
+        assert [o.name for o in outcomes if isinstance(o, TokenRecord)] == ["a", "b"]
+        # Notifications arrive in commit order: every one of ours before this.
+        await listener.execute("SELECT pg_notify($1, 'end')", CHANNEL)
+        async with asyncio.timeout(5):
+            await end.wait()
+    finally:
+        await listener.close()
+    ours = heard.count(changes.instance_id)
+    # 40 together, "deploy", then the mixed group (its failed transaction
+    # notifies no one) and its three rows one by one, of which two land.
+    assert ours == 1 + 1 + 2, heard
 
 
 async def test_usage_batches_of_several_instances_add_up(

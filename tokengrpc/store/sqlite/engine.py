@@ -2,7 +2,7 @@
 
 Every write holds ``_write_lock`` on the one writer connection
 (``connections.py``); concurrent creations share one commit
-(``group_commit.py``). Caching, change announcement and usage counting are
+(``tokengrpc/store/group_commit.py``). Caching, change announcement and usage counting are
 layers over this (docs/store.md).
 """
 
@@ -35,10 +35,10 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
+from tokengrpc.store.group_commit import GroupCommit
 from tokengrpc.store.health import WriteHealth
 from tokengrpc.store.sqlite.connections import DB_FILE, AroundWrite, Connections, prepare
 from tokengrpc.store.sqlite.errors import mapped
-from tokengrpc.store.sqlite.group_commit import GroupCommit
 
 T = TypeVar("T")
 
