@@ -22,7 +22,7 @@ from tokengrpc.store.base import NameTaken, NewToken, StoreNotEmpty, TokenRecord
 from tokengrpc.store.postgres.changes import BOUND, CHANNEL, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
-from tokengrpc.store.postgres.migrations import LATEST
+from tokengrpc.store.postgres.migrations import LATEST, MIGRATIONS
 from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_postgres
 
 
@@ -101,6 +101,31 @@ async def test_migrations_run_once_when_instances_start_together(database_url: s
     finally:
         await connection.close()
     assert await migrate_postgres(database_url) == (LATEST, LATEST)
+
+
+async def test_an_existing_database_gets_its_counts_by_migration(database_url: str) -> None:
+    """A database of schema 1 (before counts were kept) with tokens in it."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            await connection.execute(MIGRATIONS[0])
+            await connection.execute(
+                "CREATE TABLE tokengrpc_schema (version integer NOT NULL);"
+                " INSERT INTO tokengrpc_schema VALUES (1);"
+                " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips,"
+                " create_time, update_time, revoke_time)"
+                " SELECT 'o' || (n % 3), 't' || n, '\\x00', '{}', true, '{}', 1, 1,"
+                " CASE WHEN n % 4 = 0 THEN 2 END FROM generate_series(1, 50) AS n"
+            )
+        assert await migrate_postgres(database_url) == (1, LATEST)
+        kept = await connection.fetch("SELECT owner, total, live FROM token_counts")
+        counted = await connection.fetch(
+            "SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner"
+        )
+    finally:
+        await connection.close()
+    assert sorted(map(tuple, kept)) == sorted(map(tuple, counted))
+    assert len(kept) == 3
 
 
 async def test_a_newer_schema_is_refused(database_url: str) -> None:
