@@ -128,6 +128,38 @@ def test_an_existing_data_dir_gets_its_counts_by_migration(tmp_path: Path) -> No
     assert len(kept) == 3
 
 
+async def test_a_numbered_page_walks_only_from_the_nearer_end(tmp_path: Path) -> None:
+    """SQLite's own instruction count (no clock): pages near either end of 20,000
+    tokens cost a few hundred steps; only the middle walks half the index."""
+    await layered(*await open_sqlite(tmp_path)).close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "tokens.db")) as db:
+        db.executescript(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)"
+            " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips,"
+            " create_time, update_time) SELECT 'o', 't' || i, x'00', '[]', 1, '[]', 1, 1 FROM n"
+        )
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db.set_progress_handler(step, 1)
+
+        def cost(offset: int) -> int:
+            nonlocal steps
+            steps = 0
+            rows = db.execute(_PAGED[True], ("o", offset, 21)).fetchall()
+            assert [row[0] for row in rows] == list(range(offset + 1, min(offset + 22, 20001)))
+            return steps
+
+        middle = cost(10_000)
+        assert middle > 10_000  # the walk is counted
+        for offset in (20, 40, 19_960, 19_980):
+            assert cost(offset) < middle / 20, offset
+
+
 async def test_a_change_behind_the_stores_back_is_not_announced(
     tmp_path: Path, stores: Callable[[], Awaitable[CountingStore]]
 ) -> None:

@@ -143,9 +143,10 @@ def paged_tokens(mark: Marker) -> dict[bool, str]:
     A deferred join: the offset is walked over ids alone (an index-only scan of
     the owner's index), then only the page's rows are read. And it is walked
     from the nearer end, which the kept count (``token_counts``) tells in the
-    same statement: a page in the second half is read backwards from the
-    last token. Exactly one of the two branches runs (the other's condition
-    is constant and false), and both read the same snapshot as the count.
+    same statement, so both read one snapshot: a page in the second half is
+    read backwards from the last token. The branch not taken gets LIMIT 0,
+    which both engines answer without reading an index entry (a condition in
+    its WHERE would be tested on every entry).
     """
     shapes = {}
     for include_revoked in (False, True):
@@ -153,21 +154,23 @@ def paged_tokens(mark: Marker) -> dict[bool, str]:
         live = "" if include_revoked else " AND revoke_time IS NULL"
         owner, offset, limit = mark(1), mark(2), mark(3)
         ids = f"SELECT id FROM tokens WHERE owner = {owner}{live}"
+        forward = f"{offset} * 2 <= n"
+        head_limit = f"CASE WHEN {forward} THEN {limit} ELSE 0 END"
         # The rows [offset, offset + limit) counted from the end: past the
         # end, none; the first page from the end may hold fewer than limit.
         back_limit = (
-            f"CASE WHEN n <= {offset} THEN 0 WHEN n - {offset} < {limit}"
-            f" THEN n - {offset} ELSE {limit} END"
+            f"CASE WHEN {forward} OR n <= {offset} THEN 0"
+            f" WHEN n - {offset} < {limit} THEN n - {offset} ELSE {limit} END"
         )
         back_offset = f"CASE WHEN n - {offset} > {limit} THEN n - {offset} - {limit} ELSE 0 END"
         shapes[include_revoked] = (
             f"WITH counted AS (SELECT coalesce((SELECT {n} FROM token_counts"
             f" WHERE owner = {owner}), 0) AS n)"
             f" SELECT {TOKEN_COLUMNS} FROM tokens WHERE id IN ("
-            f"SELECT id FROM ({ids} AND {offset} * 2 <= (SELECT n FROM counted)"
-            f" ORDER BY id LIMIT {limit} OFFSET {offset}) AS head"
-            f" UNION ALL SELECT id FROM ({ids} AND {offset} * 2 > (SELECT n FROM counted)"
-            f" ORDER BY id DESC LIMIT (SELECT {back_limit} FROM counted)"
+            f"SELECT id FROM ({ids} ORDER BY id"
+            f" LIMIT (SELECT {head_limit} FROM counted) OFFSET {offset}) AS head"
+            f" UNION ALL SELECT id FROM ({ids} ORDER BY id DESC"
+            f" LIMIT (SELECT {back_limit} FROM counted)"
             f" OFFSET (SELECT {back_offset} FROM counted)) AS tail"
             ") ORDER BY id"
         )
