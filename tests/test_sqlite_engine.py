@@ -19,7 +19,7 @@ from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord
 from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.open import layered
 from tokengrpc.store.sqlite import Generation, SqliteEngine, migrations, open_sqlite
-from tokengrpc.store.sqlite.engine import _COUNT, _GET, _LIST, _PAGED
+from tokengrpc.store.sqlite.engine import _COUNT, _GET, _LIST, _LIST_EVENTS, _PAGED
 
 Run = Callable[[], Awaitable[Any]]
 
@@ -74,6 +74,12 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
             assert plan.count(f"USING COVERING {index}") == 2, plan
         assert "SEARCH tokens USING INTEGER PRIMARY KEY" in plan, plan
         assert "SCAN tokens" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    for (by_owner, by_token), sql in _LIST_EVENTS.items():
+        params = [9, *(["o"] if by_owner else []), *([1] if by_token else []), 21]
+        plan = _plan(db, sql, tuple(params))
+        index = "token_events_by_token" if by_token else "token_events_by_owner"
+        assert f"USING INDEX {index}" in plan if by_owner or by_token else "PRIMARY KEY" in plan
         assert "TEMP B-TREE" not in plan, plan
     for sql in _COUNT.values():
         assert "SEARCH token_counts USING PRIMARY KEY" in _plan(db, sql, ("o",))

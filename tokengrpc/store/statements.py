@@ -189,22 +189,38 @@ def count_tokens(mark: Marker) -> dict[bool, str]:
     }
 
 
-def list_events(mark: Marker) -> dict[tuple[bool, bool], str]:
+def owner_equals(marker: str) -> str:
+    return f"owner = {marker}"
+
+
+def list_events(
+    mark: Marker, owner_is: Callable[[str], str] = owner_equals
+) -> dict[tuple[bool, bool], str]:
     """Events newest first below an id, by (per owner, per token); parameters:
-    before id, the owner and the token id where asked for, limit."""
+    before id, the owner and the token id where asked for, limit.
+
+    Any page must be a walk of one index from its page token: (token_id, id),
+    (owner, id) or the primary key. So an owner's listing is ordered by
+    (owner, id), which only its index gives. PostgreSQL would drop an owner
+    it knows to be one value from that order and, for a common owner, walk
+    the primary key instead, skipping every newer event of the others on each
+    page: it passes ``owner_is`` a test that is not an equality to it
+    (``owner = ANY(array)``) for that reason.
+    """
     shapes = {}
     for by_owner in (False, True):
         for by_token in (False, True):
             conditions, n = [f"id < {mark(1)}"], 1
             if by_owner:
                 n += 1
-                conditions.append(f"owner = {mark(n)}")
+                conditions.append(owner_is(mark(n)))
             if by_token:
                 n += 1
                 conditions.append(f"token_id = {mark(n)}")
+            held = "owner DESC, " if by_owner and not by_token else ""
             shapes[by_owner, by_token] = (
                 f"SELECT {EVENT_COLUMNS} FROM token_events WHERE {' AND '.join(conditions)}"
-                f" ORDER BY id DESC LIMIT {mark(n + 1)}"
+                f" ORDER BY {held}id DESC LIMIT {mark(n + 1)}"
             )
     return shapes
 

@@ -88,7 +88,8 @@ _INSERT_BATCH = 500
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
-_LIST_EVENTS = statements.list_events(_mark)
+#: An owner as a one-element array (see ``statements.list_events``).
+_LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
 #: Lock key held while checking for an empty store and creating the first token.
 _FIRST_TOKEN_LOCK = 0x746F6B31
 #: A usage batch that meets another instance's on the same rows may deadlock;
@@ -348,7 +349,10 @@ class PostgresEngine:
         if _unstorable(query.owner):
             return []
         statement = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
-        rows = await self._read(statement, *statements.list_events_params(query))
+        params = statements.list_events_params(query)
+        if query.owner is not None:
+            params[1] = [query.owner]
+        rows = await self._read(statement, *params)
         return [_event(row) for row in rows]
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
