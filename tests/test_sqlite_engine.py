@@ -76,8 +76,8 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         assert "SCAN tokens" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
     for (by_owner, by_token), sql in _LIST_EVENTS.items():
-        params = [9, *(["o"] if by_owner else []), *([1] if by_token else []), 21]
-        plan = _plan(db, sql, tuple(params))
+        shown = (9, *(["o"] if by_owner else []), *([1] if by_token else []), 21)
+        plan = _plan(db, sql, shown)
         index = "token_events_by_token" if by_token else "token_events_by_owner"
         assert f"USING INDEX {index}" in plan if by_owner or by_token else "PRIMARY KEY" in plan
         assert "TEMP B-TREE" not in plan, plan
