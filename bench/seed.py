@@ -100,14 +100,15 @@ async def seed(
 _SQLITE_TOKENS = (
     "WITH RECURSIVE series(n) AS (SELECT ?4 UNION ALL SELECT n + 1 FROM series WHERE n + 1 < ?5)"
     " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips, create_time,"
-    " update_time) SELECT CASE WHEN ?2 = 0 THEN ?1 ELSE ?1 || (n % ?2) END, ?3 || n,"
-    " randomblob(32), '[\"read\"]', 1, '[]', ?6, ?6 FROM series"
+    " update_time, secret_time) SELECT CASE WHEN ?2 = 0 THEN ?1 ELSE ?1 || (n % ?2) END,"
+    " ?3 || n, randomblob(32), '[\"read\"]', 1, '[]', ?6, ?6, ?6 FROM series"
 )
 _PG_TOKENS = (
     "INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips, create_time,"
-    " update_time) SELECT CASE WHEN $2::bigint = 0 THEN $1 ELSE $1 || (n % $2::bigint) END,"
-    " $3 || n, decode(md5(random()::text) || md5(n::text), 'hex'), '{read}', true, '{}',"
-    " $6::bigint, $6::bigint FROM generate_series($4::bigint, $5::bigint - 1) AS n"
+    " update_time, secret_time)"
+    " SELECT CASE WHEN $2::bigint = 0 THEN $1 ELSE $1 || (n % $2::bigint) END, $3 || n,"
+    " decode(md5(random()::text) || md5(n::text), 'hex'), '{read}', true, '{}',"
+    " $6::bigint, $6::bigint, $6::bigint FROM generate_series($4::bigint, $5::bigint - 1) AS n"
 )
 #: The CREATED events of the tokens from an id on (the command line's actor, 0).
 _EVENTS = (

@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,7 +32,12 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 from tokengrpc.sharedmetrics import SHARED_DIR_VARIABLE, Snapshot, SnapshotFiles, shared_directory
@@ -167,6 +174,45 @@ class _Outcomes:
         yield counted
 
 
+class _Webhooks:
+    """``tokengrpc_webhook_deliveries_total{result}`` and the age of the oldest
+    event still queued for a URL (the same queue for every process: the
+    oldest any of them saw is the figure)."""
+
+    RESULTS = ("delivered", "failed", "abandoned")
+
+    def __init__(self) -> None:
+        self.results = dict.fromkeys(self.RESULTS, 0)
+        #: The oldest queued event's time (microseconds), as last looked at; None: none.
+        self.oldest: int | None = None
+
+    def snapshot(self) -> list[object]:
+        return [dict(self.results), self.oldest]
+
+    def merge(self, snapshot: list[Any]) -> None:
+        results, oldest = snapshot
+        for result, count in results.items():
+            self.results[result] = self.results.get(result, 0) + count
+        if oldest is not None:
+            self.oldest = oldest if self.oldest is None else min(self.oldest, oldest)
+
+    def families(self) -> Iterator[Metric]:
+        counted = CounterMetricFamily(
+            "tokengrpc_webhook_deliveries",
+            "webhook tries by result: delivered, failed (tried again later), abandoned (given up)",
+            labels=("result",),
+        )
+        for result, count in self.results.items():
+            counted.add_metric((result,), count)
+        yield counted
+        age = 0.0 if self.oldest is None else max(0.0, time.time() - self.oldest / 1e6)
+        yield GaugeMetricFamily(
+            "tokengrpc_webhook_oldest_undelivered_seconds",
+            "age of the oldest event not yet delivered to every webhook URL (0: none queued)",
+            value=age,
+        )
+
+
 class _Counts:
     """Every number one process records; also what a scrape adds the workers' into."""
 
@@ -181,6 +227,7 @@ class _Counts:
             "tokengrpc_introspections", "active", "IntrospectToken answers by active",
             "true", "false",
         )  # fmt: skip
+        self.webhooks = _Webhooks()
 
     def collect(self) -> Iterator[Metric]:
         """The families (prometheus-client's collector protocol)."""
@@ -188,6 +235,7 @@ class _Counts:
         yield from self.http.families()
         yield from self.authentications.families()
         yield from self.introspections.families()
+        yield from self.webhooks.families()
 
     def snapshot(self) -> Snapshot:
         """Plain numbers, for another process to :meth:`merge`."""
@@ -196,6 +244,7 @@ class _Counts:
             "http": self.http.snapshot(),
             "authentications": self.authentications.snapshot(),
             "introspections": self.introspections.snapshot(),
+            "webhooks": self.webhooks.snapshot(),
         }
 
     def merge(self, snapshot: Snapshot) -> None:
@@ -203,6 +252,7 @@ class _Counts:
         self.http.merge(snapshot["http"])
         self.authentications.merge(snapshot["authentications"])
         self.introspections.merge(snapshot["introspections"])
+        self.webhooks.merge(snapshot["webhooks"])
 
 
 class Metrics(_Counts):
@@ -233,6 +283,13 @@ class Metrics(_Counts):
             self.introspections.yes += 1
         else:
             self.introspections.no += 1
+
+    def webhook_delivered(self, result: str) -> None:
+        """One try's ``result``: one of ``_Webhooks.RESULTS``."""
+        self.webhooks.results[result] += 1
+
+    def webhook_oldest(self, event_time: int | None) -> None:
+        self.webhooks.oldest = event_time
 
     @property
     def shared(self) -> bool:

@@ -25,6 +25,8 @@ from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
+from tokengrpc.leakkeys import ScanningKeys
+from tokengrpc.leaks import LeakReports
 from tokengrpc.logs import AccessLog
 from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
@@ -38,6 +40,7 @@ from tokengrpc.store.open import open_store
 from tokengrpc.tokens import TokenManager
 from tokengrpc.usage import UsageRecorder, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
+from tokengrpc.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,10 @@ class Core:
     bootstrap_path: Path | None
     #: Warnings for the operator's stderr (a key file others can read).
     notices: list[str]
+    #: Leak reports, when a source of the keys that sign them is configured.
+    leaks: LeakReports | None = None
+    #: Sends the outbox to the webhook URLs; None when none is set.
+    webhooks: WebhookSender | None = None
 
     @classmethod
     async def open(
@@ -71,6 +78,11 @@ class Core:
         may move it)."""
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
+        if settings.webhook_urls and not settings.webhook_secret:
+            raise ValueError(
+                "--webhook-url needs TOKENGRPC_WEBHOOK_SECRET (whsec_ and the signing key in"
+                " base64, as Standard Webhooks defines) to sign what it sends"
+            )
         store = await open_store(settings, create=create)
         try:
             key = await checked_key(store, settings.data_dir, settings.secret_key, make_dir=create)
@@ -85,12 +97,34 @@ class Core:
             clock,
         )
         manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
+        notices = key.notices
+        if bootstrap:
+            # The store queues events for the URLs of the last `serve` started
+            # (docs/webhooks.md), the bootstrap token's creation included.
+            dropped = await store.outbox.set_webhook_urls(settings.webhook_urls)
+            if dropped:
+                notices.append(f"{dropped} undelivered webhook events of removed URLs were dropped")
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
-        return cls(store, usage, authenticator, manager, path, key.notices)
+        source = settings.github_scanning_keys
+        leaks = LeakReports(ScanningKeys(source, clock), manager) if source else None
+        webhooks = None
+        if settings.webhook_urls and settings.webhook_secret:
+            webhooks = WebhookSender(
+                store.outbox, settings.webhook_secret, clock=clock, metrics=metrics
+            )
+        return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks)
+
+    def start(self) -> None:
+        """The background work: usage writes, webhook deliveries."""
+        self.usage.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     async def close(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.usage.stop()
         await self.store.close()
 
@@ -207,6 +241,7 @@ class GrpcServer:
             core.manager,
             core.authenticator,
             metrics.introspected if metrics is not None else ignore,
+            core.leaks,
         )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -240,7 +275,7 @@ class GrpcServer:
         port = self.bind(listen) if listen is not None else self._port
         assert port is not None, "bind() or an address comes before serving"
         await self.server.start()
-        self.core.usage.start()
+        self.core.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set("", serving)

@@ -5,6 +5,10 @@
 
 from tokengrpc.store.base import (
     NO_ACTOR,
+    REASON_BY_VALUE,
+    REASON_CLI,
+    REASON_INACTIVE,
+    REASON_LEAKED,
     Actor,
     EventAction,
     EventQuery,
@@ -12,6 +16,8 @@ from tokengrpc.store.base import (
     ListQuery,
     NameTaken,
     NewToken,
+    Outbox,
+    Outgoing,
     Rotation,
     StoreMissing,
     StoreNotEmpty,
@@ -23,6 +29,10 @@ from tokengrpc.store.base import (
 
 __all__ = [
     "NO_ACTOR",
+    "REASON_BY_VALUE",
+    "REASON_CLI",
+    "REASON_INACTIVE",
+    "REASON_LEAKED",
     "Actor",
     "EventAction",
     "EventQuery",
@@ -30,6 +40,8 @@ __all__ = [
     "ListQuery",
     "NameTaken",
     "NewToken",
+    "Outbox",
+    "Outgoing",
     "Rotation",
     "StoreMissing",
     "StoreNotEmpty",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tokengrpc.errors import Unavailable
-from tokengrpc.store import statements
+from tokengrpc.store import outbox, statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     PREVIOUS_SECRET,
@@ -29,6 +29,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NameTaken,
     NewToken,
+    Outgoing,
     Rotation,
     StoreNotEmpty,
     TokenChanges,
@@ -47,7 +48,7 @@ _COLUMNS = statements.TOKEN_COLUMNS
 _GET = statements.get_token(_mark)
 _GET_SERVICE = statements.get_service_token(_mark)
 _INSERT = statements.insert_tokens(_mark)
-#: Rows per group-commit statement: ten parameters each, well under SQLite's limit.
+#: Rows per group-commit statement: twelve parameters each, well under SQLite's limit.
 _INSERT_BATCH = 500
 _REVOKE = (
     "UPDATE tokens SET revoke_time = ?, update_time = ? WHERE id = ? AND revoke_time IS NULL"
@@ -68,7 +69,7 @@ _ADD_USAGE = (
 _ROTATE = (
     "UPDATE tokens SET previous_hash = CASE WHEN ? > ? THEN secret_hash END,"
     " previous_until = CASE WHEN ? > ? THEN ? END,"
-    " secret_hash = ?, sealed_value = ?, update_time = ?"
+    " secret_hash = ?, sealed_value = ?, update_time = ?, secret_time = ?"
     f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
 )
 _END_GRACE = (
@@ -77,6 +78,10 @@ _END_GRACE = (
     f" RETURNING {_COLUMNS}"
 )
 _LIST_EVENTS = statements.list_events(_mark)
+_DUE = outbox.due(_mark)
+_CLAIM = outbox.claim(_mark)
+_FINISH = outbox.finish(_mark)
+_RETRY = outbox.retry(_mark)
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(statements.numbered_question_mark)
 #: A kept count: one row, read on the loop thread.
@@ -311,7 +316,9 @@ class SqliteEngine:
         self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
     ) -> TokenRecord | None:
         now, until = rotation.now, rotation.previous_until or 0
-        params = (until, now, until, now, until, rotation.secret_hash, rotation.sealed_value, now)
+        params = (
+            until, now, until, now, until, rotation.secret_hash, rotation.sealed_value, now, now,
+        )  # fmt: skip
         fields = ("secret",) if rotation.sealed_value is None else ("secret", "value")
 
         async def rotate() -> Iterable[Any]:
@@ -373,6 +380,52 @@ class SqliteEngine:
 
         # One transaction, so a batch costs one fsync, not one per token.
         await self._transaction(add)
+
+    # The webhook outbox (``outbox.py``): the trigger fills it; these hand it out.
+
+    async def set_webhook_urls(self, urls: Sequence[str]) -> int:
+        known = await self._db.read("SELECT url FROM webhook_endpoints", ())
+        if {row[0] for row in known} == set(urls):
+            return 0  # most starts: no write
+        marks = ", ".join("?" * len(urls))
+
+        async def replace() -> int:
+            gone = f"SELECT id FROM webhook_endpoints WHERE url NOT IN ({marks})"
+            dropped = await self._db.fetch(
+                f"DELETE FROM webhook_outbox WHERE endpoint_id IN ({gone}) RETURNING id", urls
+            )
+            await self._db.execute(f"DELETE FROM webhook_endpoints WHERE id IN ({gone})", urls)
+            await self._db.execute_many(
+                "INSERT OR IGNORE INTO webhook_endpoints (url) VALUES (?)", [(url,) for url in urls]
+            )
+            return len(list(dropped))
+
+        return await self._transaction(replace)
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
+        # Read first: most polls find nothing due, and need no write. In the
+        # reader thread: a long queue held back by a failing URL is a long walk.
+        if not await self._db.read_in_thread(_DUE, (now, 1)):
+            return []
+
+        async def claim() -> Sequence[Outgoing]:
+            ids = [row[0] for row in await self._db.fetch(_CLAIM, (lease_until, now, limit))]
+            if not ids:
+                return []
+            sql = outbox.outgoing(f"IN ({', '.join('?' * len(ids))})")
+            return [outbox.outgoing_record(row, _strings) for row in await self._db.fetch(sql, ids)]
+
+        return await self._transaction(claim)
+
+    async def finish_delivery(self, row_id: int) -> None:
+        await self._locked(functools.partial(self._db.execute, _FINISH, (row_id,)))
+
+    async def retry_delivery(self, row_id: int, attempts: int, due: int) -> None:
+        await self._locked(functools.partial(self._db.execute, _RETRY, (attempts, due, row_id)))
+
+    async def oldest_undelivered(self) -> int | None:
+        rows = await self._db.read_in_thread(outbox.OLDEST)
+        return int(rows[0][0]) if rows else None
 
     # Start-up reads: their errors are not mapped (there is no client to answer yet).
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from tokengrpc.store import outbox
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the tokens table. AUTOINCREMENT so that an id, which is part of every
     # plaintext, is never handed out twice even after rows are gone.
@@ -71,7 +73,61 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX token_events_by_owner ON token_events (owner, id);
     CREATE INDEX token_events_by_token ON token_events (token_id, id);
     """,
-    # 4: each owner's token counts, kept by triggers in the transaction of
+    # 4: policies over time (CONTRACT section 12). not_before; secret_time, when
+    # the current secret was issued: a stored token's is its last rotation's
+    # time, else its creation's. Why an event happened: reason and detail.
+    """
+    ALTER TABLE tokens ADD COLUMN not_before INTEGER;
+    ALTER TABLE tokens ADD COLUMN secret_time INTEGER NOT NULL DEFAULT 0;
+    UPDATE tokens SET secret_time = coalesce(
+        (SELECT max(event_time) FROM token_events
+         WHERE token_events.token_id = tokens.id AND token_events.action = 3),
+        create_time);
+    ALTER TABLE token_events ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE token_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    """,
+    # 5: the webhook outbox (CONTRACT section 13; tokengrpc/store/outbox.py). The
+    # URLs events are queued for; a row per event and URL, with the token as it
+    # was right after the event (no secret), written by a trigger in the
+    # event's own transaction whoever appends the event.
+    """
+    CREATE TABLE webhook_endpoints (
+        id  INTEGER PRIMARY KEY AUTOINCREMENT,
+        url TEXT    NOT NULL UNIQUE
+    );
+    CREATE TABLE webhook_outbox (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id    INTEGER NOT NULL,
+        event_id       INTEGER NOT NULL,
+        token_id       INTEGER NOT NULL,
+        -- When it is due (microseconds); while a sender holds it, its lease's end.
+        next_time      INTEGER NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        owner          TEXT    NOT NULL,
+        name           TEXT    NOT NULL,
+        scopes         TEXT    NOT NULL,
+        active         INTEGER NOT NULL,
+        expire_time    INTEGER,
+        allowed_ips    TEXT    NOT NULL,
+        create_time    INTEGER NOT NULL,
+        update_time    INTEGER NOT NULL,
+        revoke_time    INTEGER,
+        last_use_time  INTEGER,
+        usage_count    INTEGER NOT NULL,
+        previous_until INTEGER,
+        last_use_ip    TEXT,
+        not_before     INTEGER,
+        secret_time    INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (next_time);
+    -- A row waits for the earlier rows of its token and URL.
+    CREATE INDEX webhook_outbox_order ON webhook_outbox (endpoint_id, token_id, id);
+    CREATE TRIGGER webhook_outbox_fill AFTER INSERT ON token_events
+    BEGIN
+        {fill};
+    END;
+    """.replace("{fill}", outbox.FILL),
+    # 6: each owner's token counts, kept by triggers in the transaction of
     # every insert, revocation (or any change of owner or revoke_time) and
     # delete, so a `?page=` listing's total costs one row, not a scan; and
     # so the listing can walk a deep page from the end nearer to it.
