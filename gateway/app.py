@@ -24,12 +24,13 @@ from gateway import openapi
 from gateway.admin import Admin
 from gateway.canonical import Canonical
 from gateway.connections import ConnectionLimits, protocol_for
-from gateway.family import Family, guard
+from gateway.family import Family, Route, guard
+from gateway.forwardauth import ForwardAuth
 from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
 from gateway.me import Me
 from gateway.oauth import Introspection, Revocation
 from gateway.ops import Ops, Scraper
-from gateway.pattern import BadPath, Template
+from gateway.pattern import BadPath
 from gateway.router import Endpoint, Match, NotAllowed, Router
 from gateway.solder import Solder
 from gateway.transcode import error_response
@@ -52,6 +53,7 @@ def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family
         Admin(upstream),
         Introspection(upstream),
         Revocation(upstream),
+        ForwardAuth(upstream),
     ]
     return [*found, Ops(upstream, observer, found)]
 
@@ -61,19 +63,17 @@ def document(upstream: Upstream, observer: Scraper | None = None) -> dict[str, A
     return openapi.document([family.openapi() for family in families(upstream, observer)])
 
 
-def routes(
-    upstream: Upstream, observer: Scraper | None = None
-) -> Iterator[tuple[str, Template | str, Endpoint]]:
-    """Every HTTP route, its handler guarded by the rules all families share."""
+def routes(upstream: Upstream, observer: Scraper | None = None) -> Iterator[tuple[Route, Endpoint]]:
+    """Every HTTP route, and its handler guarded by the rules all families share."""
     for family in families(upstream, observer):
         for route in family.routes():
-            yield route.method, route.template, guard(upstream, family, route)
+            yield route, guard(upstream, family, route)
 
 
 def build_router(upstream: Upstream, observer: Scraper | None = None) -> Router:
     router = Router()
-    for method, template, endpoint in routes(upstream, observer):
-        router.add(method, template, endpoint)
+    for route, endpoint in routes(upstream, observer):
+        router.add(route.method, route.template, endpoint, subtree=route.subtree)
     return router
 
 

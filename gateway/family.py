@@ -29,6 +29,11 @@ Schema = dict[str, Any]
 _MAX_ID = 2**63 - 1
 
 
+#: The methods OpenAPI can name: a route for any method (``gateway.router.ANY_METHOD``)
+#: is documented under each.
+EVERY_METHOD = ("get", "put", "post", "delete", "options", "head", "patch")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
@@ -37,6 +42,9 @@ class Route:
     #: False only where holding a secret is the proof (a revocation by value):
     #: such a route takes a stranger's body, so a small one (``gateway.limits``).
     needs_token: bool = True
+    #: Also every path below the (all-literal) template, unread: a proxy's
+    #: check carries the protected request's path there (``/auth/check/...``).
+    subtree: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,8 @@ class Request:
     authenticated: bool = False
     #: The most body the route takes; its guard sets it (``gateway.limits``).
     body_limit: int = MAX_BODY
+    #: The head's headers as they came, for a header whose lines must not be joined.
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
@@ -117,7 +119,12 @@ class Request:
                 trusted, headers.get("x-forwarded-host", ""), headers.get("host", "localhost")
             ),
             receive=receive,
+            raw_headers=scope["headers"],
         )
+
+    def header_lines(self, name: bytes) -> list[bytes]:
+        """Each line of one header (``name`` in lowercase), in order, not joined."""
+        return [value for key, value in self.raw_headers if key.lower() == name]
 
     def query(self) -> list[tuple[str, str]]:
         """The query's parameters in order; BadQuery past MAX_FIELDS."""

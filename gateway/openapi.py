@@ -18,8 +18,9 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.descriptor import ServiceDescriptor as Service
 
 from gateway.authfirst import UNAUTHENTICATED_RPCS
-from gateway.family import Fragment, Schema
-from gateway.pattern import LITERAL, Template
+from gateway.family import EVERY_METHOD, Fragment, Route, Schema
+from gateway.pattern import LITERAL, Template, compile_template
+from gateway.router import ANY_METHOD
 from gateway.transcode import Binding, bindings
 
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
@@ -184,6 +185,16 @@ def openapi_path(template: Template) -> str:
             parts.append(text if kind == LITERAL else "*")
     path = "/" + "/".join(parts)
     return f"{path}:{template.verb}" if template.verb else path
+
+
+def documented_as(route: Route) -> set[tuple[str, str]]:
+    """The (OpenAPI path, method) pairs that describe ``route``: a route for any
+    method under each method, a subtree's paths below it as ``{path}``."""
+    template = route.template
+    path = openapi_path(compile_template(template) if isinstance(template, str) else template)
+    methods = EVERY_METHOD if route.method == ANY_METHOD else (route.method.lower(),)
+    paths = (path, f"{path}/{{path}}") if route.subtree else (path,)
+    return {(where, method) for where in paths for method in methods}
 
 
 def _walk(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
