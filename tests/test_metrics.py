@@ -136,6 +136,12 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert fetched.status_code == 200
     for path in ("/no/such/thing", f"/{FORGED}", "/wp-admin.php"):
         assert (await observed.client.get(path)).status_code == 404
+    # Forward auth: one label whatever the method and the path below it.
+    for method, path in (("GET", "/auth/check"), ("PROPFIND", f"/auth/check/{FORGED}/x?a=b")):
+        checked = await observed.client.request(method, path, headers=headers)
+        assert checked.status_code == 200
+    stranger = await observed.client.post("/auth/check/api/token", headers=forged)
+    assert stranger.status_code == 401
     after = await observed.scrape()
 
     def delta(name: str, **labels: str) -> float:
@@ -148,6 +154,8 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert delta(requests, route="/api/token/{tokenId}", status="404") == 1
     assert delta(requests, route="/v1/tokens/{id}", status="200") == 1
     assert delta(requests, route="(unmatched)", status="404") == 3
+    assert delta(requests, route="/auth/check", status="200") == 2
+    assert delta(requests, route="/auth/check", status="401") == 1
     # The scrape before this one counted, under its own template.
     assert delta(requests, route="/metrics", status="200") == 1
     assert delta("tokengrpc_http_request_duration_seconds_count", route="/api/token") == 5
