@@ -387,3 +387,14 @@ def test_nothing_passes_while_tokengrpc_is_stopped(dead_front: Front) -> None:
     assert outcome.status == expected, dead_front.kind
     if dead_front.kind.startswith("traefik-"):
         assert outcome.response.json() == {"error": "Service unavailable."}
+
+
+def test_the_page_shows_every_configuration_verbatim() -> None:
+    """docs/forward-auth.md includes each file these tests run, so they cannot drift apart."""
+    page = (DOCS.parent / "forward-auth.md").read_text()
+    files = sorted(DOCS.iterdir())
+    assert {path.name for path in files} == {
+        "Caddyfile", "envoy.yaml", "ingress-nginx.yaml", "nginx.conf", "traefik.toml",
+    }  # fmt: skip
+    for path in files:
+        assert f"\n{path.read_text()}```\n" in page, path.name
