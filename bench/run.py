@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from bench.forwardauth import forward_section
 from bench.harness import (
     HERE,
     Row,
@@ -312,7 +313,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres"],
+        choices=["grpc", "http", "metrics", "scale", "services", "forward", "postgres"],
         action="append",
     )
     parser.add_argument(
@@ -320,7 +321,9 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "metrics", "scale", "services", "postgres"]
+    sections = args.only or [
+        "grpc", "http", "metrics", "scale", "services", "forward", "postgres",
+    ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -335,6 +338,8 @@ def main() -> None:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:
             services_section(rows, work, args.runs, args.seconds)
+        if "forward" in sections:
+            forward_section(rows, work, args.runs, args.seconds)
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)

@@ -36,6 +36,8 @@ REQUIRED_SCOPES = b"x-required-scopes"
 UNREADABLE = "\x00"
 
 _NO_STORE = (b"cache-control", b"no-store")
+#: Answers whose headers are kept (the service keeps as many answers).
+_KEPT = 4096
 _JSON = (b"content-type", b"application/json")
 
 
@@ -57,10 +59,10 @@ def unavailable() -> Response:
     return _denial(503, "Service unavailable.")
 
 
-def allowed(answer: pb.CheckTokenResponse) -> Response:
+def allowed_headers(answer: pb.CheckTokenResponse) -> list[tuple[bytes, bytes]]:
     headers = [_NO_STORE]
     headers.extend((h.name.encode(), h.value.encode()) for h in answer.identity_headers)
-    return Response(200, b"", headers)
+    return headers
 
 
 def required_scopes(request: Request) -> list[str]:
@@ -84,6 +86,9 @@ class ForwardAuth:
 
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
+        #: Headers by answer: the in-process service hands out one answer object
+        #: per token record, so a token's headers are encoded once, not per check.
+        self._headers: dict[int, tuple[pb.CheckTokenResponse, list[tuple[bytes, bytes]]]] = {}
 
     def routes(self) -> list[Route]:
         return [Route(ANY_METHOD, PATH, self.check, needs_token=False, subtree=True)]
@@ -110,4 +115,14 @@ class ForwardAuth:
             pb.CheckTokenRequest(required_scopes=required_scopes(request)),
             request,
         )
-        return allowed(answer)
+        return Response(200, b"", list(self._allowed(answer)))  # a copy: never shared
+
+    def _allowed(self, answer: pb.CheckTokenResponse) -> list[tuple[bytes, bytes]]:
+        known = self._headers.get(id(answer))
+        if known is not None and known[0] is answer:  # the id of a live object is its own
+            return known[1]
+        headers = allowed_headers(answer)
+        if len(self._headers) >= _KEPT:
+            self._headers.clear()
+        self._headers[id(answer)] = (answer, headers)
+        return headers
