@@ -124,6 +124,13 @@ async def test_check_token_over_grpc_and_its_canonical_route(gateway: LiveGatewa
             )
         assert refused.value.code() == code
         assert token not in (refused.value.details() or "")
+    # A requirement longer than any token could meet is not read to its end.
+    for huge in (["read " * 80_000], ["read"] * 80_000):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await service.stub.CheckToken(
+                pb.CheckTokenRequest(required_scopes=huge), metadata=bearer(token)
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     canonical = await gateway.client.post(
         "/v1/tokens:check", json={"requiredScopes": ["read"]}, headers=auth(token)
     )

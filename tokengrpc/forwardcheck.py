@@ -17,10 +17,15 @@ from urllib.parse import quote
 from tokengrpc.addresses import IPAddress
 from tokengrpc.auth import Authenticator, bearer
 from tokengrpc.errors import PermissionDenied, Unauthenticated
+from tokengrpc.rules import MAX_SCOPE, MAX_SCOPES
 from tokengrpc.store import TokenRecord
 
 #: What the upstream learns about an allowed request; client copies never pass.
 IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
+#: The longest requirement a token could meet: every scope it may hold, spaced.
+REQUIRED_TEXT = MAX_SCOPES * (MAX_SCOPE + 1)
+#: A requirement no token meets (no scope is empty).
+UNMEETABLE = frozenset({""})
 #: Allowing answers kept, one per token: a few hundred bytes each.
 _KEPT_ANSWERS = 4096
 
@@ -54,9 +59,18 @@ def presented_token(values: Sequence[str | bytes]) -> str | None:
 
 
 def required_scopes(lines: Iterable[str]) -> frozenset[str]:
-    """The scopes demanded by space-separated lines, all together (linear in their size)."""
+    """The scopes demanded by space-separated lines, all together.
+
+    Read up to REQUIRED_TEXT characters (a line counts one more): past that,
+    no token could meet the requirement, and it is UNMEETABLE without reading
+    the rest, so a huge one costs no more than a long one.
+    """
     found: set[str] = set()
+    size = 0
     for line in lines:
+        size += len(line) + 1
+        if size > REQUIRED_TEXT:
+            return UNMEETABLE
         found.update(line.split())
     return frozenset(found)
 
