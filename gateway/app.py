@@ -27,6 +27,7 @@ from gateway.connections import ConnectionLimits, protocol_for
 from gateway.family import Family, Route, guard
 from gateway.forwardauth import ForwardAuth
 from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
+from gateway.leaks import LeakReports
 from gateway.me import Me
 from gateway.oauth import Introspection, Revocation
 from gateway.ops import Ops, Scraper
@@ -43,9 +44,12 @@ SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"]
 DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 
 
-def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family]:
+def families(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> list[Family]:
     """Every route family: the canonical routes from the annotations, the legacy
-    ones, OAuth, and the operator's routes (whose document describes them all)."""
+    ones, OAuth, leak reports when the service takes them, and the operator's
+    routes (whose document describes them all)."""
     found: list[Family] = [
         Canonical(upstream, SERVICE),
         Solder(upstream),
@@ -55,24 +59,33 @@ def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family
         Revocation(upstream),
         ForwardAuth(upstream),
     ]
+    if leak_reports:
+        found.append(LeakReports(upstream))
     return [*found, Ops(upstream, observer, found)]
 
 
-def document(upstream: Upstream, observer: Scraper | None = None) -> dict[str, Any]:
+def document(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> dict[str, Any]:
     """The OpenAPI document a gateway in front of ``upstream`` serves (no call is made)."""
-    return openapi.document([family.openapi() for family in families(upstream, observer)])
+    found = families(upstream, observer, leak_reports=leak_reports)
+    return openapi.document([family.openapi() for family in found])
 
 
-def routes(upstream: Upstream, observer: Scraper | None = None) -> Iterator[tuple[Route, Endpoint]]:
+def routes(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> Iterator[tuple[Route, Endpoint]]:
     """Every HTTP route, and its handler guarded by the rules all families share."""
-    for family in families(upstream, observer):
+    for family in families(upstream, observer, leak_reports=leak_reports):
         for route in family.routes():
             yield route, guard(upstream, family, route)
 
 
-def build_router(upstream: Upstream, observer: Scraper | None = None) -> Router:
+def build_router(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> Router:
     router = Router()
-    for route, endpoint in routes(upstream, observer):
+    for route, endpoint in routes(upstream, observer, leak_reports=leak_reports):
         router.add(route.method, route.template, endpoint, subtree=route.subtree)
     return router
 
@@ -110,9 +123,12 @@ class Gateway:
         upstream: Upstream,
         trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
         observer: Observer | None = None,
+        *,
+        leak_reports: bool = False,
     ) -> None:
+        """``leak_reports``: serve ``/v1/leaks/github`` (the service has a key source)."""
         self.upstream = upstream
-        self._router = build_router(upstream, observer)
+        self._router = build_router(upstream, observer, leak_reports=leak_reports)
         self._trust = Trust.of(trusted_proxies)
         self._observer = observer
 
@@ -238,6 +254,7 @@ async def start_http(
     grace_period: float = 10.0,
     observer: Observer | None = None,
     tls: ssl.SSLContext | None = None,
+    leak_reports: bool = False,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
@@ -245,10 +262,11 @@ async def start_http(
     in-process one ``tokengrpc serve`` provides). ``tls`` makes it HTTPS with
     that live context (whose certificate the caller may reload). ``listen``
     may be a socket from ``bind``, taken before anything else was started.
+    ``leak_reports``: serve ``/v1/leaks/github`` (the upstream has a key source).
     """
     limits = limits or ConnectionLimits()
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
-    app = Gateway(connection, trusted_proxies, observer)
+    app = Gateway(connection, trusted_proxies, observer, leak_reports=leak_reports)
     sock = bind(listen, reuse_port=reuse_port) if isinstance(listen, str) else listen
     config = uvicorn.Config(
         app,

@@ -42,6 +42,9 @@ class Route:
     #: False only where holding a secret is the proof (a revocation by value):
     #: such a route takes a stranger's body, so a small one (``gateway.limits``).
     needs_token: bool = True
+    #: A limit of the route's own (``gateway.limits``), instead of the one
+    #: ``needs_token`` implies.
+    body_limit: int | None = None
     #: Also every path below the (all-literal) template, unread: a proxy's
     #: check carries the protected request's path there (``/auth/check/...``).
     subtree: bool = False
@@ -94,7 +97,7 @@ def guard(upstream: Upstream, family: Family, route: Route) -> Handler:
     401 whatever it sent; every route reads at most its body limit.
     """
     handler, needs_token = route.handler, route.needs_token
-    body_limit = limits.body_limit(needs_token)
+    body_limit = limits.body_limit(needs_token, route.body_limit)
 
     async def run(request: Request, variables: dict[str, str]) -> Response:
         request.body_limit = body_limit

@@ -109,8 +109,8 @@ class BackgroundService:
 
 @contextlib.contextmanager
 def background_service(folder: Path) -> Iterator[BackgroundService]:
-    """``conftest._running`` (the privacy scan of the store included) on a thread's loop."""
-    from tests.conftest import _running
+    """``conftest.running`` (the privacy scan of the store included) on a thread's loop."""
+    from tests.conftest import running
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -118,7 +118,7 @@ def background_service(folder: Path) -> Iterator[BackgroundService]:
     stack = contextlib.AsyncExitStack()
 
     async def start() -> BackgroundService:
-        service = await stack.enter_async_context(_running(folder / "data", ""))
+        service = await stack.enter_async_context(running(folder / "data", ""))
         gateways = {}
         for mode in ("in-process", "network"):
             gateways[mode] = await start_gateway(service, mode)

@@ -95,7 +95,7 @@ class MemoryEngine:
         events.append(
             EventRecord(
                 len(events) + 1, now, action, record.id, record.owner, actor.token_id,
-                actor.owner, actor.client_ip, tuple(fields),
+                actor.owner, actor.client_ip, tuple(fields), actor.reason, actor.detail,
             )
         )  # fmt: skip
 
@@ -112,6 +112,7 @@ class MemoryEngine:
         record = TokenRecord(
             token_id, new.owner, new.name, new.secret_hash, new.scopes, new.active,
             new.expire_time, new.allowed_ips, new.now, new.now, None, None, 0, new.sealed_value,
+            not_before=new.not_before, secret_time=new.now,
         )  # fmt: skip
         self._db.tokens[token_id] = record
         self._event(EventAction.CREATED, record, new.now, new.actor)
@@ -201,6 +202,7 @@ class MemoryEngine:
                 if changes.allowed_ips is None
                 else changes.allowed_ips,
                 expire_time=changes.expire_time if changes.set_expire_time else found.expire_time,
+                not_before=changes.not_before if changes.set_not_before else found.not_before,
                 update_time=now,
             )
 
@@ -233,6 +235,7 @@ class MemoryEngine:
                 secret_hash=rotation.secret_hash,
                 sealed_value=rotation.sealed_value,
                 update_time=now,
+                secret_time=now,
             )
 
         def event(record: TokenRecord) -> None:

@@ -24,6 +24,7 @@ HELPS: dict[tuple[str, ...], str | None] = {
     ("token", "rotate"): TOKEN,
     ("token", "events"): TOKEN,
     ("migrate",): MIGRATE,
+    ("scan",): None,
 }
 
 

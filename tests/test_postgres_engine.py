@@ -18,11 +18,11 @@ import pytest
 
 from tests.postgres import PASSWORD, remove_server, start_server
 from tokengrpc.errors import Unavailable
-from tokengrpc.store.base import NewToken, StoreNotEmpty, Usage
+from tokengrpc.store.base import EventQuery, NewToken, StoreNotEmpty, Usage
 from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import PostgresEngine
-from tokengrpc.store.postgres.migrations import LATEST
+from tokengrpc.store.postgres.migrations import LATEST, MIGRATIONS
 from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_postgres
 
 
@@ -297,3 +297,38 @@ async def test_a_silent_listener_is_not_trusted_past_the_bound(
             await _until(lambda: changes.current() == changes.current(), within=2)
     finally:
         await changes.close()
+
+
+async def test_stored_secrets_date_from_their_last_rotation_after_the_upgrade(
+    database_url: str,
+) -> None:
+    """A database of schema 1 (before the policies), as SQLite's upgrade test."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(MIGRATIONS[0])
+        await connection.execute("CREATE TABLE tokengrpc_schema (version integer NOT NULL)")
+        await connection.execute("INSERT INTO tokengrpc_schema VALUES (1)")
+        for name in ("kept", "rotated"):
+            await connection.execute(
+                "INSERT INTO tokens (owner, name, secret_hash, scopes, allowed_ips, active,"
+                " create_time, update_time) VALUES ('o', $1, '\\x00', '{}', '{}', true, 10, 10)",
+                name,
+            )
+        await connection.executemany(
+            "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+            " actor_owner, client_ip, changed_fields) VALUES ($1, $2, $3, 'o', 0, '', '', '{}')",
+            [(10, 1, 1), (10, 1, 2), (20, 3, 2), (30, 3, 2), (40, 2, 2)],
+        )
+    finally:
+        await connection.close()
+    engine, changes = await open_postgres(database_url)
+    try:
+        kept, rotated = await engine.get(1), await engine.get(2)
+        assert kept is not None
+        assert rotated is not None
+        assert (kept.secret_time, rotated.secret_time) == (10, 30)
+        assert (kept.not_before, rotated.not_before) == (None, None)
+        assert {e.reason for e in await engine.list_events(EventQuery(limit=10))} == {""}
+    finally:
+        await changes.close()
+        await engine.close()

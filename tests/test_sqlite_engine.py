@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from tokengrpc.store import ListQuery, NameTaken, NewToken, TokenRecord
+from tokengrpc.store import EventQuery, ListQuery, NameTaken, NewToken, TokenRecord
 from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.open import layered
 from tokengrpc.store.sqlite import Generation, SqliteEngine, open_sqlite
 from tokengrpc.store.sqlite.engine import _COUNT, _COUNT_UP_TO, _GET, _LIST
+from tokengrpc.store.sqlite.migrations import MIGRATIONS, _statements
 
 Run = Callable[[], Awaitable[Any]]
 
@@ -154,3 +155,34 @@ async def test_concurrent_inserts_share_a_commit_and_keep_their_own_outcomes(
     landed = [o for o in outcomes if isinstance(o, TokenRecord)]
     assert [r.name for r in landed] == ["a", "b"]
     assert await store.count(ListQuery(owner="o", include_revoked=True, limit=1)) == 42
+
+
+async def test_stored_secrets_date_from_their_last_rotation_after_the_upgrade(
+    tmp_path: Path, stores: Callable[[], Awaitable[CountingStore]]
+) -> None:
+    """A data dir of schema 3 (before the policies): ``secret_time`` is the
+    last rotation's time where the audit trail has one, else the creation's."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "tokens.db", isolation_level=None)) as db:
+        for script in MIGRATIONS[:3]:
+            for statement in _statements(script):
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 3")
+        for name in ("kept", "rotated"):
+            db.execute(
+                "INSERT INTO tokens (owner, name, secret_hash, scopes, allowed_ips, active,"
+                " create_time, update_time) VALUES ('o', ?, x'00', '[]', '[]', 1, 10, 10)",
+                (name,),
+            )
+        events = [(10, 1, 1), (10, 1, 2), (20, 3, 2), (30, 3, 2), (40, 2, 2)]
+        db.executemany(
+            "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+            " actor_owner, client_ip, changed_fields) VALUES (?, ?, ?, 'o', 0, '', '', '[]')",
+            events,
+        )
+    store = await stores()
+    kept, rotated = await store.get(1), await store.get(2)
+    assert kept is not None
+    assert rotated is not None
+    assert (kept.secret_time, rotated.secret_time) == (10, 30)
+    assert (kept.not_before, rotated.not_before) == (None, None)
+    assert {e.reason for e in await store.list_events(EventQuery(limit=10))} == {""}

@@ -15,6 +15,9 @@ import pytest
 
 from tests.stores import StoreFactory
 from tokengrpc.store import (
+    REASON_CLI,
+    REASON_LEAKED,
+    Actor,
     EventAction,
     EventQuery,
     ListQuery,
@@ -315,3 +318,43 @@ async def test_end_grace_forgets_only_the_replaced_secret_it_names(
     assert [(e.action, e.changed_fields) for e in events[:1]] == [
         (EventAction.REVOKED, ("previous_secret",))
     ]
+
+
+async def test_policy_fields_are_kept_and_the_secret_time_follows_rotation(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store()
+    new = dataclasses.replace(_new("later", now=10), not_before=50)
+    token = await store.insert(new)
+    assert (token.not_before, token.secret_time) == (50, 10)
+    cleared = await store.update(token.id, TokenChanges(set_not_before=True), 20)
+    assert cleared is not None
+    assert (cleared.not_before, cleared.secret_time) == (None, 10)
+    moved = await store.update(token.id, TokenChanges(set_not_before=True, not_before=70), 21)
+    assert moved is not None
+    assert moved.not_before == 70
+    rotation = Rotation(secret_hash=b"n" * 32, sealed_value=None, previous_until=None, now=30)
+    rotated = await store.rotate(token.id, rotation)
+    assert rotated is not None
+    assert (rotated.secret_time, rotated.create_time, rotated.not_before) == (30, 10, 70)
+    elsewhere = await open_store()
+    seen = await open_store.seen(
+        lambda: elsewhere.get(token.id),
+        lambda found: found is not None and found.secret_time == 30,
+    )
+    assert seen == rotated
+    (updated, *_) = await store.list_events(EventQuery(limit=10, token_id=token.id))
+    assert updated.action == EventAction.ROTATED
+    fields = [e.changed_fields for e in await store.list_events(EventQuery(limit=10))]
+    assert ("not_before",) in fields
+
+
+async def test_an_actors_reason_and_detail_reach_the_event(open_store: StoreFactory) -> None:
+    store = await open_store()
+    why = Actor(reason=REASON_LEAKED, detail="https://example.com/leak github")
+    token = await store.insert(dataclasses.replace(_new("leaky"), actor=Actor(reason=REASON_CLI)))
+    await store.revoke(token.id, 5, why)
+    revoked, created = await store.list_events(EventQuery(limit=10, token_id=token.id))
+    assert (revoked.reason, revoked.detail) == (REASON_LEAKED, "https://example.com/leak github")
+    assert (created.reason, created.detail) == (REASON_CLI, "")
+    assert (revoked.actor_token_id, revoked.actor_owner) == (0, "")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tokengrpc import logs
-from tokengrpc.commands import gateway, migrate, serve, token
+from tokengrpc.commands import gateway, migrate, scan, serve, token
 from tokengrpc.config import (
     GATEWAY,
     MIGRATE,
@@ -40,6 +40,7 @@ _COMMANDS = (
     ("gateway", "run the HTTP gateway alone, in front of a gRPC server", gateway, GATEWAY),
     ("token", "administer tokens directly in the store", token, None),
     ("migrate", "bring the store's schema up to date, print its version, exit", migrate, MIGRATE),
+    ("scan", "find tokens in files before they leak: path:line:column each", scan, None),
 )
 
 

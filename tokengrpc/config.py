@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
+from tokengrpc.durations import duration_list, parse_duration, positive_duration
 from tokengrpc.store.postgres.dsn import is_postgres
 
 
@@ -92,6 +93,17 @@ class Settings:
     upstream_ca: Path | None = None
     upstream_cert: Path | None = None
     upstream_key: Path | None = None
+    # Policies over time (CONTRACT section 12), in microseconds as the store's times.
+    #: How long a secret authenticates after it was issued (created or
+    #: rotated); None: as long as the token lives (``tokengrpc.lifetime``).
+    max_secret_age: int | None = None
+    #: A token with no successful use for this long is revoked; None: never.
+    revoke_unused_after: int | None = None
+    #: How long before an expiry each EXPIRING event is recorded, longest first.
+    expiry_reminders: tuple[int, ...] = tuple(parse_duration(text) for text in ("30d", "7d", "1d"))
+    #: Where the keys that sign leak reports are (a URL, or a file in GitHub's
+    #: ``meta/public_keys/secret_scanning`` format); None: no ``/v1/leaks/github``.
+    github_scanning_keys: str | None = None
 
 
 class SettingError(ValueError):
@@ -124,6 +136,11 @@ def _one_of(*choices: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _key_source(text: str) -> str | None:
+    """A URL or a path; empty: none (leak reports off)."""
+    return text.strip() or None
 
 
 def _proxies(text: str) -> tuple[str, ...]:
@@ -402,6 +419,37 @@ OPTIONS: tuple[Option, ...] = (
         flag="--no-access-log",
         commands=(SERVE, GATEWAY),
         switch=True,
+    ),
+    Option(
+        "max_secret_age",
+        positive_duration,
+        "how long a secret authenticates after it was created or rotated, e.g. 90d",
+        commands=(SERVE, TOKEN),
+        metavar="DURATION",
+        default_text="unset",
+    ),
+    Option(
+        "revoke_unused_after",
+        positive_duration,
+        "revoke a token with no successful use for this long, e.g. 365d",
+        metavar="DURATION",
+        default_text="unset",
+    ),
+    Option(
+        "expiry_reminders",
+        duration_list,
+        "comma-separated times before an expiry to record an expiring event; empty: none",
+        empty_is_value=True,
+        metavar="DURATIONS",
+        default_text="30d,7d,1d",
+    ),
+    Option(
+        "github_scanning_keys",
+        _key_source,
+        "GitHub's secret scanning key URL, or a file in its format: enables POST /v1/leaks/github",
+        commands=(SERVE, GATEWAY),
+        metavar="URL_OR_FILE",
+        default_text="unset",
     ),
 )
 

@@ -57,6 +57,8 @@ def event_fields(event: EventRecord, *, actor_shown: bool = True) -> dict[str, A
         "actor_owner": event.actor_owner,
         "client_ip": event.client_ip if actor_shown else "",
         "changed_fields": event.changed_fields,
+        "reason": event.reason,
+        "detail": event.detail,
     }
 
 
@@ -90,6 +92,8 @@ def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
     }
     if record.expire_time is not None:
         fields["expire_time"] = _stamp(record.expire_time)
+    if record.not_before is not None:
+        fields["not_before"] = _stamp(record.not_before)
     if record.revoke_time is not None:
         fields["revoke_time"] = _stamp(record.revoke_time)
     if last_use_time is not None:

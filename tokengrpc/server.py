@@ -25,6 +25,8 @@ from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
+from tokengrpc.leakkeys import ScanningKeys
+from tokengrpc.leaks import LeakReports
 from tokengrpc.logs import AccessLog
 from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
@@ -55,6 +57,8 @@ class Core:
     bootstrap_path: Path | None
     #: Warnings for the operator's stderr (a key file others can read).
     notices: list[str]
+    #: Leak reports, when a source of the keys that sign them is configured.
+    leaks: LeakReports | None = None
 
     @classmethod
     async def open(
@@ -88,7 +92,9 @@ class Core:
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
-        return cls(store, usage, authenticator, manager, path, key.notices)
+        source = settings.github_scanning_keys
+        leaks = LeakReports(ScanningKeys(source, clock), manager) if source else None
+        return cls(store, usage, authenticator, manager, path, key.notices, leaks)
 
     async def close(self) -> None:
         await self.usage.stop()
@@ -207,6 +213,7 @@ class GrpcServer:
             core.manager,
             core.authenticator,
             metrics.introspected if metrics is not None else ignore,
+            core.leaks,
         )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -53,6 +53,9 @@ async def gateway(settings: Settings) -> int:
         grace_period=settings.grace_period,
         observer=listeners.observer(settings, metrics),
         tls=certificates.context if certificates is not None else None,
+        # The upstream checks the signatures with its own key source; here it
+        # only says that the route is served.
+        leak_reports=settings.github_scanning_keys is not None,
     )
     watcher = (
         asyncio.create_task(certificates.watch(), name="tls-watch")

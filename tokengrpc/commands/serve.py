@@ -123,6 +123,7 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
                 grace_period=settings.grace_period,
                 observer=listeners.observer(settings, metrics),
                 tls=certificates.context if certificates is not None else None,
+                leak_reports=settings.github_scanning_keys is not None,
             )
         if certificates is None and supervised is None:
             listeners.warn_plaintext(grpc_address)

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
-import re
 from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -26,6 +25,7 @@ from tokengrpc.commands.printing import (
     warn_all,
 )
 from tokengrpc.config import TOKEN, Settings, add_flags, secrets_epilog
+from tokengrpc.durations import parse_duration
 from tokengrpc.errors import DomainError
 from tokengrpc.server import Core
 from tokengrpc.tokens import TokenManager
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=duration,
         default=duration_pb2.Duration(),
         metavar="DURATION",
-        help="how long the old secret keeps working, e.g. 30s or 1h (default 0, at most 7d)",
+        help="how long the old secret keeps working, e.g. 30s, 15m, 2h (default 0, at most 7d)",
     )
 
     made["events"].add_argument(
@@ -210,17 +210,12 @@ def timestamp(text: str) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration(text: str) -> duration_pb2.Duration:
-    """``30s``, ``15m``, ``1h30m``, ``2d``: a grace period for ``token rotate``."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise argparse.ArgumentTypeError("use a duration such as 30s, 15m, 1h30m or 2d")
+    """A grace period for ``token rotate``, as every duration is written (``durations``)."""
+    try:
+        micros = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     result = duration_pb2.Duration()
-    result.FromMicroseconds(
-        round(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts) * 1_000_000)
-    )
+    result.FromMicroseconds(micros)
     return result

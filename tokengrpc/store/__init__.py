@@ -5,6 +5,10 @@
 
 from tokengrpc.store.base import (
     NO_ACTOR,
+    REASON_BY_VALUE,
+    REASON_CLI,
+    REASON_INACTIVE,
+    REASON_LEAKED,
     Actor,
     EventAction,
     EventQuery,
@@ -23,6 +27,10 @@ from tokengrpc.store.base import (
 
 __all__ = [
     "NO_ACTOR",
+    "REASON_BY_VALUE",
+    "REASON_CLI",
+    "REASON_INACTIVE",
+    "REASON_LEAKED",
     "Actor",
     "EventAction",
     "EventQuery",

@@ -35,6 +35,11 @@ class TokenRecord:
     previous_hash: bytes | None = None
     previous_until: int | None = None
     last_use_ip: str = ""
+    #: Before this time the token authenticates nothing (None: no such limit).
+    not_before: int | None = None
+    #: When the current secret was issued (creation or the last rotation): the
+    #: maximum secret age counts from here (``tokengrpc.lifetime``).
+    secret_time: int = 0
 
     @property
     def is_service(self) -> bool:
@@ -52,6 +57,7 @@ class TokenRecord:
             self.revoke_time, last_use_time, usage_count, self.sealed_value,
             self.previous_hash, self.previous_until,
             self.last_use_ip if last_use_ip is None else last_use_ip,
+            self.not_before, self.secret_time,
         )  # fmt: skip
 
 
@@ -63,6 +69,8 @@ class EventAction(enum.IntEnum):
     ROTATED = 3
     REVOKED = 4
     VALUE_READ = 5
+    EXPIRING = 6
+    EXPIRED = 7
 
 
 #: The changed field of a REVOKED event that ended only a replaced secret's
@@ -72,12 +80,24 @@ PREVIOUS_SECRET = "previous_secret"  # noqa: S105 (a field name)
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who made a change, for its audit event: never a secret."""
+    """Who made a change, and why, for its audit event: never a secret."""
 
-    #: The authenticating token's id; 0 for the command line and revocation by value.
+    #: The authenticating token's id; 0 for the command line, revocation by
+    #: value and the service's own changes.
     token_id: int = 0
     owner: str = ""
     client_ip: str = ""
+    #: Why, when it is not an API caller's own action: one of the ``REASON_*``.
+    reason: str = ""
+    #: More about the reason (a leak report's url and source); empty otherwise.
+    detail: str = ""
+
+
+#: ``TokenEvent.reason`` values (CONTRACT section 12).
+REASON_INACTIVE = "inactive"
+REASON_LEAKED = "leaked"
+REASON_BY_VALUE = "by_value"
+REASON_CLI = "cli"
 
 
 #: The actor of writes made without a request (tests, imports).
@@ -96,6 +116,8 @@ class EventRecord:
     actor_owner: str
     client_ip: str
     changed_fields: tuple[str, ...]
+    reason: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +155,8 @@ class NewToken:
     now: int
     sealed_value: bytes | None = None
     actor: Actor = NO_ACTOR
+    #: Before this time the token authenticates nothing (None: no such limit).
+    not_before: int | None = None
     #: Insert only if the store holds no token at all (the bootstrap token:
     #: instances starting at once on one database create one); else StoreNotEmpty.
     only_into_empty_store: bool = False
@@ -149,6 +173,9 @@ class TokenChanges:
     #: Whether ``expire_time`` is part of the change (None then clears it).
     set_expire_time: bool = False
     expire_time: int | None = None
+    #: Whether ``not_before`` is part of the change (None then clears it).
+    set_not_before: bool = False
+    not_before: int | None = None
 
     def fields(self) -> tuple[str, ...]:
         """The names of the fields this change sets, for its audit event."""
@@ -158,6 +185,7 @@ class TokenChanges:
             ("active", self.active is not None),
             ("expire_time", self.set_expire_time),
             ("allowed_ips", self.allowed_ips is not None),
+            ("not_before", self.set_not_before),
         ]
         return tuple(field for field, changed in named if changed)
 

@@ -43,12 +43,12 @@ def numbered(n: int) -> str:
 TOKEN_COLUMNS = (
     "id, owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
     " create_time, update_time, revoke_time, last_use_time, usage_count, sealed_value,"
-    " previous_hash, previous_until, last_use_ip"
+    " previous_hash, previous_until, last_use_ip, not_before, secret_time"
 )
 #: In the order of :class:`~tokengrpc.store.EventRecord`'s fields.
 EVENT_COLUMNS = (
     "id, event_time, action, token_id, owner, actor_token_id, actor_owner, client_ip,"
-    " changed_fields"
+    " changed_fields, reason, detail"
 )
 
 
@@ -64,7 +64,8 @@ def insert_tokens(mark: Marker, rows: int = 1) -> str:
     """An insert of ``rows`` tokens (``insert_params`` each), returning their rows."""
     return (
         "INSERT INTO tokens (owner, name, secret_hash, scopes, active, expire_time, allowed_ips,"
-        f" create_time, update_time, sealed_value) VALUES {_values(mark, 10, rows)}"
+        " create_time, update_time, sealed_value, not_before, secret_time)"
+        f" VALUES {_values(mark, 12, rows)}"
         f" RETURNING {TOKEN_COLUMNS}"
     )
 
@@ -73,7 +74,8 @@ def insert_events(mark: Marker, rows: int = 1) -> str:
     """An insert of ``rows`` audit events (``event_params`` each)."""
     return (
         "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
-        f" actor_owner, client_ip, changed_fields) VALUES {_values(mark, 8, rows)}"
+        " actor_owner, client_ip, changed_fields, reason, detail)"
+        f" VALUES {_values(mark, 10, rows)}"
     )
 
 
@@ -88,8 +90,9 @@ def update_token(
         ("scopes", scopes is not None, None if scopes is None else strings(scopes)),
         ("active", changes.active is not None, changes.active),
         ("allowed_ips", ips is not None, None if ips is None else strings(ips)),
-        # The one column a change can set to NULL.
+        # The columns a change can set to NULL.
         ("expire_time", changes.set_expire_time, changes.expire_time),
+        ("not_before", changes.set_not_before, changes.not_before),
     ]
     params: list[object] = [now]
     assignments = [f"update_time = {mark(1)}"]
@@ -182,6 +185,7 @@ def token_record(row: Any, strings: Decode) -> TokenRecord:
     return TokenRecord(
         row[0], row[1], row[2], row[3], strings(row[4]), bool(row[5]), row[6], strings(row[7]),
         row[8], row[9], row[10], row[11], row[12], row[13], row[14], row[15], row[16] or "",
+        row[17], row[18],
     )  # fmt: skip
 
 
@@ -189,12 +193,13 @@ def event_record(row: Any, strings: Decode) -> EventRecord:
     """A row of ``EVENT_COLUMNS``, which lists the record's fields in order."""
     return EventRecord(
         row[0], row[1], EventAction(row[2]), row[3], row[4], row[5], row[6], row[7],
-        strings(row[8]),
+        strings(row[8]), row[9], row[10],
     )  # fmt: skip
 
 
 def insert_params(new: NewToken, strings: Encode) -> tuple[object, ...]:
-    """The ten parameters of a token insert, in the engines' column order."""
+    """The twelve parameters of a token insert, in the engines' column order
+    (the secret is issued at creation)."""
     return (
         new.owner,
         new.name,
@@ -206,6 +211,8 @@ def insert_params(new: NewToken, strings: Encode) -> tuple[object, ...]:
         new.now,
         new.now,
         new.sealed_value,
+        new.not_before,
+        new.now,
     )
 
 
@@ -217,7 +224,7 @@ def event_params(
     fields: Sequence[str],
     strings: Encode,
 ) -> tuple[object, ...]:
-    """The eight parameters of an audit event: the token's id and owner, the
-    actor, and the changed fields' names (never a value)."""
+    """The ten parameters of an audit event: the token's id and owner, the
+    actor, the changed fields' names (never a value) and the actor's reason."""
     return (now, int(action), *token, actor.token_id, actor.owner, actor.client_ip,
-            strings(tuple(fields)))  # fmt: skip
+            strings(tuple(fields)), actor.reason, actor.detail)  # fmt: skip

@@ -67,7 +67,7 @@ _END_GRACE = (
 _ROTATE = (
     "UPDATE tokens SET previous_hash = CASE WHEN $1::bigint > $2::bigint THEN secret_hash END,"
     " previous_until = CASE WHEN $1::bigint > $2::bigint THEN $1::bigint END,"
-    " secret_hash = $3, sealed_value = $4, update_time = $2"
+    " secret_hash = $3, sealed_value = $4, update_time = $2, secret_time = $2"
     f" WHERE id = $5 AND revoke_time IS NULL RETURNING {_COLUMNS}"
 )
 # One statement for the whole batch. SET expressions see the row as it was,

@@ -60,6 +60,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX token_events_by_owner ON token_events (owner, id);
     CREATE INDEX token_events_by_token ON token_events (token_id, id);
     """,
+    # 2: policies over time (CONTRACT section 12), as SQLite's step 4:
+    # not_before; secret_time, the last rotation's time, else the creation's;
+    # an event's reason and detail.
+    """
+    ALTER TABLE tokens ADD COLUMN not_before bigint;
+    ALTER TABLE tokens ADD COLUMN secret_time bigint NOT NULL DEFAULT 0;
+    UPDATE tokens SET secret_time = coalesce(
+        (SELECT max(event_time) FROM token_events
+         WHERE token_events.token_id = tokens.id AND token_events.action = 3),
+        create_time);
+    ALTER TABLE token_events ADD COLUMN reason text NOT NULL DEFAULT '';
+    ALTER TABLE token_events ADD COLUMN detail text NOT NULL DEFAULT '';
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -47,7 +47,7 @@ _COLUMNS = statements.TOKEN_COLUMNS
 _GET = statements.get_token(_mark)
 _GET_SERVICE = statements.get_service_token(_mark)
 _INSERT = statements.insert_tokens(_mark)
-#: Rows per group-commit statement: ten parameters each, well under SQLite's limit.
+#: Rows per group-commit statement: twelve parameters each, well under SQLite's limit.
 _INSERT_BATCH = 500
 _REVOKE = (
     "UPDATE tokens SET revoke_time = ?, update_time = ? WHERE id = ? AND revoke_time IS NULL"
@@ -68,7 +68,7 @@ _ADD_USAGE = (
 _ROTATE = (
     "UPDATE tokens SET previous_hash = CASE WHEN ? > ? THEN secret_hash END,"
     " previous_until = CASE WHEN ? > ? THEN ? END,"
-    " secret_hash = ?, sealed_value = ?, update_time = ?"
+    " secret_hash = ?, sealed_value = ?, update_time = ?, secret_time = ?"
     f" WHERE id = ? AND revoke_time IS NULL RETURNING {_COLUMNS}"
 )
 _END_GRACE = (
@@ -318,7 +318,9 @@ class SqliteEngine:
         self, token_id: int, rotation: Rotation, actor: Actor = NO_ACTOR
     ) -> TokenRecord | None:
         now, until = rotation.now, rotation.previous_until or 0
-        params = (until, now, until, now, until, rotation.secret_hash, rotation.sealed_value, now)
+        params = (
+            until, now, until, now, until, rotation.secret_hash, rotation.sealed_value, now, now,
+        )  # fmt: skip
         fields = ("secret",) if rotation.sealed_value is None else ("secret", "value")
 
         async def rotate() -> Iterable[Any]:

@@ -71,6 +71,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX token_events_by_owner ON token_events (owner, id);
     CREATE INDEX token_events_by_token ON token_events (token_id, id);
     """,
+    # 4: policies over time (CONTRACT section 12). not_before; secret_time, when
+    # the current secret was issued: a stored token's is its last rotation's
+    # time, else its creation's. Why an event happened: reason and detail.
+    """
+    ALTER TABLE tokens ADD COLUMN not_before INTEGER;
+    ALTER TABLE tokens ADD COLUMN secret_time INTEGER NOT NULL DEFAULT 0;
+    UPDATE tokens SET secret_time = coalesce(
+        (SELECT max(event_time) FROM token_events
+         WHERE token_events.token_id = tokens.id AND token_events.action = 3),
+        create_time);
+    ALTER TABLE token_events ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE token_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 LATEST = len(MIGRATIONS)
