@@ -40,6 +40,7 @@ _EXT_AUTHZ_FILTER = re.compile(
 
 def envoy_config(folder: Path, tokengrpc: str, upstream: str, token: str, authz: bool) -> Path:
     text = string.Template(CONFIG.read_text()).substitute(
+        ENVOY_PORT=0,  # any free port: ``envoy`` reads the one taken from the admin
         TOKENGRPC_PORT=tokengrpc.rpartition(":")[2],
         UPSTREAM_PORT=upstream.rpartition(":")[2],
         ENVOY_TOKEN=token,
