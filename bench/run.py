@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
+from bench.forwardauth import forward_section
 from bench.harness import (
     HERE,
     HOT_KINDS,
@@ -244,7 +245,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres", "tracing"],
+        choices=["grpc", "http", "metrics", "scale", "services", "forward", "postgres", "tracing"],
         action="append",
     )
     parser.add_argument(
@@ -258,7 +259,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     sections = args.only or [
-        "grpc", "http", "metrics", "scale", "services", "postgres", "tracing",
+        "grpc", "http", "metrics", "scale", "services", "forward", "postgres", "tracing",
     ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
@@ -274,6 +275,8 @@ def main() -> None:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:
             services_section(rows, work, args.runs, args.seconds)
+        if "forward" in sections:
+            forward_section(rows, work, args.runs, args.seconds)
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)

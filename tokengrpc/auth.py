@@ -149,16 +149,28 @@ class Authenticator:
     def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a request that needs no token (revocation by value):
         nobody, but from an address the audit event can name."""
-        forwarded = [
-            value for key, value in metadata if key == "x-forwarded-for" and isinstance(value, str)
-        ]
-        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        _, address = self.presented(metadata, peer)
         return Caller(
             owner="",
             scopes=frozenset(),
             now=self.clock(),
             client_ip="" if address is None else address_text(address),
         )
+
+    def presented(
+        self, metadata: Iterable[tuple[str, str | bytes]], peer: str
+    ) -> tuple[list[str | bytes], IPAddress | None]:
+        """A call's ``authorization`` values, and its client address: the peer,
+        or the one trusted proxies name in ``x-forwarded-for`` (every entry, in order)."""
+        authorizations: list[str | bytes] = []
+        forwarded: list[str] = []
+        for key, value in metadata:
+            if key == "authorization":
+                authorizations.append(value)
+            elif key == "x-forwarded-for" and isinstance(value, str):
+                forwarded.append(value)
+        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        return authorizations, address
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a gRPC request, or UNAUTHENTICATED.
@@ -168,17 +180,10 @@ class Authenticator:
         ambiguous. Every ``x-forwarded-for`` entry counts, in order.
         """
         now = self.clock()
-        authorizations: list[str | bytes] = []
-        forwarded: list[str] = []
-        for key, value in metadata:
-            if key == "authorization":
-                authorizations.append(value)
-            elif key == "x-forwarded-for" and isinstance(value, str):
-                forwarded.append(value)
+        authorizations, address = self.presented(metadata, peer)
         if len(authorizations) != 1 or not isinstance(authorizations[0], str):
             self._observe(False)
             raise Unauthenticated()
-        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
         found = await self._verified(bearer(authorizations[0]), address, now)
         if found is None:
             self._observe(False)
