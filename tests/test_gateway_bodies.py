@@ -43,6 +43,7 @@ def _shape(path: str) -> Shape:
         ("/_/", admin_shape),
         ("/oauth/", oauth_shape),
         ("/v1/", status_shape),
+        ("/auth/check", solder_shape),  # Envoy Check's denials: {"error": ...}
     ):
         if path.startswith(prefix):
             return shape
