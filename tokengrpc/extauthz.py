@@ -217,9 +217,10 @@ class AuthorizationServicer:
         token = presented_token(attributes.request.http)
         address = parse_address(attributes.source.address.socket_address.address)
         # Judged at the moment Envoy's own token was: one "now" per request.
-        record = await self._auth.check(token, address, caller.now)
-        if record is None:
+        found = await self._auth.check(token, address, caller.now)
+        if found is None:
             return UNAUTHENTICATED
+        record = found[0]
         if lacks_required_scopes(record, attributes.context_extensions):
             return FORBIDDEN
         return self._allowed(record)

@@ -83,8 +83,15 @@ class Core:
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
             clock,
+            settings.max_secret_age,
         )
-        manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
+        manager = TokenManager(
+            store,
+            authenticator,
+            Sealer(key.key),
+            settings.token_prefix,
+            settings.max_secret_age,
+        )
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )

@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expires", metavar="TIME", help="RFC 3339 time, e.g. 2030-01-01T00:00:00Z (default never)"
     )
     create.add_argument(
+        "--not-before",
+        metavar="TIME",
+        help="RFC 3339 time before which the token authenticates nothing (default at once)",
+    )
+    create.add_argument(
         "--allowed-ip", action="append", default=[], metavar="CIDR", help="address or CIDR range"
     )
 
@@ -119,6 +124,8 @@ async def _create(manager: TokenManager, args: argparse.Namespace) -> None:
     )
     if args.expires:
         request.expire_time.CopyFrom(timestamp(args.expires))
+    if args.not_before:
+        request.not_before.CopyFrom(timestamp(args.not_before))
     created = await manager.create_token(operator(), request)
     say(created.plaintext)
 

@@ -84,6 +84,7 @@ _INSERT_EVENT = statements.insert_events(_mark)
 _LIST = statements.list_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 _LIST_EVENTS = statements.list_events(_mark)
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
 #: Lock key held while checking for an empty store and creating the first token.
 _FIRST_TOKEN_LOCK = 0x746F6B31
 #: A usage batch that meets another instance's on the same rows may deadlock;
@@ -348,6 +349,10 @@ class PostgresEngine:
     async def is_empty(self) -> bool:
         rows = await self._read("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(rows[0][0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        rows = await self._read(_PAST_SECRET_AGE, now, now - max_secret_age)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._read("SELECT fingerprint FROM secret_key")

@@ -77,6 +77,7 @@ _END_GRACE = (
     f" RETURNING {_COLUMNS}"
 )
 _LIST_EVENTS = statements.list_events(_mark)
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
 _LIST = statements.list_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 #: Pages up to this size (plus the one row that tells whether more follow)
@@ -388,6 +389,11 @@ class SqliteEngine:
     async def is_empty(self) -> bool:
         rows = await self._db.reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(next(iter(rows))[0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        params = (now, now - max_secret_age)
+        rows = await self._db.read_in_thread(_PAST_SECRET_AGE, params)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._db.reader.execute_fetchall("SELECT fingerprint FROM secret_key")
