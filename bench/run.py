@@ -15,7 +15,7 @@ import platform
 import shutil
 import tempfile
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -36,6 +36,7 @@ from bench.harness import (
     timed_ms,
     wrk,
 )
+from bench.hotpath import compared, figure_name, on_and_off, policies_section
 from bench.postgres import postgres_section
 from bench.seed import Group, seed_sync
 from bench.services import services_section
@@ -46,28 +47,6 @@ from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _with_cpu(
-    pid: int, seconds: float, measure: Callable[[], dict[str, float]], into: list[float]
-) -> Callable[[], dict[str, float]]:
-    """``measure``, also noting the server's CPU µs per call into ``into``: a figure
-    the other processes on the machine disturb less than calls per second."""
-
-    def measured() -> dict[str, float]:
-        before = _cpu_seconds(pid)
-        result = measure()
-        used = _cpu_seconds(pid) - before
-        into.append(used / max(result["calls_per_second"] * seconds, 1) * 1e6)
-        return result
-
-    return measured
 
 
 def _recording_us() -> dict[str, float]:
@@ -92,49 +71,13 @@ def _recording_us() -> dict[str, float]:
 
 def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
     """IntrospectToken and GET /api/token with metrics on and off, in turns (target: ≤ 5 %)."""
-    data = work / "metrics"
-    groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
-    seeded = seed_sync(data, groups, filler_owners=1000, filler=10_000)
-    tokens_file = work / "metrics-samples.txt"
-    tokens_file.write_text("\n".join(seeded.samples))
-    auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
-    kinds = {"IntrospectToken": "16 in flight", "GET /api/token": "64 connections"}
-    measures: dict[str, Callable[[], dict[str, float]]] = {}
-    cpu: dict[str, list[float]] = {}
-    with ExitStack() as servers:
-        for label, extra in (("on", []), ("off", ["--no-metrics"])):
-            svc = servers.enter_context(
-                server(serve_args(data, http=True, extra=extra), ["grpc", "http"])
-            )
-            loads = {
-                "IntrospectToken": partial(
-                    grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
-                    tokens=str(tokens_file), caller=seeded.introspector,
-                ),
-                "GET /api/token": partial(
-                    wrk, f"http://{svc.addresses['http']}/api/token", seconds, auth
-                ),
-            }  # fmt: skip
-            for kind, load in loads.items():
-                what = f"{kind}, {kinds[kind]}, metrics {label}"
-                measures[what] = _with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
-        ensure_wrk()
-        got = interleaved(runs, measures)
+    variants = {"on": [], "off": ["--no-metrics"]}
+    got, cpu = on_and_off(work, "metrics", runs, seconds, variants)
     for kind, recorded in _recording_us().items():
-        per_call = Figure.of(cpu[f"{kind}, {kinds[kind]}, metrics off"]).median
+        per_call = Figure.of(cpu[figure_name(kind, "metrics", "off")]).median
         share = f"{recorded:.2f} µs, {recorded / per_call:.2%} of the server's CPU per call"
         rows.append(Row("Metrics", f"{kind}: recording its samples, in-process", note=share))
-    for what, (rate, p50, p99) in got.items():
-        used = Figure.of(cpu[what])
-        note = f"server CPU {used.show(0)} µs per call"
-        if what.endswith(" on"):
-            off = what.removesuffix(" on") + " off"
-            off_cpu = Figure.of(cpu[off]).median
-            note = (
-                f"{rate.median / got[off][0].median - 1:+.1%} calls/s vs off; {note}"
-                f" ({used.median / off_cpu - 1:+.1%} vs off)"
-            )
-        rows.append(Row("Metrics", what, rate, p50, p99, note))
+    rows.extend(compared("Metrics", got, cpu, "on", "off"))
 
 
 def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers: int) -> None:
@@ -312,7 +255,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres"],
+        choices=["grpc", "http", "metrics", "policies", "scale", "services", "postgres"],
         action="append",
     )
     parser.add_argument(
@@ -320,7 +263,9 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "metrics", "scale", "services", "postgres"]
+    sections = args.only or [
+        "grpc", "http", "metrics", "policies", "scale", "services", "postgres"
+    ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -331,6 +276,8 @@ def main() -> None:
             http_section(rows, work, args.runs, args.seconds)
         if "metrics" in sections:
             metrics_section(rows, work, args.runs, args.seconds)
+        if "policies" in sections:
+            policies_section(rows, work, args.runs, args.seconds)
         if "scale" in sections:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:

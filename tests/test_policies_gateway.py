@@ -121,3 +121,14 @@ async def test_me_shows_a_pending_token_as_inactive(aged: LiveGateway) -> None:
     assert listed.status_code == 200, listed.text
     statuses = {item["name"]: item["status"] for item in listed.json()["data"]}
     assert statuses["later"] == "inactive"
+
+
+async def test_v1_events_say_why_a_token_was_revoked_by_value(aged: LiveGateway) -> None:
+    token_id, plaintext = await aged.service.create("leaked", owner="alice")
+    revoked = await aged.client.post("/oauth/revoke", data={"token": plaintext})
+    assert revoked.status_code == 200, revoked.text
+    events = await aged.client.get(f"/v1/tokens/{token_id}/events", headers=aged.admin)
+    assert events.status_code == 200, events.text
+    newest = events.json()["events"][0]
+    assert (newest["action"], newest["reason"]) == ("TOKEN_EVENT_ACTION_REVOKED", "by_value")
+    assert newest["detail"] == ""

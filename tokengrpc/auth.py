@@ -29,7 +29,7 @@ from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.rules import ADMIN, WRITE, Status, status_of
-from tokengrpc.store import REASON_CLI, Actor, TokenRecord, TokenStore
+from tokengrpc.store import Actor, TokenRecord, TokenStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +66,14 @@ class Caller:
 _OPERATOR_SCOPES = frozenset({"admin", "write", "introspect"})
 
 
-def operator(now: int | None = None) -> Caller:
-    """The command-line operator: works on the store directly, with every power."""
+def operator(now: int | None = None, reason: str = "") -> Caller:
+    """The operator: works on the store directly, with every power (the
+    ``token`` commands say ``REASON_CLI``; the bootstrap token is the service's own)."""
     return Caller(
         owner="admin",
         scopes=_OPERATOR_SCOPES,
         now=now_us() if now is None else now,
-        reason=REASON_CLI,
+        reason=reason,
     )
 
 

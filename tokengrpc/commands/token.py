@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tokengrpc.auth import operator
+from tokengrpc.auth import Caller, operator
 from tokengrpc.commands.printing import (
     EVENT_COLUMNS,
     LIST_COLUMNS,
@@ -28,6 +28,7 @@ from tokengrpc.config import TOKEN, Settings, add_flags, secrets_epilog
 from tokengrpc.durations import parse_duration
 from tokengrpc.errors import DomainError
 from tokengrpc.server import Core
+from tokengrpc.store import REASON_CLI
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -126,7 +127,7 @@ async def _create(manager: TokenManager, args: argparse.Namespace) -> None:
         request.expire_time.CopyFrom(timestamp(args.expires))
     if args.not_before:
         request.not_before.CopyFrom(timestamp(args.not_before))
-    created = await manager.create_token(operator(), request)
+    created = await manager.create_token(_operator(), request)
     say(created.plaintext)
 
 
@@ -135,7 +136,7 @@ async def _list(manager: TokenManager, args: argparse.Namespace) -> None:
     page_token, rows = "", list[pb.Token]()
     while True:
         page = await manager.list_tokens(
-            operator(),
+            _operator(),
             pb.ListTokensRequest(
                 owner=args.owner or "",
                 service_tokens=args.service,
@@ -155,11 +156,11 @@ async def _list(manager: TokenManager, args: argparse.Namespace) -> None:
 
 async def _rotate(manager: TokenManager, args: argparse.Namespace) -> None:
     request = _select(pb.RotateTokenRequest(grace_period=args.grace), args.target)
-    say((await manager.rotate_token(operator(), request)).plaintext)
+    say((await manager.rotate_token(_operator(), request)).plaintext)
 
 
 async def _revoke(manager: TokenManager, args: argparse.Namespace) -> None:
-    revoked = await manager.revoke_token(operator(), _select(pb.RevokeTokenRequest(), args.target))
+    revoked = await manager.revoke_token(_operator(), _select(pb.RevokeTokenRequest(), args.target))
     say(f"revoked token {revoked.token.id} ({revoked.token.name})")
 
 
@@ -172,7 +173,7 @@ async def _events(manager: TokenManager, args: argparse.Namespace) -> None:
     page_token, first = "", True
     while True:
         page = await manager.list_token_events(
-            operator(),
+            _operator(),
             pb.ListTokenEventsRequest(
                 token_id=args.token_id or 0, page_size=1000, page_token=page_token
             ),
@@ -185,6 +186,11 @@ async def _events(manager: TokenManager, args: argparse.Namespace) -> None:
         page_token = page.next_page_token
         if not page_token:
             return
+
+
+def _operator() -> Caller:
+    """The caller of every action here: its events' reason is ``cli``."""
+    return operator(reason=REASON_CLI)
 
 
 _ACT = {
