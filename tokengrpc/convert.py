@@ -7,7 +7,7 @@ from typing import Any, cast
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from tokengrpc.lifetime import effective_expiry
-from tokengrpc.rules import Status, status_of
+from tokengrpc.rules import Status, status_at
 from tokengrpc.store import EventRecord, TokenRecord
 from tokengrpc.v1 import tokens_pb2
 
@@ -84,6 +84,7 @@ def token_fields(
     The store's records already hold every use, pending ones too.
     """
     last_use_time = record.last_use_time
+    expiry = effective_expiry(record, max_secret_age)
     fields: dict[str, Any] = {
         "id": record.id,
         "name": record.name,
@@ -94,11 +95,10 @@ def token_fields(
         "create_time": _stamp(record.create_time),
         "update_time": _stamp(record.update_time),
         "usage_count": record.usage_count,
-        "status": _STATUS[status_of(record, now, max_secret_age)],
+        "status": _STATUS[status_at(record, now, expiry)],
         "service_token": record.is_service,
         "last_use_ip": record.last_use_ip,
     }
-    expiry = effective_expiry(record, max_secret_age)
     if grace_end is not None and (expiry is None or grace_end < expiry):
         expiry = grace_end
     if expiry is not None:

@@ -39,9 +39,13 @@ class Status(enum.Enum):
 def status_of(record: TokenRecord, now: int, max_secret_age: int | None) -> Status:
     """Derived, never stored: revoked, expired (by its own expiry or its secret's
     maximum age, ``lifetime``), inactive, pending (before ``not_before``), active."""
+    return status_at(record, now, effective_expiry(record, max_secret_age))
+
+
+def status_at(record: TokenRecord, now: int, expiry: int | None) -> Status:
+    """``status_of`` for a caller that has the effective expiry at hand already."""
     if record.revoke_time is not None:
         return Status.REVOKED
-    expiry = effective_expiry(record, max_secret_age)
     if expiry is not None and expiry <= now:
         return Status.EXPIRED
     if not record.active:
