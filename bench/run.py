@@ -41,6 +41,7 @@ from bench.postgres import postgres_section
 from bench.seed import Group, seed_sync
 from bench.services import services_section
 from bench.stats import Figure
+from bench.tracing import tracing_section
 from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
@@ -255,8 +256,22 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "policies", "scale", "services", "postgres"],
+        choices=[
+            "grpc",
+            "http",
+            "metrics",
+            "policies",
+            "scale",
+            "services",
+            "postgres",
+            "tracing",
+        ],
         action="append",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a git revision without tracing code: the tracing section sets it beside"
+        " tracing off (e.g. the commit before tracing came)",
     )
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
@@ -264,7 +279,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     sections = args.only or [
-        "grpc", "http", "metrics", "policies", "scale", "services", "postgres"
+        "grpc", "http", "metrics", "policies", "scale", "services", "postgres", "tracing",
     ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
@@ -285,6 +300,8 @@ def main() -> None:
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)
+        if "tracing" in sections:
+            tracing_section(rows, work, args.runs, args.seconds, args.baseline)
     text = render(rows, args.runs, args.seconds)
     print(text)
     Path(args.output).write_text(text)

@@ -67,7 +67,9 @@ def _scan_files(data_dir: Path, plaintexts: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _running(data_dir: Path, database_url: str, **changes: Any) -> AsyncIterator[LiveService]:
+async def running(data_dir: Path, database_url: str, **changes: Any) -> AsyncIterator[LiveService]:
+    """A live service (``changes``: other ``Settings`` fields), and after it the
+    search of its store for every plaintext it saw."""
     live = await start_service(data_dir, database_url, **changes)
     try:
         yield live
@@ -85,7 +87,7 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     """A live service on the engine the test is parametrized with (see above)."""
     engine = request.param
     url = request.getfixturevalue("database_url") if engine == "postgres" else ""
-    async with _running(tmp_path / "data", url) as live:
+    async with running(tmp_path / "data", url) as live:
         yield live
 
 
@@ -96,14 +98,14 @@ async def aged_service(
     """A live service whose secrets authenticate ``MAX_SECRET_AGE`` after they
     were issued (CONTRACT section 12), on either engine."""
     url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
-    async with _running(tmp_path / "data", url, max_secret_age=MAX_SECRET_AGE) as live:
+    async with running(tmp_path / "data", url, max_secret_age=MAX_SECRET_AGE) as live:
         yield live
 
 
 @pytest.fixture
 async def sqlite_service(tmp_path: Path) -> AsyncIterator[LiveService]:
     """For what only SQLite has: its files on disk, its counter file, its writer."""
-    async with _running(tmp_path / "data", "") as live:
+    async with running(tmp_path / "data", "") as live:
         yield live
 
 

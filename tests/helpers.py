@@ -167,12 +167,14 @@ class LiveGateway:
         assert response.status_code == 200, response.text
 
 
-async def start_gateway(service: LiveService, mode: str = "network") -> LiveGateway:
+async def start_gateway(
+    service: LiveService, mode: str = "network", *, leak_reports: bool = False
+) -> LiveGateway:
     """The gateway over a real gRPC channel, or in-process as ``serve`` runs it."""
     from gateway.app import start_http
 
     upstream = service.server.in_process if mode == "in-process" else service.target
-    http = await start_http(upstream, "127.0.0.1:0")
+    http = await start_http(upstream, "127.0.0.1:0", leak_reports=leak_reports)
     client = httpx.AsyncClient(base_url=f"http://{http.address}", timeout=30)
     return LiveGateway(service, http, client)
 
