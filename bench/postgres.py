@@ -9,7 +9,6 @@ database; servers are ``tokengrpc serve --database URL`` processes.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from functools import partial
 from pathlib import Path
 
 import asyncpg
-import grpc
-import httpx
 
 from bench.harness import (
     Row,
@@ -28,15 +25,12 @@ from bench.harness import (
     of_floor,
     serve_args,
     server,
-    timed_ms,
 )
+from bench.scale import scale_reads
 from bench.seed import Group, seed_sync
 from tests.postgres import PgServer, remove_server, start_server
-from tokengrpc import pagetokens
-from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
+from tokengrpc.sealing import KEY_FILE
 from tokengrpc.store.postgres.changes import CHANNEL
-from tokengrpc.v1 import tokens_pb2 as pb
-from tokengrpc.v1 import tokens_pb2_grpc
 
 
 def _pg_args(data: Path, url: str, http: bool = False) -> list[str]:
@@ -134,40 +128,13 @@ def _scale_rows(rows: list[Row], work: Path, pg: PgServer, size: int) -> None:
     url = pg.new_database()
     data = work / f"pg-scale-{size}"
     seeded = seed_sync(data, [Group("scale", size)], database_url=url)
-    rows.append(Row("PostgreSQL", f"{size:,} tokens: seeding (bulk, one transaction)",
+    rows.append(Row("PostgreSQL", f"{size:,} tokens: seeding (bulk SQL, one transaction)",
                     note=f"{seeded.seconds:.1f} s"))  # fmt: skip
-    caller = seeded.callers["scale"]
-    cold = _notify(url)
     with server(_pg_args(data, url, http=True), ["grpc", "http"]) as svc:
-        metadata = (("authorization", f"Bearer {caller}"),)
-        last_id = size + 1
-        page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            pagetokens.PAGE_TOKEN_LABEL
-        )
-        first_page = pb.ListTokensRequest(page_size=20)
-        near_end = pb.ListTokensRequest(
-            page_size=20,
-            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
-        )
-        with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
-            list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
-            first = timed_ms(15, partial(list_tokens, first_page, metadata=metadata), cold)
-            later = timed_ms(15, partial(list_tokens, near_end, metadata=metadata), cold)
-        headers = {"Authorization": f"Bearer {caller}"}
-        last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
-        with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
-            me_first = timed_ms(
-                9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers), cold
-            )
-            me_last = timed_ms(9, partial(client.get, last_page, headers=headers), cold)
+        reads = scale_reads(svc, data, seeded.callers["scale"], size, _notify(url))
         rss = svc.rss_mb()
-    rows += [
-        Row("PostgreSQL", f"{size:,} tokens: ListTokens page 1 / near the end, uncached",
-            note=f"{first:.2f} ms / {later:.2f} ms (×{later / first:.2f})"),
-        Row("PostgreSQL", f"{size:,} tokens: /api/v1/me/tokens page 1 / last page, uncached",
-            note=f"{me_first:.2f} ms / {me_last:.2f} ms"),
-        Row("PostgreSQL", f"{size:,} tokens: server RSS", note=f"{rss:.0f} MB"),
-    ]  # fmt: skip
+    rows += [Row("PostgreSQL", f"{size:,} tokens: {what}", note=note) for what, note in reads]
+    rows.append(Row("PostgreSQL", f"{size:,} tokens: server RSS", note=f"{rss:.0f} MB"))
 
 
 def postgres_section(

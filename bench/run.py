@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import platform
 import shutil
@@ -19,9 +18,6 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-
-import grpc
-import httpx
 
 from bench.harness import (
     HERE,
@@ -33,21 +29,17 @@ from bench.harness import (
     of_floor,
     serve_args,
     server,
-    timed_ms,
     wrk,
 )
 from bench.hotpath import compared, figure_name, on_and_off, policies_section
 from bench.postgres import postgres_section
+from bench.scale import scale_reads
 from bench.seed import Group, seed_sync
 from bench.services import services_section
 from bench.stats import Figure
 from bench.tracing import tracing_section
-from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
-from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
-from tokengrpc.v1 import tokens_pb2 as pb
-from tokengrpc.v1 import tokens_pb2_grpc
 
 
 def _recording_us() -> dict[str, float]:
@@ -176,47 +168,19 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
 def _scale_one(rows: list[Row], work: Path, size: int) -> None:
     data = work / f"scale-{size}"
     seeded = seed_sync(data, [Group("scale", size)])
-    what = f"{size:,} tokens: seeding (bulk, one transaction)"
+    what = f"{size:,} tokens: seeding (bulk SQL, one transaction)"
     rows.append(Row("Scale", what, note=f"{seeded.seconds:.1f} s"))
-    caller = seeded.callers["scale"]
     # Each timed read follows a write announced by another process (this one),
     # so the server's read cache cannot answer it: these are SQLite's figures.
     generation = Generation(data / GENERATION_FILE)
-    cold = generation.bump
     with server(serve_args(data, http=True), ["grpc", "http"]) as svc:
-        metadata = (("authorization", f"Bearer {caller}"),)
-        last_id = size + 1  # the bootstrap token is id 1; ours follow
-        first_page = pb.ListTokensRequest(page_size=20)
-        # Page tokens are signed with a key derived from the data dir's secret key.
-        page_key = Sealer(decode_key((data / KEY_FILE).read_text())).derive(
-            pagetokens.PAGE_TOKEN_LABEL
-        )
-        near_end = pb.ListTokensRequest(
-            page_size=20,
-            page_token=pagetokens.encode_page_token(page_key, last_id - 40, "scale", False),
-        )
-        with grpc.insecure_channel(svc.addresses["grpc"]) as channel:
-            list_tokens = tokens_pb2_grpc.TokenServiceStub(channel).ListTokens
-            first = timed_ms(15, partial(list_tokens, first_page, metadata=metadata), cold)
-            later = timed_ms(15, partial(list_tokens, near_end, metadata=metadata), cold)
-        last_page = f"/api/v1/me/tokens?page={math.ceil(size / 20)}"
-        headers = {"Authorization": f"Bearer {caller}"}
-        with httpx.Client(base_url=f"http://{svc.addresses['http']}", timeout=60) as client:
-            me_first = timed_ms(
-                9, partial(client.get, "/api/v1/me/tokens?page=1", headers=headers), cold
-            )
-            me_last = timed_ms(9, partial(client.get, last_page, headers=headers), cold)
+        reads = scale_reads(svc, data, seeded.callers["scale"], size, generation.bump)
         rss = svc.rss_mb()
     generation.close_now()
     db_mb = sum(p.stat().st_size for p in data.glob("tokens.db*")) / 1e6
-    rows += [
-        Row("Scale", f"{size:,} tokens: ListTokens page 1 / near the end (keyset), uncached",
-            note=f"{first:.2f} ms / {later:.2f} ms (×{later / first:.2f})"),
-        Row("Scale", f"{size:,} tokens: /api/v1/me/tokens page 1 / last page, uncached",
-            note=f"{me_first:.2f} ms / {me_last:.2f} ms"),
-        Row("Scale", f"{size:,} tokens: server RSS, database size",
-            note=f"{rss:.0f} MB, {db_mb:.0f} MB"),
-    ]  # fmt: skip
+    rows += [Row("Scale", f"{size:,} tokens: {what}", note=note) for what, note in reads]
+    rows.append(Row("Scale", f"{size:,} tokens: server RSS, database size",
+                    note=f"{rss:.0f} MB, {db_mb:.0f} MB"))  # fmt: skip
     shutil.rmtree(data)
 
 

@@ -40,6 +40,8 @@ _EXT_AUTHZ_FILTER = re.compile(
 
 def envoy_config(folder: Path, tokengrpc: str, upstream: str, token: str, authz: bool) -> Path:
     text = string.Template(CONFIG.read_text()).substitute(
+        # Any free port: the one Envoy took is read from its admin (``_wait_listening``).
+        ENVOY_PORT=0,
         TOKENGRPC_PORT=tokengrpc.rpartition(":")[2],
         UPSTREAM_PORT=upstream.rpartition(":")[2],
         ENVOY_TOKEN=token,

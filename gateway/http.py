@@ -7,8 +7,9 @@ is bytes plus headers. Nothing here knows about tokens.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -35,6 +36,7 @@ MAX_ITEMS = 1000
 MAX_VALUES = 10_000
 MAX_DEPTH = 32
 #: Compact UTF-8 JSON, built once rather than per response as ``json.dumps`` does.
+log = logging.getLogger(__name__)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -317,11 +319,28 @@ class Response:
     status: int
     body: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: The rest of the body, sent as it is produced (chunked, no length): a
+    #: whole list need not be held. uvicorn waits while the client's socket
+    #: buffers are full, so a slow reader holds back production, not memory.
+    more: AsyncIterator[bytes] | None = None
 
     async def send(self, send: Send) -> None:
-        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        if self.more is None:
+            headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        try:
+            async for chunk in self.more:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:
+            # Too late for a status: the connection is cut, so the client sees
+            # an incomplete body, never a complete-looking wrong one.
+            log.warning("a streamed %s response was cut short: its source failed", self.status)
+            return
+        await send({"type": "http.response.body", "body": b""})
 
 
 def json_response(
@@ -333,6 +352,35 @@ def json_response(
 ) -> Response:
     body = _ENCODER.encode(content).encode()
     return Response(status, body, [(b"content-type", content_type), *headers])
+
+
+def json_items_response(
+    status: int,
+    head: bytes,
+    first: Sequence[Any],
+    tail: bytes,
+    more: AsyncIterator[Sequence[Any]] | None = None,
+) -> Response:
+    """``head``, items as one JSON array's elements, ``tail``: byte for byte what
+    ``json_response`` makes of the whole list. Items of ``more`` are sent batch
+    by batch after ``first``, which the caller read before the answer began
+    (so a failure there is still an error response); without it, the answer
+    is whole, with its length."""
+    body = head + ",".join(map(_ENCODER.encode, first)).encode()
+    headers = [(b"content-type", b"application/json")]
+    if more is None:
+        return Response(status, body + tail, headers)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        empty = not first
+        async for batch in more:
+            if batch:
+                items = ",".join(map(_ENCODER.encode, batch))
+                yield (items if empty else "," + items).encode()
+                empty = False
+        yield tail
+
+    return Response(status, body, headers, chunks())
 
 
 def empty_response(status: int, headers: Iterable[tuple[bytes, bytes]] = ()) -> Response:

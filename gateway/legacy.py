@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from gateway.http import BadInput, Request
+from gateway.http import BadInput, Request, Response, json_items_response
 from gateway.upstream import FieldProblem, RpcFailure, Upstream
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -182,15 +182,49 @@ async def body_fields(request: Request, lists: tuple[str, ...] = ()) -> dict[str
 # Calls.
 
 
-async def all_tokens(
+async def token_pages(
     upstream: Upstream, request: Request, list_request: pb.ListTokensRequest
-) -> list[pb.Token]:
-    """Every page of a listing, for the families that show everything at once."""
-    tokens: list[pb.Token] = []
+) -> AsyncIterator[Sequence[pb.Token]]:
+    """Every page of a listing in turn, for the families that show everything at once."""
     list_request.page_size = 200  # the service reads pages up to 200 without a thread hop
     while True:
         page = await upstream.call(upstream.tokens.ListTokens, list_request, request)
-        tokens.extend(page.tokens)
-        if not page.next_page_token:
-            return tokens
+        # Set before the page is handed out: the caller can tell a last page.
         list_request.page_token = page.next_page_token
+        yield page.tokens
+        if not page.next_page_token:
+            return
+
+
+async def all_tokens(
+    upstream: Upstream, request: Request, list_request: pb.ListTokensRequest
+) -> list[pb.Token]:
+    """Every token of a listing, held at once (for an answer in another order)."""
+    return [token async for page in token_pages(upstream, request, list_request) for token in page]
+
+
+async def streamed_tokens(
+    upstream: Upstream,
+    request: Request,
+    list_request: pb.ListTokensRequest,
+    shape: Callable[[pb.Token], object],
+    head: bytes,
+    tail: bytes,
+) -> Response:
+    """A whole listing as JSON, ``head``, the tokens as ``shape`` shows them, ``tail``.
+
+    The first page is read before the answer begins, so its failures (a bad
+    token, above all) are still the family's error responses; a listing of
+    one page is answered with its length as before, a longer one is sent
+    page by page as the service answers, never held whole.
+    """
+    pages = token_pages(upstream, request, list_request)
+    first = [shape(token) for token in await anext(pages)]
+    if not list_request.page_token:  # that was the only page
+        return json_items_response(200, head, first, tail)
+
+    async def shaped() -> AsyncIterator[list[object]]:
+        async for page in pages:
+            yield [shape(token) for token in page]
+
+    return json_items_response(200, head, first, tail, shaped())

@@ -66,8 +66,10 @@ class Solder:
         return _failed(failure)
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
-        tokens = await legacy.all_tokens(self._upstream, request, pb.ListTokensRequest())
-        return json_response(200, {"tokens": [_listed(t) for t in tokens]})
+        # As json_response(200, {"tokens": [...]}) would, sent page by page.
+        return await legacy.streamed_tokens(
+            self._upstream, request, pb.ListTokensRequest(), _listed, b'{"tokens":[', b"]}"
+        )
 
     async def create(self, request: Request, _: dict[str, str]) -> Response:
         body = await legacy.body_fields(request)

@@ -267,6 +267,52 @@ async def test_kill_9_during_creates_loses_no_acknowledged_one(cluster: Cluster)
     assert await _active(b, plaintext)
 
 
+async def test_kept_counts_stay_exact_under_creates_and_revocations_on_both(
+    cluster: Cluster,
+) -> None:
+    """Two instances create and revoke one owner's tokens at once: the kept
+    per-owner counts (and the ``total_size`` a listing reports) equal COUNT(*)."""
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    admin = cluster.admin()
+
+    async def worker(n: int) -> None:
+        instance = (a, b)[n % 2]
+        for round_ in range(12):
+            owner = ("alice", "bob")[(n + round_) % 2]
+            created = await instance.stub.CreateToken(
+                pb.CreateTokenRequest(name=f"w{n}-{round_}", owner=owner, scopes=["write"]),
+                metadata=bearer(admin),
+            )
+            if round_ % 3:
+                # Through the other instance, racing the creations there.
+                await (b, a)[n % 2].stub.RevokeToken(
+                    pb.RevokeTokenRequest(id=created.token.id), metadata=bearer(admin)
+                )
+
+    await asyncio.gather(*(worker(n) for n in range(8)))
+    counted = await cluster.fetch(
+        "SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner"
+    )
+    kept = await cluster.fetch("SELECT owner, total, live FROM token_counts")
+    assert sorted(map(tuple, kept)) == sorted(map(tuple, counted))
+    expected = {row[0]: (row[1], row[2]) for row in counted}
+    assert expected["alice"] == (48, 16)
+
+    async def totals(instance: Instance) -> tuple[int, int]:
+        found = []
+        for show_revoked in (True, False):
+            listing = await instance.stub.ListTokens(
+                pb.ListTokensRequest(owner="alice", page=1, show_revoked=show_revoked),
+                metadata=bearer(admin),
+            )
+            found.append(listing.total_size)
+        return found[0], found[1]
+
+    for instance in (a, b):
+        assert await totals(instance) == expected["alice"]
+
+
 async def test_usage_counts_of_both_instances_add_up(cluster: Cluster) -> None:
     a = await cluster.start("a")
     b = await cluster.start("b")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -18,10 +19,10 @@ import pytest
 
 from tests.postgres import PASSWORD, remove_server, start_server
 from tokengrpc.errors import Unavailable
-from tokengrpc.store.base import EventQuery, NewToken, StoreNotEmpty, Usage
-from tokengrpc.store.postgres.changes import BOUND, LISTENER_APPLICATION, Notifications
+from tokengrpc.store.base import EventQuery, NameTaken, NewToken, StoreNotEmpty, TokenRecord, Usage
+from tokengrpc.store.postgres.changes import BOUND, CHANNEL, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
-from tokengrpc.store.postgres.engine import PostgresEngine
+from tokengrpc.store.postgres.engine import _LIST_EVENTS, PostgresEngine
 from tokengrpc.store.postgres.migrations import LATEST, MIGRATIONS
 from tokengrpc.store.postgres.open import DatabaseError, migrate_postgres, open_postgres
 
@@ -101,6 +102,58 @@ async def test_migrations_run_once_when_instances_start_together(database_url: s
     finally:
         await connection.close()
     assert await migrate_postgres(database_url) == (LATEST, LATEST)
+
+
+async def test_an_existing_database_gets_its_counts_by_migration(database_url: str) -> None:
+    """A database of schema 1 (before counts were kept) with tokens in it."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            await connection.execute(MIGRATIONS[0])
+            await connection.execute(
+                "CREATE TABLE tokengrpc_schema (version integer NOT NULL);"
+                " INSERT INTO tokengrpc_schema VALUES (1);"
+                " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips,"
+                " create_time, update_time, revoke_time)"
+                " SELECT 'o' || (n % 3), 't' || n, '\\x00', '{}', true, '{}', 1, 1,"
+                " CASE WHEN n % 4 = 0 THEN 2 END FROM generate_series(1, 50) AS n"
+            )
+        assert await migrate_postgres(database_url) == (1, LATEST)
+        kept = await connection.fetch("SELECT owner, total, live FROM token_counts")
+        counted = await connection.fetch(
+            "SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner"
+        )
+    finally:
+        await connection.close()
+    assert sorted(map(tuple, kept)) == sorted(map(tuple, counted))
+    assert len(kept) == 3
+
+
+async def test_an_owner_s_events_are_walked_in_its_own_index(database_url: str) -> None:
+    """A common owner's older events under many newer ones of others: ordered by
+    id alone, PostgreSQL takes the primary key and skips the newer ones on every
+    first page. Any page must be a walk of (owner, id) from its page token."""
+    assert await migrate_postgres(database_url) == (0, LATEST)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO token_events (event_time, action, token_id, owner, actor_token_id,"
+            " actor_owner, client_ip, changed_fields)"
+            " SELECT n, 1, n, CASE WHEN n <= 20000 THEN 'common' ELSE 'u' || (n % 500) END,"
+            " 0, '', '', '{}' FROM generate_series(1, 40000) AS n"
+        )
+        await connection.execute("VACUUM ANALYZE token_events")
+        statement = await connection.prepare(_LIST_EVENTS[True, False])
+        for before in (2**63 - 1, 20_001):
+            params = (before, ["common"], 21)
+            for _ in range(6):  # past the custom plans: the generic one is what stays
+                await statement.fetch(*params)
+            plan = json.dumps(await statement.explain(*params))
+            assert '"Index Name": "token_events_by_owner"' in plan, plan
+            assert "token_events_pkey" not in plan, plan
+            assert '"Sort"' not in plan, plan
+    finally:
+        await connection.close()
 
 
 async def test_a_newer_schema_is_refused(database_url: str) -> None:
@@ -205,6 +258,46 @@ async def test_the_first_token_is_created_once(
     assert len(refused) == 2
     with pytest.raises(StoreNotEmpty):
         await instances[0][0].insert(_new("again", first=True))
+
+
+async def test_concurrent_creations_share_one_transaction_and_one_notify(
+    database_url: str, instances: list[tuple[PostgresEngine, Notifications]]
+) -> None:
+    (engine, changes), (other, _) = instances[0], instances[1]
+    heard: list[str] = []
+    end = asyncio.Event()
+
+    def listened(*args: object) -> None:
+        payload = str(args[-1])
+        heard.append(payload)
+        if payload == "end":
+            end.set()
+
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener(CHANNEL, listened)
+        news = [_new(f"t{n}") for n in range(40)]
+        records = await asyncio.gather(*(engine.insert(new) for new in news))
+        assert [record.name for record in records] == [new.name for new in news]
+        assert len({record.id for record in records}) == 40
+        for record in records:
+            assert await other.get(record.id) == record
+        # One duplicate service name fails alone; the others land.
+        await engine.insert(_new("deploy", owner=""))
+        mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
+        outcomes = await asyncio.gather(*(engine.insert(n) for n in mixed), return_exceptions=True)
+        assert isinstance(outcomes[1], NameTaken)
+        assert [o.name for o in outcomes if isinstance(o, TokenRecord)] == ["a", "b"]
+        # Notifications arrive in commit order: every one of ours before this.
+        await listener.execute("SELECT pg_notify($1, 'end')", CHANNEL)
+        async with asyncio.timeout(5):
+            await end.wait()
+    finally:
+        await listener.close()
+    ours = heard.count(changes.instance_id)
+    # 40 together, "deploy", then the mixed group (its failed transaction
+    # notifies no one) and its three rows one by one, of which two land.
+    assert ours == 1 + 1 + 2, heard
 
 
 async def test_usage_batches_of_several_instances_add_up(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+
 import grpc
 import pytest
 
+from gateway.solder import _listed
 from tests.fixtures import seeds
 from tests.helpers import LiveGateway, bearer
 from tests.shapes import same_shape
+from tokengrpc.store import NewToken
 from tokengrpc.v1 import tokens_pb2 as pb
 
 VOLATILE = {
@@ -128,3 +134,48 @@ async def test_usage_shows_as_last_used_at(gateway: LiveGateway) -> None:
     assert got.token.usage_count >= 1
     with pytest.raises(grpc.aio.AioRpcError):
         await service.stub.GetToken(pb.GetTokenRequest(id=token_id), metadata=bearer("x"))
+
+
+async def test_a_long_list_is_streamed_byte_for_byte_as_the_whole_answer(
+    gateway: LiveGateway,
+) -> None:
+    """Past one page of the service, GET /api/token is sent page by page (no
+    length), and its bytes are exactly what the whole list encoded at once is."""
+    service = gateway.service
+    _, caller = await service.create("caller", owner="many", scopes=["write"])
+    now = time.time_ns() // 1000
+    ids = await service.core.store.insert_many(
+        [
+            NewToken("many", f"tök {n} \u2603", os.urandom(32), (), True, None, (), now + n)
+            for n in range(450)
+        ]
+    )
+    for revoked in (ids[0], ids[199], ids[200], ids[-1]):
+        await service.stub.RevokeToken(
+            pb.RevokeTokenRequest(id=revoked), metadata=bearer(service.admin_token)
+        )
+    async with gateway.client.stream("GET", "/api/token", headers=gateway.auth(caller)) as got:
+        assert got.status_code == 200
+        assert got.headers["content-type"] == "application/json"
+        assert "content-length" not in got.headers
+        body = await got.aread()
+    whole = await service.stub.ListTokens(
+        pb.ListTokensRequest(owner="many", page_size=1000), metadata=bearer(service.admin_token)
+    )
+    assert len(whole.tokens) == 447
+    expected = {"tokens": [_listed(token) for token in whole.tokens]}
+    # The caller's own last use is its first page's (each page is a call that
+    # counts one use), as it was when the gateway held the list whole.
+    got_caller, expected_caller = json.loads(body)["tokens"][0], expected["tokens"][0]
+    assert got_caller["id"] == expected_caller["id"]
+    expected_caller["last_used_at"] = got_caller["last_used_at"]
+    assert body == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
+
+    # One page of the service: answered whole, with its length, as before.
+    _, few = await service.create("few", owner="few", scopes=["write"])
+    small = await gateway.client.get("/api/token", headers=gateway.auth(few))
+    assert small.headers["content-length"] == str(len(small.content))
+    listing = await service.stub.ListTokens(
+        pb.ListTokensRequest(owner="few"), metadata=bearer(service.admin_token)
+    )
+    assert small.json() == {"tokens": [_listed(token) for token in listing.tokens]}

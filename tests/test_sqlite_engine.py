@@ -18,8 +18,8 @@ import pytest
 from tokengrpc.store import EventQuery, ListQuery, NameTaken, NewToken, TokenRecord
 from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.open import layered
-from tokengrpc.store.sqlite import Generation, SqliteEngine, open_sqlite
-from tokengrpc.store.sqlite.engine import _COUNT, _COUNT_UP_TO, _GET, _LIST
+from tokengrpc.store.sqlite import Generation, SqliteEngine, migrations, open_sqlite
+from tokengrpc.store.sqlite.engine import _COUNT, _GET, _LIST, _LIST_EVENTS, _PAGED
 from tokengrpc.store.sqlite.migrations import MIGRATIONS, _statements
 
 Run = Callable[[], Awaitable[Any]]
@@ -66,8 +66,105 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
         assert "SCAN tokens" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
-    for sql in (*_COUNT.values(), *_COUNT_UP_TO.values()):
-        assert "INDEX tokens_" in _plan(db, sql, ("o",))
+    for include_revoked, sql in _PAGED.items():
+        plan = _plan(db, sql, ("o", 40, 21))
+        # Both branches walk ids in the owner's index; the page's rows are read by id.
+        index = "INDEX tokens_by_owner" if include_revoked else "INDEX tokens_live_by_owner"
+        assert plan.count(index) == 2, plan
+        if include_revoked:
+            assert plan.count(f"USING COVERING {index}") == 2, plan
+        assert "SEARCH tokens USING INTEGER PRIMARY KEY" in plan, plan
+        assert "SCAN tokens" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    for (by_owner, by_token), sql in _LIST_EVENTS.items():
+        shown = (9, *(["o"] if by_owner else []), *([1] if by_token else []), 21)
+        plan = _plan(db, sql, shown)
+        index = "token_events_by_token" if by_token else "token_events_by_owner"
+        assert f"USING INDEX {index}" in plan if by_owner or by_token else "PRIMARY KEY" in plan
+        assert "TEMP B-TREE" not in plan, plan
+    for sql in _COUNT.values():
+        assert "SEARCH token_counts USING PRIMARY KEY" in _plan(db, sql, ("o",))
+
+
+async def test_kept_counts_stay_exact_under_concurrent_writers(
+    tmp_path: Path, stores: Callable[[], Awaitable[CountingStore]]
+) -> None:
+    """Writers on separate connections (two processes' stores) create and
+    revoke at once; the kept counts equal COUNT(*), and so do the store's."""
+    writers = [await stores(), await stores()]
+
+    async def worker(n: int) -> None:
+        for round_ in range(15):
+            owner = ("alice", "bob")[(n + round_) % 2]
+            record = await writers[n % 2].insert(_new(f"w{n}-{round_}", owner=owner))
+            if round_ % 3:
+                await writers[(n + 1) % 2].revoke(record.id, 9)
+
+    await asyncio.gather(*(worker(n) for n in range(8)))
+    with contextlib.closing(sqlite3.connect(tmp_path / "tokens.db")) as db:
+        counted = db.execute(
+            "SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner"
+        ).fetchall()
+        kept = db.execute("SELECT owner, total, live FROM token_counts").fetchall()
+    assert sorted(kept) == sorted(counted)
+    assert dict((owner, (total, live)) for owner, total, live in counted)["alice"] == (60, 20)
+    for store in writers:
+        for include_revoked, expected in ((True, 60), (False, 20)):
+            assert await store.count(ListQuery("alice", include_revoked, limit=1)) == expected
+
+
+def test_an_existing_data_dir_gets_its_counts_by_migration(tmp_path: Path) -> None:
+    """A store of schema 3 (before counts were kept) with tokens in it."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "tokens.db")) as db:
+        for script in migrations.MIGRATIONS[:3]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 3")
+        db.executescript(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)"
+            " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips,"
+            " create_time, update_time, revoke_time)"
+            " SELECT 'o' || (i % 3), 't' || i, x'00', '[]', 1, '[]', 1, 1,"
+            " CASE WHEN i % 4 = 0 THEN 2 END FROM n"
+        )
+        assert migrations.migrate(db) == 3
+        kept = db.execute("SELECT owner, total, live FROM token_counts").fetchall()
+        counted = db.execute(
+            "SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner"
+        ).fetchall()
+    assert sorted(kept) == sorted(counted)
+    assert len(kept) == 3
+
+
+async def test_a_numbered_page_walks_only_from_the_nearer_end(tmp_path: Path) -> None:
+    """SQLite's own instruction count (no clock): pages near either end of 20,000
+    tokens cost a few hundred steps; only the middle walks half the index."""
+    await layered(*await open_sqlite(tmp_path)).close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "tokens.db")) as db:
+        db.executescript(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)"
+            " INSERT INTO tokens (owner, name, secret_hash, scopes, active, allowed_ips,"
+            " create_time, update_time) SELECT 'o', 't' || i, x'00', '[]', 1, '[]', 1, 1 FROM n"
+        )
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db.set_progress_handler(step, 1)
+
+        def cost(offset: int) -> int:
+            nonlocal steps
+            steps = 0
+            rows = db.execute(_PAGED[True], ("o", offset, 21)).fetchall()
+            assert [row[0] for row in rows] == list(range(offset + 1, min(offset + 22, 20001)))
+            return steps
+
+        middle = cost(10_000)
+        assert middle > 10_000  # the walk is counted
+        for offset in (20, 40, 19_960, 19_980):
+            assert cost(offset) < middle / 20, offset
 
 
 async def test_a_change_behind_the_stores_back_is_not_announced(

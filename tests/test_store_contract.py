@@ -63,6 +63,26 @@ async def test_list_and_count(open_store: StoreFactory) -> None:
     assert [r.id for r in await store.list(paged)] == ids[3:5]
 
 
+async def test_every_numbered_page_is_the_slice_from_either_end(open_store: StoreFactory) -> None:
+    """A deep page is walked back from the last token: the same rows as a slice."""
+    store = await open_store()
+    await store.insert_many([_new(f"x{i}", owner="x") for i in range(3)])  # another owner
+    ids = list(await store.insert_many([_new(f"t{i}") for i in range(23)]))
+    await store.insert(_new("late", owner="x"))
+    ids.append((await store.insert(_new("t23"))).id)
+    for revoked in (ids[0], ids[5], ids[22], ids[23]):
+        await store.revoke(revoked, 9)
+    live = [i for i in ids if i not in (ids[0], ids[5], ids[22], ids[23])]
+    for include_revoked, expected in ((True, ids), (False, live)):
+        total = len(expected)
+        assert await store.count(ListQuery("o", include_revoked, limit=1)) == total
+        for limit in (1, 3, 6):
+            for offset in range(1, total + limit + 1):
+                query = ListQuery("o", include_revoked, limit=limit, offset=offset)
+                got = [record.id for record in await store.list(query)]
+                assert got == expected[offset : offset + limit], (include_revoked, limit, offset)
+
+
 async def test_a_lookup_by_a_name_or_owner_holding_nul_finds_nothing(
     open_store: StoreFactory,
 ) -> None:

@@ -134,31 +134,96 @@ def list_tokens(mark: Marker) -> dict[tuple[bool, bool], str]:
     }
 
 
+def numbered_question_mark(n: int) -> str:
+    """SQLite's numbered marker, for a statement that uses a parameter twice."""
+    return f"?{n}"
+
+
+def paged_tokens(mark: Marker) -> dict[bool, str]:
+    """A numbered page (an offset from the first token) of an owner's tokens, by
+    include_revoked; parameters, each marker numbered: 1 owner, 2 offset, 3 limit.
+
+    A deferred join: the offset is walked over ids alone (an index-only scan of
+    the owner's index), then only the page's rows are read. And it is walked
+    from the nearer end, which the kept count (``token_counts``) tells in the
+    same statement, so both read one snapshot: a page in the second half is
+    read backwards from the last token. The branch not taken gets LIMIT 0,
+    which both engines answer without reading an index entry (a condition in
+    its WHERE would be tested on every entry).
+    """
+    shapes = {}
+    for include_revoked in (False, True):
+        n = "total" if include_revoked else "live"
+        live = "" if include_revoked else " AND revoke_time IS NULL"
+        owner, offset, limit = mark(1), mark(2), mark(3)
+        ids = f"SELECT id FROM tokens WHERE owner = {owner}{live}"
+        forward = f"{offset} * 2 <= n"
+        head_limit = f"CASE WHEN {forward} THEN {limit} ELSE 0 END"
+        # The rows [offset, offset + limit) counted from the end: past the
+        # end, none; the first page from the end may hold fewer than limit.
+        back_limit = (
+            f"CASE WHEN {forward} OR n <= {offset} THEN 0"
+            f" WHEN n - {offset} < {limit} THEN n - {offset} ELSE {limit} END"
+        )
+        back_offset = f"CASE WHEN n - {offset} > {limit} THEN n - {offset} - {limit} ELSE 0 END"
+        shapes[include_revoked] = (
+            f"WITH counted AS (SELECT coalesce((SELECT {n} FROM token_counts"
+            f" WHERE owner = {owner}), 0) AS n)"
+            f" SELECT {TOKEN_COLUMNS} FROM tokens WHERE id IN ("
+            f"SELECT id FROM ({ids} ORDER BY id"
+            f" LIMIT (SELECT {head_limit} FROM counted) OFFSET {offset}) AS head"
+            f" UNION ALL SELECT id FROM ({ids} ORDER BY id DESC"
+            f" LIMIT (SELECT {back_limit} FROM counted)"
+            f" OFFSET (SELECT {back_offset} FROM counted)) AS tail"
+            ") ORDER BY id"
+        )
+    return shapes
+
+
 def count_tokens(mark: Marker) -> dict[bool, str]:
-    """How many tokens an owner has, by include_revoked; parameter: owner."""
+    """How many tokens an owner has, by include_revoked; parameter: owner.
+    Kept in ``token_counts`` by the write's own transaction (the migrations'
+    triggers), so a count is one row however many tokens there are."""
     return {
-        include_revoked: f"SELECT count(*) FROM tokens WHERE owner = {mark(1)}"
-        + ("" if include_revoked else " AND revoke_time IS NULL")
+        include_revoked: "SELECT coalesce((SELECT "
+        + ("total" if include_revoked else "live")
+        + f" FROM token_counts WHERE owner = {mark(1)}), 0)"
         for include_revoked in (False, True)
     }
 
 
-def list_events(mark: Marker) -> dict[tuple[bool, bool], str]:
+def owner_equals(marker: str) -> str:
+    return f"owner = {marker}"
+
+
+def list_events(
+    mark: Marker, owner_is: Callable[[str], str] = owner_equals
+) -> dict[tuple[bool, bool], str]:
     """Events newest first below an id, by (per owner, per token); parameters:
-    before id, the owner and the token id where asked for, limit."""
+    before id, the owner and the token id where asked for, limit.
+
+    Any page must be a walk of one index from its page token: (token_id, id),
+    (owner, id) or the primary key. So an owner's listing is ordered by
+    (owner, id), which only its index gives. PostgreSQL would drop an owner
+    it knows to be one value from that order and, for a common owner, walk
+    the primary key instead, skipping every newer event of the others on each
+    page: it passes ``owner_is`` a test that is not an equality to it
+    (``owner = ANY(array)``) for that reason.
+    """
     shapes = {}
     for by_owner in (False, True):
         for by_token in (False, True):
             conditions, n = [f"id < {mark(1)}"], 1
             if by_owner:
                 n += 1
-                conditions.append(f"owner = {mark(n)}")
+                conditions.append(owner_is(mark(n)))
             if by_token:
                 n += 1
                 conditions.append(f"token_id = {mark(n)}")
+            held = "owner DESC, " if by_owner and not by_token else ""
             shapes[by_owner, by_token] = (
                 f"SELECT {EVENT_COLUMNS} FROM token_events WHERE {' AND '.join(conditions)}"
-                f" ORDER BY id DESC LIMIT {mark(n + 1)}"
+                f" ORDER BY {held}id DESC LIMIT {mark(n + 1)}"
             )
     return shapes
 

@@ -1,9 +1,10 @@
 """An ``Engine`` on one PostgreSQL database, through an asyncpg pool.
 
 Several instances share the database: PostgreSQL's own locks do what
-SQLite's single writer does there, so concurrent creations just run in
-parallel on the pool. Every write's transaction ends with ``NOTIFY`` (see
-``changes.py``), so other instances drop what they hold from memory.
+SQLite's single writer does there. Every write's transaction ends with
+``NOTIFY`` (see ``changes.py``), so other instances drop what they hold from
+memory. Concurrent creations of one instance share one transaction, one
+commit and one ``NOTIFY`` (``GroupCommit``, as on SQLite).
 
 Failures of the server or the network become ``Unavailable`` with words of
 our own: neither the server's text nor the URL (and its password) reaches a
@@ -41,6 +42,7 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
+from tokengrpc.store.group_commit import GroupCommit
 from tokengrpc.store.health import DISK_FULL, WriteHealth
 from tokengrpc.store.postgres.changes import APPLICATION, CHANNEL
 
@@ -54,7 +56,6 @@ _COLUMNS = statements.TOKEN_COLUMNS
 _GET = statements.get_token(_mark)
 _GET_SERVICE = statements.get_service_token(_mark)
 _INSERT = statements.insert_tokens(_mark)
-_INSERT_ID = _INSERT.partition(" RETURNING")[0] + " RETURNING id"
 _REVOKE = (
     "UPDATE tokens SET revoke_time = $1, update_time = $1 WHERE id = $2 AND revoke_time IS NULL"
     f" RETURNING {_COLUMNS}"
@@ -82,9 +83,14 @@ _ADD_USAGE = (
     " AS batch (id, uses, used, address) WHERE tokens.id = batch.id"
 )
 _INSERT_EVENT = statements.insert_events(_mark)
+#: Rows per statement of a batch: twelve parameters each, well under the
+#: protocol's 32,767.
+_INSERT_BATCH = 500
 _LIST = statements.list_tokens(_mark)
+_PAGED = statements.paged_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
-_LIST_EVENTS = statements.list_events(_mark)
+#: An owner as a one-element array (see ``statements.list_events``).
+_LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
 _PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
 _DUE = outbox.due(_mark)
 # Concurrent claims (other instances') skip the rows one holds: each row has one sender.
@@ -130,6 +136,9 @@ class PostgresEngine:
         self._pool = pool
         self._instance_id = instance_id
         self._health = WriteHealth()
+        # The lock only orders this instance's batches: the next one gathers
+        # the creations that arrive while one is being committed.
+        self._group = GroupCommit(asyncio.Lock(), self._insert_batch)
 
     @property
     def writable(self) -> bool:
@@ -202,25 +211,34 @@ class PostgresEngine:
         return await asyncio.shield(run())
 
     async def insert(self, new: NewToken) -> TokenRecord:
-        async def insert(connection: Connection) -> TokenRecord:
-            if new.only_into_empty_store:
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _FIRST_TOKEN_LOCK)
-                if await connection.fetchval("SELECT EXISTS (SELECT 1 FROM tokens)"):
-                    raise StoreNotEmpty
-            try:
-                row = await connection.fetchrow(_INSERT, *_insert_params(new))
-            except asyncpg.UniqueViolationError:
-                raise NameTaken(new.name) from None
-            record = _record(row)
-            await connection.execute(
-                _INSERT_EVENT,
-                *_event_row(EventAction.CREATED, (record.id, record.owner), new.now, new.actor, ()),
-            )
+        """Rows inserted together share one transaction (``GroupCommit``)."""
+        if not new.only_into_empty_store:
+            return await self._group.insert(new)
+
+        async def insert_first(connection: Connection) -> TokenRecord:
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _FIRST_TOKEN_LOCK)
+            if await connection.fetchval("SELECT EXISTS (SELECT 1 FROM tokens)"):
+                raise StoreNotEmpty
+            (record,) = await _insert_with_events(connection, [new])
             return record
 
-        record = await self._write(insert)
+        record = await self._write(insert_first)
         self._health.healed()
         return record
+
+    async def _insert_batch(self, news: Sequence[NewToken]) -> list[TokenRecord | Exception]:
+        """A group commit's rows in one transaction and one ``NOTIFY``; if one
+        name is taken, which fails the whole transaction, one by one."""
+        try:
+            records = await self._write(functools.partial(_insert_with_events, rows=news))
+        except NameTaken as taken:
+            if len(news) == 1:
+                return [taken]
+            return [outcome for new in news for outcome in await self._insert_batch([new])]
+        except Exception as error:
+            return [error] * len(news)
+        self._health.healed()
+        return list(records)
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Many rows in one transaction with consecutive ids (imports, benchmarks)."""
@@ -231,17 +249,24 @@ class PostgresEngine:
         async def insert_all(connection: Connection) -> int:
             # The table lock keeps every other insert out, so the ids are consecutive.
             await connection.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE")
-            first = int(await connection.fetchval(_INSERT_ID, *rows[0]))
-            await connection.executemany(_INSERT_ID, rows[1:])
-            await connection.executemany(
-                _INSERT_EVENT,
-                [
+            first = 0
+            # Statements of many rows: a statement per row would cost a round
+            # trip (and the counts' trigger) each.
+            for start in range(0, len(rows), _INSERT_BATCH):
+                chunk = rows[start : start + _INSERT_BATCH]
+                sql = _insert_ids(len(chunk))
+                ids = await connection.fetch(sql, *[v for row in chunk for v in row])
+                first = first or min(int(row[0]) for row in ids)
+                events = [
                     _event_row(
-                        EventAction.CREATED, (first + index, new.owner), new.now, new.actor, ()
+                        EventAction.CREATED, (first + start + n, new.owner), new.now, new.actor, ()
                     )
-                    for index, new in enumerate(news)
-                ],
-            )
+                    for n, new in enumerate(news[start : start + _INSERT_BATCH])
+                ]
+                await connection.execute(
+                    statements.insert_events(_mark, len(events)),
+                    *[v for row in events for v in row],
+                )
             return first
 
         first = await self._write(insert_all)
@@ -260,8 +285,13 @@ class PostgresEngine:
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         if _unstorable(query.owner):
             return []
-        statement = _LIST[query.include_revoked, query.offset == 0]
-        rows = await self._read(statement, *statements.list_tokens_params(query))
+        if query.offset and query.after_id == 0:
+            statement = _PAGED[query.include_revoked]
+            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+        else:
+            statement = _LIST[query.include_revoked, query.offset == 0]
+            params = statements.list_tokens_params(query)
+        rows = await self._read(statement, *params)
         return [_record(row) for row in rows]
 
     async def count(self, query: ListQuery) -> int:
@@ -331,7 +361,10 @@ class PostgresEngine:
         if _unstorable(query.owner):
             return []
         statement = _LIST_EVENTS[query.owner is not None, query.token_id is not None]
-        rows = await self._read(statement, *statements.list_events_params(query))
+        params = statements.list_events_params(query)
+        if query.owner is not None:
+            params[1] = [query.owner]
+        rows = await self._read(statement, *params)
         return [_event(row) for row in rows]
 
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
@@ -450,9 +483,42 @@ class PostgresEngine:
         self._health.healed()
 
     async def close(self) -> None:
+        await self._group.close()  # queued creations land before the pool closes
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), 5)
         self._pool.terminate()
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_ids(rows: int) -> str:
+    """An insert of ``rows`` tokens returning only their ids."""
+    return statements.insert_tokens(_mark, rows).partition(" RETURNING")[0] + " RETURNING id"
+
+
+async def _insert_with_events(
+    connection: Connection, rows: Sequence[NewToken]
+) -> list[TokenRecord]:
+    """The rows and their CREATED events, in statements of ``_INSERT_BATCH``
+    (inside the caller's transaction)."""
+    records: list[TokenRecord] = []
+    for start in range(0, len(rows), _INSERT_BATCH):
+        news = rows[start : start + _INSERT_BATCH]
+        sql = _INSERT if len(news) == 1 else statements.insert_tokens(_mark, len(news))
+        try:
+            found = await connection.fetch(sql, *[v for new in news for v in _insert_params(new)])
+        except asyncpg.UniqueViolationError:
+            raise NameTaken(news[0].name if len(news) == 1 else "") from None
+        # Rows get ascending ids in VALUES order; RETURNING's own order is unspecified.
+        inserted = sorted((_record(row) for row in found), key=lambda record: record.id)
+        events = [
+            _event_row(EventAction.CREATED, (record.id, record.owner), new.now, new.actor, ())
+            for record, new in zip(inserted, news, strict=True)
+        ]
+        await connection.execute(
+            statements.insert_events(_mark, len(events)), *[v for row in events for v in row]
+        )
+        records += inserted
+    return records
 
 
 async def _audited(

@@ -115,6 +115,57 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER webhook_outbox_fill AFTER INSERT ON token_events
         FOR EACH ROW EXECUTE FUNCTION webhook_outbox_fill();
     """.replace("{fill}", outbox.FILL),
+    # 4: each owner's token counts (SQLite's step 6), kept by triggers in the
+    # transaction of every write that adds, revokes or removes a token. The
+    # insert trigger runs once per statement and takes the owners' rows in
+    # owner order, so two instances' batches of several owners cannot deadlock.
+    # The table lock of CREATE TRIGGER holds writers of older instances off
+    # until the counts are filled in below.
+    """
+    CREATE TABLE token_counts (
+        owner text   PRIMARY KEY,
+        total bigint NOT NULL,
+        live  bigint NOT NULL
+    );
+    CREATE FUNCTION token_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO token_counts (owner, total, live)
+            SELECT owner, count(*), count(*) - count(revoke_time)
+            FROM inserted GROUP BY owner ORDER BY owner
+            ON CONFLICT (owner) DO UPDATE SET
+                total = token_counts.total + excluded.total,
+                live = token_counts.live + excluded.live;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER token_counts_insert AFTER INSERT ON tokens
+        REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION token_counts_inserted();
+    CREATE FUNCTION token_counts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE token_counts SET total = total - 1,
+                live = live - (OLD.revoke_time IS NULL)::int
+                WHERE owner = OLD.owner;
+        END IF;
+        IF TG_OP = 'UPDATE' THEN
+            INSERT INTO token_counts (owner, total, live)
+                VALUES (NEW.owner, 1, (NEW.revoke_time IS NULL)::int)
+                ON CONFLICT (owner) DO UPDATE SET
+                    total = token_counts.total + 1,
+                    live = token_counts.live + excluded.live;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER token_counts_update AFTER UPDATE OF owner, revoke_time ON tokens
+        FOR EACH ROW
+        WHEN (OLD.owner IS DISTINCT FROM NEW.owner
+              OR (OLD.revoke_time IS NULL) IS DISTINCT FROM (NEW.revoke_time IS NULL))
+        EXECUTE FUNCTION token_counts_changed();
+    CREATE TRIGGER token_counts_delete AFTER DELETE ON tokens
+        FOR EACH ROW EXECUTE FUNCTION token_counts_changed();
+    INSERT INTO token_counts (owner, total, live)
+        SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -2,7 +2,8 @@
 the counter file that announces changes to the processes on one data dir.
 
 ``open.py`` starts it; ``engine.py`` is its SQL, over ``connections.py`` and
-``group_commit.py``; ``errors.py`` says what SQLite's failures mean.
+the shared ``tokengrpc/store/group_commit.py``; ``errors.py`` says what
+SQLite's failures mean.
 """
 
 from tokengrpc.store.sqlite.connections import DB_FILE

@@ -2,7 +2,7 @@
 
 Every write holds ``_write_lock`` on the one writer connection
 (``connections.py``); concurrent creations share one commit
-(``group_commit.py``). Caching, change announcement and usage counting are
+(``tokengrpc/store/group_commit.py``). Caching, change announcement and usage counting are
 layers over this (docs/store.md).
 """
 
@@ -36,10 +36,10 @@ from tokengrpc.store.base import (
     TokenRecord,
     Usage,
 )
+from tokengrpc.store.group_commit import GroupCommit
 from tokengrpc.store.health import WriteHealth
 from tokengrpc.store.sqlite.connections import DB_FILE, AroundWrite, Connections, prepare
 from tokengrpc.store.sqlite.errors import mapped
-from tokengrpc.store.sqlite.group_commit import GroupCommit
 
 T = TypeVar("T")
 
@@ -84,19 +84,12 @@ _CLAIM = outbox.claim(_mark)
 _FINISH = outbox.finish(_mark)
 _RETRY = outbox.retry(_mark)
 _LIST = statements.list_tokens(_mark)
+_PAGED = statements.paged_tokens(statements.numbered_question_mark)
+#: A kept count: one row, read on the loop thread.
 _COUNT = statements.count_tokens(_mark)
 #: Pages up to this size (plus the one row that tells whether more follow)
 #: are read on the loop thread; bigger ones in the reader thread.
 _INLINE_PAGE = 200
-# Counting stops after this many rows, so it can run on the loop thread; an
-# owner with more is counted in the reader thread.
-_INLINE_COUNT = 1000
-_COUNT_UP_TO = {
-    include_revoked: "SELECT count(*) FROM (SELECT 1 FROM tokens WHERE owner = ?"
-    + ("" if include_revoked else " AND revoke_time IS NULL")
-    + f" LIMIT {_INLINE_COUNT + 1})"
-    for include_revoked in (False, True)
-}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -280,22 +273,22 @@ class SqliteEngine:
 
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         keyset = query.offset == 0
-        statement = _LIST[query.include_revoked, keyset]
-        params = statements.list_tokens_params(query)
         if keyset and query.limit <= _INLINE_PAGE + 1:
-            return await self._records(statement, params)
-        # An offset walks the index up to it: too long to hold the loop.
+            statement = _LIST[query.include_revoked, keyset]
+            return await self._records(statement, statements.list_tokens_params(query))
+        if query.after_id == 0 and not keyset:
+            statement = _PAGED[query.include_revoked]
+            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+        else:
+            statement = _LIST[query.include_revoked, keyset]
+            params = statements.list_tokens_params(query)
+        # An offset walks the index up to it (or back from the end, up to half
+        # the owner's tokens): too long to hold the loop.
         return [_record(row) for row in await self._db.read_in_thread(statement, params)]
 
     async def count(self, query: ListQuery) -> int:
-        # Most owners have a handful of tokens: count those inline, and leave
-        # the thread hop to the few with more than _INLINE_COUNT.
-        rows = await self._db.read(_COUNT_UP_TO[query.include_revoked], (query.owner,))
-        counted = int(rows[0][0])
-        if counted > _INLINE_COUNT:
-            sql = _COUNT[query.include_revoked]
-            counted = int((await self._db.read_in_thread(sql, (query.owner,)))[0][0])
-        return counted
+        rows = await self._db.read(_COUNT[query.include_revoked], (query.owner,))
+        return int(rows[0][0])
 
     async def update(
         self, token_id: int, changes: TokenChanges, now: int, actor: Actor = NO_ACTOR

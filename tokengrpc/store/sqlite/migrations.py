@@ -127,6 +127,41 @@ MIGRATIONS: tuple[str, ...] = (
         {fill};
     END;
     """.replace("{fill}", outbox.FILL),
+    # 6: each owner's token counts, kept by triggers in the transaction of
+    # every insert, revocation (or any change of owner or revoke_time) and
+    # delete, so a `?page=` listing's total costs one row, not a scan; and
+    # so the listing can walk a deep page from the end nearer to it.
+    """
+    CREATE TABLE token_counts (
+        owner TEXT    PRIMARY KEY,
+        -- every token of the owner, and those not revoked
+        total INTEGER NOT NULL,
+        live  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TRIGGER token_counts_insert AFTER INSERT ON tokens BEGIN
+        INSERT INTO token_counts (owner, total, live)
+            VALUES (NEW.owner, 1, NEW.revoke_time IS NULL)
+            ON CONFLICT (owner) DO UPDATE SET
+                total = total + 1, live = live + excluded.live;
+    END;
+    CREATE TRIGGER token_counts_update AFTER UPDATE OF owner, revoke_time ON tokens
+        WHEN OLD.owner IS NOT NEW.owner
+            OR (OLD.revoke_time IS NULL) IS NOT (NEW.revoke_time IS NULL)
+    BEGIN
+        UPDATE token_counts SET total = total - 1, live = live - (OLD.revoke_time IS NULL)
+            WHERE owner = OLD.owner;
+        INSERT INTO token_counts (owner, total, live)
+            VALUES (NEW.owner, 1, NEW.revoke_time IS NULL)
+            ON CONFLICT (owner) DO UPDATE SET
+                total = total + 1, live = live + excluded.live;
+    END;
+    CREATE TRIGGER token_counts_delete AFTER DELETE ON tokens BEGIN
+        UPDATE token_counts SET total = total - 1, live = live - (OLD.revoke_time IS NULL)
+            WHERE owner = OLD.owner;
+    END;
+    INSERT INTO token_counts (owner, total, live)
+        SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner;
+    """,
 )
 
 LATEST = len(MIGRATIONS)
