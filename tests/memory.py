@@ -355,6 +355,16 @@ class MemoryEngine:
     async def is_empty(self) -> bool:
         return not self._db.tokens
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return sum(
+            1
+            for t in self._db.tokens.values()
+            if t.revoke_time is None
+            and t.active
+            and (t.expire_time is None or t.expire_time > now)
+            and t.secret_time <= now - max_secret_age
+        )
+
     async def key_fingerprint(self) -> bytes | None:
         return self._db.fingerprint
 

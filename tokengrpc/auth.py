@@ -46,6 +46,9 @@ class Caller:
     client_ip: str = ""
     #: Authenticated by a secret a rotation replaced (inside its grace period).
     replaced_secret: bool = False
+    #: Why its changes are made, for audit events (``store.REASON_*``): the
+    #: command line's are ``cli``; an API caller's own have none.
+    reason: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -57,15 +60,21 @@ class Caller:
 
     @property
     def actor(self) -> Actor:
-        return Actor(self.token_id, self.owner, self.client_ip)
+        return Actor(self.token_id, self.owner, self.client_ip, self.reason)
 
 
 _OPERATOR_SCOPES = frozenset({"admin", "write", "introspect"})
 
 
-def operator(now: int | None = None) -> Caller:
-    """The command-line operator: works on the store directly, with every power."""
-    return Caller(owner="admin", scopes=_OPERATOR_SCOPES, now=now_us() if now is None else now)
+def operator(now: int | None = None, reason: str = "") -> Caller:
+    """The operator: works on the store directly, with every power (the
+    ``token`` commands say ``REASON_CLI``; the bootstrap token is the service's own)."""
+    return Caller(
+        owner="admin",
+        scopes=_OPERATOR_SCOPES,
+        now=now_us() if now is None else now,
+        reason=reason,
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,6 +99,7 @@ class Authenticator:
         resolver: ClientAddressResolver,
         observe: Observation = ignore,
         clock: Callable[[], int] = now_us,
+        max_secret_age: int | None = None,
     ) -> None:
         self._store = store
         self.resolver = resolver
@@ -97,6 +107,8 @@ class Authenticator:
         self._observe = observe
         #: Read once per request (``Caller.now``); a test may move it by hand.
         self.clock = clock
+        #: Microseconds a secret authenticates after it was issued (``lifetime``).
+        self.max_secret_age = max_secret_age
 
     async def check(
         self,
@@ -105,20 +117,19 @@ class Authenticator:
         now: int,
         *,
         counted: bool = False,
-    ) -> TokenRecord | None:
-        """The token's record if it may be used at ``now`` from ``address``;
-        counts the use.
+    ) -> tuple[TokenRecord, bool] | None:
+        """The token's record if it may be used at ``now`` from ``address``, and
+        whether ``presented`` is its replaced secret; counts the use.
 
         ``counted``: with usage figures exact (this use included); otherwise
         they may leave out uses not yet written (one store read, not two).
         """
         found = await self._verified(presented, address, now)
-        if found is None:
-            return None
-        record = found[0]
-        if counted:  # read again: the store's records count every use, this one too
-            return await self._store.get(record.id)
-        return record
+        if found is None or not counted:
+            return found
+        # Read again: the store's records count every use, this one too.
+        record = await self._store.get(found[0].id)
+        return None if record is None else (record, found[1])
 
     async def _verified(
         self, presented: str | None, address: IPAddress | None, now: int
@@ -139,7 +150,8 @@ class Authenticator:
             replaced = True
         else:
             return None
-        if status_of(record, now) is not Status.ACTIVE:
+        # From the cached record alone: the policies add no store read.
+        if status_of(record, now, self.max_secret_age) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None

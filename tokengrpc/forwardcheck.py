@@ -116,9 +116,10 @@ async def decide(
     ``Unavailable`` from the store propagates: each surface answers it with
     its own "service unavailable", never with an allow.
     """
-    record = await auth.check(token, address, now)
-    if record is None:
+    found = await auth.check(token, address, now)
+    if found is None:
         return Refusal.UNAUTHENTICATED
+    record = found[0]
     note_checked(record.id)  # the span and access line name the judged token
     if lacks_required_scopes(record, required):
         return Refusal.FORBIDDEN

@@ -99,8 +99,15 @@ class Core:
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
             clock,
+            settings.max_secret_age,
         )
-        manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
+        manager = TokenManager(
+            store,
+            authenticator,
+            Sealer(key.key),
+            settings.token_prefix,
+            settings.max_secret_age,
+        )
         notices = key.notices
         if bootstrap:
             # The store queues events for the URLs of the last `serve` started
@@ -116,7 +123,11 @@ class Core:
         webhooks = None
         if settings.webhook_urls and settings.webhook_secret:
             webhooks = WebhookSender(
-                store.outbox, settings.webhook_secret, clock=clock, metrics=metrics
+                store.outbox,
+                settings.webhook_secret,
+                clock=clock,
+                metrics=metrics,
+                max_secret_age=settings.max_secret_age,
             )
         return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks)
 

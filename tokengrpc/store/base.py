@@ -356,6 +356,11 @@ class TokenStore(Protocol):
 
     async def is_empty(self) -> bool: ...
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        """Live, active tokens within their own expiry whose secret was issued
+        ``max_secret_age`` or longer before ``now`` (a start-up figure)."""
+        ...
+
     async def key_fingerprint(self) -> bytes | None:
         """The fingerprint of the secret key values are sealed with, once one is recorded."""
         ...

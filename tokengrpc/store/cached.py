@@ -111,6 +111,9 @@ class CachingStore:
     async def is_empty(self) -> bool:
         return await self.engine.is_empty()
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return await self.engine.count_past_secret_age(now, max_secret_age)
+
     async def key_fingerprint(self) -> bytes | None:
         return await self.engine.key_fingerprint()
 

@@ -133,6 +133,9 @@ class CountingStore:
     async def is_empty(self) -> bool:
         return await self._cached.is_empty()
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return await self._cached.count_past_secret_age(now, max_secret_age)
+
     async def key_fingerprint(self) -> bytes | None:
         return await self._cached.key_fingerprint()
 

@@ -91,6 +91,7 @@ _PAGED = statements.paged_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 #: An owner as a one-element array (see ``statements.list_events``).
 _LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
 _DUE = outbox.due(_mark)
 # Concurrent claims (other instances') skip the rows one holds: each row has one sender.
 _CLAIM = outbox.claim(_mark, locking="FOR UPDATE SKIP LOCKED")
@@ -443,6 +444,10 @@ class PostgresEngine:
     async def is_empty(self) -> bool:
         rows = await self._read("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(rows[0][0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        rows = await self._read(_PAST_SECRET_AGE, now, now - max_secret_age)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._read("SELECT fingerprint FROM secret_key")

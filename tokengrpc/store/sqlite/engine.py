@@ -78,6 +78,7 @@ _END_GRACE = (
     f" RETURNING {_COLUMNS}"
 )
 _LIST_EVENTS = statements.list_events(_mark)
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
 _DUE = outbox.due(_mark)
 _CLAIM = outbox.claim(_mark)
 _FINISH = outbox.finish(_mark)
@@ -432,6 +433,11 @@ class SqliteEngine:
     async def is_empty(self) -> bool:
         rows = await self._db.reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(next(iter(rows))[0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        params = (now, now - max_secret_age)
+        rows = await self._db.read_in_thread(_PAST_SECRET_AGE, params)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._db.reader.execute_fetchall("SELECT fingerprint FROM secret_key")
