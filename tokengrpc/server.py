@@ -30,13 +30,15 @@ from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
 from tokengrpc.plaintext import valid_prefix
 from tokengrpc.reflection import enable_reflection
+from tokengrpc.reminders import Reminders
 from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
 from tokengrpc.silent import SilentConnections
 from tokengrpc.store import TokenStore
 from tokengrpc.store.open import open_store
+from tokengrpc.sweeper import Sweeper
 from tokengrpc.tokens import TokenManager
-from tokengrpc.usage import UsageRecorder, wait_or_timeout
+from tokengrpc.usage import UsageRecorder, unwritten_bound, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class Core:
     bootstrap_path: Path | None
     #: Warnings for the operator's stderr (a key file others can read).
     notices: list[str]
+    #: The time-driven policies, started with the gRPC server; None in the
+    #: workers of ``serve --workers`` (the first process runs them).
+    sweeper: Sweeper | None = None
 
     @classmethod
     async def open(
@@ -78,19 +83,34 @@ class Core:
             await store.close()
             raise
         usage = UsageRecorder(store, settings.usage_flush_interval)
+        margin = unwritten_bound(settings.usage_flush_interval)
         authenticator = Authenticator(
             store,
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
             clock,
+            revoke_unused_after=settings.revoke_unused_after,
+            unused_margin=margin,
         )
+        sweeper = None
+        if not settings.is_worker:
+            sweeper = Sweeper(
+                store,
+                clock,
+                reminders=Reminders(settings.expiry_reminders, settings.max_secret_age),
+                revoke_unused_after=settings.revoke_unused_after,
+                unused_margin=margin,
+            )
         manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
-        return cls(store, usage, authenticator, manager, path, key.notices)
+        return cls(store, usage, authenticator, manager, path, key.notices, sweeper)
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.stop()
+        await self.authenticator.settle()
         await self.usage.stop()
         await self.store.close()
 
@@ -241,6 +261,8 @@ class GrpcServer:
         assert port is not None, "bind() or an address comes before serving"
         await self.server.start()
         self.core.usage.start()
+        if self.core.sweeper is not None:
+            self.core.sweeper.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set("", serving)
