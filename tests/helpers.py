@@ -112,14 +112,20 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 async def start_service(
-    data_dir: Path, database_url: str = "", *, grpc_max_receive_bytes: int | None = None
+    data_dir: Path,
+    database_url: str = "",
+    *,
+    grpc_max_receive_bytes: int | None = None,
+    **settings_given: Any,
 ) -> LiveService:
-    """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named."""
+    """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named;
+    ``settings_given``: other ``Settings`` fields (a policy, say)."""
     from tokengrpc.config import Settings
 
     settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
     if grpc_max_receive_bytes is not None:
         settings = dataclasses.replace(settings, grpc_max_receive_bytes=grpc_max_receive_bytes)
+    settings = dataclasses.replace(settings, **settings_given)
     clock = Clock()
     core = await Core.open(settings, clock=clock)
     server = GrpcServer(core, settings=settings)

@@ -351,8 +351,9 @@ class MemoryEngine:
             if self._db.reminder_plan == [max_secret_age]:
                 return False
             for record in self._db.tokens.values():
+                wake = self._db.reminders.get(record.id, ReminderState(None, None, None)).wake
                 if record.revoke_time is None:
-                    self._wake(record, now)
+                    self._wake(record, now if wake is None else min(wake, now))
             self._db.reminder_plan[:] = [max_secret_age]
             return True
 

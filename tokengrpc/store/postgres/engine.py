@@ -414,8 +414,11 @@ class PostgresEngine:
             found = await connection.fetchrow("SELECT max_secret_age FROM reminder_plan")
             if found is not None and found[0] == max_secret_age:
                 return False
+            # A row already awake keeps its earlier wake: the time its expiry was set.
             await connection.execute(
-                "UPDATE tokens SET reminder_wake = $1 WHERE revoke_time IS NULL", now
+                "UPDATE tokens SET reminder_wake = least(coalesce(reminder_wake, $1), $1)"
+                " WHERE revoke_time IS NULL",
+                now,
             )
             await connection.execute(
                 "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, $1)"

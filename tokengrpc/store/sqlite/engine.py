@@ -459,8 +459,11 @@ class SqliteEngine:
             found = list(await self._db.fetch("SELECT max_secret_age FROM reminder_plan"))
             if found and found[0][0] == max_secret_age:
                 return False
+            # A row already awake keeps its earlier wake: the time its expiry was set.
             await self._db.execute(
-                "UPDATE tokens SET reminder_wake = ? WHERE revoke_time IS NULL", (now,)
+                "UPDATE tokens SET reminder_wake = min(coalesce(reminder_wake, ?), ?)"
+                " WHERE revoke_time IS NULL",
+                (now, now),
             )
             await self._db.execute(
                 "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, ?)"
