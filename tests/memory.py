@@ -352,7 +352,8 @@ class MemoryEngine:
                 return False
             for record in self._db.tokens.values():
                 wake = self._db.reminders.get(record.id, ReminderState(None, None, None)).wake
-                if record.revoke_time is None:
+                needs = record.expire_time is not None or max_secret_age is not None
+                if record.revoke_time is None and needs:
                     self._wake(record, now if wake is None else min(wake, now))
             self._db.reminder_plan[:] = [max_secret_age]
             return True

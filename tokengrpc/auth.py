@@ -153,7 +153,11 @@ class Authenticator:
             replaced = True
         else:
             return None
-        if unused_too_long(record, now, self._unused_after) and await self._unused(record, now):
+        if (
+            self._unused_after is not None
+            and unused_too_long(record, now, self._unused_after)
+            and await self._unused(record, now)
+        ):
             return None
         if status_of(record, now) is not Status.ACTIVE:
             return None

@@ -414,11 +414,15 @@ class PostgresEngine:
             found = await connection.fetchrow("SELECT max_secret_age FROM reminder_plan")
             if found is not None and found[0] == max_secret_age:
                 return False
-            # A row already awake keeps its earlier wake: the time its expiry was set.
+            # A row already awake keeps its earlier wake: the time its expiry was
+            # set. Without a maximum age, a token without an expiry needs nothing
+            # (one planned under an age goes to sleep at its next reminder).
             await connection.execute(
                 "UPDATE tokens SET reminder_wake = least(coalesce(reminder_wake, $1), $1)"
-                " WHERE revoke_time IS NULL",
+                " WHERE revoke_time IS NULL"
+                " AND (expire_time IS NOT NULL OR $2::bigint IS NOT NULL)",
                 now,
+                max_secret_age,
             )
             await connection.execute(
                 "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, $1)"

@@ -459,11 +459,13 @@ class SqliteEngine:
             found = list(await self._db.fetch("SELECT max_secret_age FROM reminder_plan"))
             if found and found[0][0] == max_secret_age:
                 return False
-            # A row already awake keeps its earlier wake: the time its expiry was set.
+            # A row already awake keeps its earlier wake: the time its expiry was
+            # set. Without a maximum age, a token without an expiry needs nothing
+            # (one planned under an age goes to sleep at its next reminder).
             await self._db.execute(
                 "UPDATE tokens SET reminder_wake = min(coalesce(reminder_wake, ?), ?)"
-                " WHERE revoke_time IS NULL",
-                (now, now),
+                " WHERE revoke_time IS NULL AND (expire_time IS NOT NULL OR ? IS NOT NULL)",
+                (now, now, max_secret_age),
             )
             await self._db.execute(
                 "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, ?)"
