@@ -23,9 +23,14 @@ help:
 
 setup: $(STAMP) $(BUF)
 
+# xds-protos ships an old copy of opentelemetry/proto/ (no InstrumentationScope):
+# whichever package pip writes last owns those files, and the OTLP exporter
+# needs opentelemetry-proto's, so it is written again, last (docs/observability.md).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+		"$$($(PY) -c 'import importlib.metadata as m; print("opentelemetry-proto==" + m.version("opentelemetry-proto"))')"
 	touch $@
 
 $(BUF):

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from bench.seed import Group, seed_sync
 from bench.stats import Figure
 
 PY = sys.executable
@@ -45,12 +47,16 @@ class Server:
 
 @contextmanager
 def server(
-    args: Sequence[str], wait_for: Sequence[str], env: dict[str, str] | None = None
+    args: Sequence[str],
+    wait_for: Sequence[str],
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Start a server process and wait for its ``<kind> listening on`` lines."""
+    """Start a server process and wait for its ``<kind> listening on`` lines;
+    ``cwd``: the source tree whose ``python -m`` modules run (another revision's)."""
     process = subprocess.Popen(
         [PY, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=ROOT, env={**os.environ, **(env or {})},
+        cwd=cwd, env={**os.environ, **(env or {})},
     )  # fmt: skip
     addresses: dict[str, str] = {}
     deadline = time.monotonic() + 60
@@ -73,6 +79,28 @@ def server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(
+    pid: int, seconds: float, measure: Callable[[], dict[str, float]], into: list[float]
+) -> Callable[[], dict[str, float]]:
+    """``measure``, also noting the server's CPU µs per call into ``into``: a figure
+    the other processes on the machine disturb less than calls per second."""
+
+    def measured() -> dict[str, float]:
+        before = cpu_seconds(pid)
+        result = measure()
+        used = cpu_seconds(pid) - before
+        into.append(used / max(result["calls_per_second"] * seconds, 1) * 1e6)
+        return result
+
+    return measured
 
 
 def grpc_load(
@@ -198,3 +226,37 @@ def timed_ms(calls: int, fn: Callable[[], object], before: Callable[[], object])
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+#: The two requests the metrics and tracing sections time, and the load of each.
+HOT_KINDS = {"IntrospectToken": "16 in flight", "GET /api/token": "64 connections"}
+
+
+@dataclass
+class HotPath:
+    """A store seeded for :data:`HOT_KINDS`, and the loads that drive a server on it."""
+
+    data: Path
+    tokens_file: Path
+    introspector: str
+    auth: dict[str, str]
+
+    @classmethod
+    def seed(cls, work: Path, name: str) -> HotPath:
+        groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
+        seeded = seed_sync(work / name, groups, filler_owners=1000, filler=10_000)
+        tokens_file = work / f"{name}-samples.txt"
+        tokens_file.write_text("\n".join(seeded.samples))
+        auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
+        return cls(work / name, tokens_file, seeded.introspector, auth)
+
+    def loads(self, svc: Server, seconds: float) -> dict[str, Callable[[], dict[str, float]]]:
+        return {
+            "IntrospectToken": partial(
+                grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
+                tokens=str(self.tokens_file), caller=self.introspector,
+            ),
+            "GET /api/token": partial(
+                wrk, f"http://{svc.addresses['http']}/api/token", seconds, self.auth
+            ),
+        }  # fmt: skip

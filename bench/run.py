@@ -25,6 +25,8 @@ import httpx
 
 from bench.harness import (
     HERE,
+    HOT_KINDS,
+    HotPath,
     Row,
     echo_floor,
     ensure_wrk,
@@ -34,40 +36,20 @@ from bench.harness import (
     serve_args,
     server,
     timed_ms,
+    with_cpu,
     wrk,
 )
 from bench.postgres import postgres_section
 from bench.seed import Group, seed_sync
 from bench.services import services_section
 from bench.stats import Figure
+from bench.tracing import tracing_section
 from tokengrpc import pagetokens
 from tokengrpc.metrics import Metrics
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.store.sqlite import GENERATION_FILE, Generation
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _with_cpu(
-    pid: int, seconds: float, measure: Callable[[], dict[str, float]], into: list[float]
-) -> Callable[[], dict[str, float]]:
-    """``measure``, also noting the server's CPU µs per call into ``into``: a figure
-    the other processes on the machine disturb less than calls per second."""
-
-    def measured() -> dict[str, float]:
-        before = _cpu_seconds(pid)
-        result = measure()
-        used = _cpu_seconds(pid) - before
-        into.append(used / max(result["calls_per_second"] * seconds, 1) * 1e6)
-        return result
-
-    return measured
 
 
 def _recording_us() -> dict[str, float]:
@@ -92,32 +74,18 @@ def _recording_us() -> dict[str, float]:
 
 def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
     """IntrospectToken and GET /api/token with metrics on and off, in turns (target: ≤ 5 %)."""
-    data = work / "metrics"
-    groups = [Group("http", 5), Group("sampled", 2001, samples=2000)]
-    seeded = seed_sync(data, groups, filler_owners=1000, filler=10_000)
-    tokens_file = work / "metrics-samples.txt"
-    tokens_file.write_text("\n".join(seeded.samples))
-    auth = {"Authorization": f"Bearer {seeded.callers['http']}"}
-    kinds = {"IntrospectToken": "16 in flight", "GET /api/token": "64 connections"}
+    hot = HotPath.seed(work, "metrics")
+    kinds = HOT_KINDS
     measures: dict[str, Callable[[], dict[str, float]]] = {}
     cpu: dict[str, list[float]] = {}
     with ExitStack() as servers:
         for label, extra in (("on", []), ("off", ["--no-metrics"])):
             svc = servers.enter_context(
-                server(serve_args(data, http=True, extra=extra), ["grpc", "http"])
+                server(serve_args(hot.data, http=True, extra=extra), ["grpc", "http"])
             )
-            loads = {
-                "IntrospectToken": partial(
-                    grpc_load, svc.addresses["grpc"], "introspect", 16, seconds,
-                    tokens=str(tokens_file), caller=seeded.introspector,
-                ),
-                "GET /api/token": partial(
-                    wrk, f"http://{svc.addresses['http']}/api/token", seconds, auth
-                ),
-            }  # fmt: skip
-            for kind, load in loads.items():
+            for kind, load in hot.loads(svc, seconds).items():
                 what = f"{kind}, {kinds[kind]}, metrics {label}"
-                measures[what] = _with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
+                measures[what] = with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
         ensure_wrk()
         got = interleaved(runs, measures)
     for kind, recorded in _recording_us().items():
@@ -312,15 +280,22 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres"],
+        choices=["grpc", "http", "metrics", "scale", "services", "postgres", "tracing"],
         action="append",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a git revision without tracing code: the tracing section sets it beside"
+        " tracing off (e.g. the commit before tracing came)",
     )
     parser.add_argument(
         "--workers", default="1,2", help="server processes for the gRPC figures, e.g. 1,2"
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or ["grpc", "http", "metrics", "scale", "services", "postgres"]
+    sections = args.only or [
+        "grpc", "http", "metrics", "scale", "services", "postgres", "tracing",
+    ]  # fmt: skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -338,6 +313,8 @@ def main() -> None:
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)
+        if "tracing" in sections:
+            tracing_section(rows, work, args.runs, args.seconds, args.baseline)
     text = render(rows, args.runs, args.seconds)
     print(text)
     Path(args.output).write_text(text)

@@ -26,6 +26,7 @@ from gateway.canonical import Canonical
 from gateway.connections import ConnectionLimits, protocol_for
 from gateway.family import Family, guard
 from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
+from gateway.leaks import LeakReports
 from gateway.me import Me
 from gateway.oauth import Introspection, Revocation
 from gateway.ops import Ops, Scraper
@@ -42,9 +43,12 @@ SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"]
 DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 
 
-def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family]:
+def families(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> list[Family]:
     """Every route family: the canonical routes from the annotations, the legacy
-    ones, OAuth, and the operator's routes (whose document describes them all)."""
+    ones, OAuth, leak reports when the service takes them, and the operator's
+    routes (whose document describes them all)."""
     found: list[Family] = [
         Canonical(upstream, SERVICE),
         Solder(upstream),
@@ -53,26 +57,33 @@ def families(upstream: Upstream, observer: Scraper | None = None) -> list[Family
         Introspection(upstream),
         Revocation(upstream),
     ]
+    if leak_reports:
+        found.append(LeakReports(upstream))
     return [*found, Ops(upstream, observer, found)]
 
 
-def document(upstream: Upstream, observer: Scraper | None = None) -> dict[str, Any]:
+def document(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> dict[str, Any]:
     """The OpenAPI document a gateway in front of ``upstream`` serves (no call is made)."""
-    return openapi.document([family.openapi() for family in families(upstream, observer)])
+    found = families(upstream, observer, leak_reports=leak_reports)
+    return openapi.document([family.openapi() for family in found])
 
 
 def routes(
-    upstream: Upstream, observer: Scraper | None = None
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
 ) -> Iterator[tuple[str, Template | str, Endpoint]]:
     """Every HTTP route, its handler guarded by the rules all families share."""
-    for family in families(upstream, observer):
+    for family in families(upstream, observer, leak_reports=leak_reports):
         for route in family.routes():
             yield route.method, route.template, guard(upstream, family, route)
 
 
-def build_router(upstream: Upstream, observer: Scraper | None = None) -> Router:
+def build_router(
+    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+) -> Router:
     router = Router()
-    for method, template, endpoint in routes(upstream, observer):
+    for method, template, endpoint in routes(upstream, observer, leak_reports=leak_reports):
         router.add(method, template, endpoint)
     return router
 
@@ -81,11 +92,12 @@ class Observer(Scraper, Protocol):
     """Metrics and the access log, handed in by the command line (they are the service's).
 
     ``begin`` runs before routing (so authentication can note the caller in
-    what it returns); ``end`` once the response is known, with the token id
-    the upstream named (what an in-process ``begin`` noted comes first).
+    what it returns, and a tracing observer sets ``request.trace``); ``end``
+    once the response is known, with the token id the upstream named (what an
+    in-process ``begin`` noted comes first).
     """
 
-    def begin(self) -> Any: ...
+    def begin(self, request: Request) -> Any: ...
 
     def end(
         self,
@@ -101,6 +113,11 @@ class Observer(Scraper, Protocol):
         token_id: int | None,
     ) -> None: ...
 
+    def decided(self, endpoint: str, result: str) -> None:
+        """Count one authorization decision (``/auth/check``'s: ``allowed``,
+        ``unauthenticated``, ``forbidden`` or ``unavailable``)."""
+        ...
+
 
 class Gateway:
     """The ASGI application."""
@@ -110,9 +127,12 @@ class Gateway:
         upstream: Upstream,
         trusted_proxies: Iterable[str] = DEFAULT_TRUSTED,
         observer: Observer | None = None,
+        *,
+        leak_reports: bool = False,
     ) -> None:
+        """``leak_reports``: serve ``/v1/leaks/github`` (the service has a key source)."""
         self.upstream = upstream
-        self._router = build_router(upstream, observer)
+        self._router = build_router(upstream, observer, leak_reports=leak_reports)
         self._trust = Trust.of(trusted_proxies)
         self._observer = observer
 
@@ -125,7 +145,7 @@ class Gateway:
             await response.send(send)
             return
         started = time.perf_counter()
-        begun = self._observer.begin()
+        begun = self._observer.begin(request)
         response, route = await self._respond(request)
         await response.send(send)
         self._observer.end(
@@ -238,6 +258,7 @@ async def start_http(
     grace_period: float = 10.0,
     observer: Observer | None = None,
     tls: ssl.SSLContext | None = None,
+    leak_reports: bool = False,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
@@ -245,10 +266,11 @@ async def start_http(
     in-process one ``tokengrpc serve`` provides). ``tls`` makes it HTTPS with
     that live context (whose certificate the caller may reload). ``listen``
     may be a socket from ``bind``, taken before anything else was started.
+    ``leak_reports``: serve ``/v1/leaks/github`` (the upstream has a key source).
     """
     limits = limits or ConnectionLimits()
     connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
-    app = Gateway(connection, trusted_proxies, observer)
+    app = Gateway(connection, trusted_proxies, observer, leak_reports=leak_reports)
     sock = bind(listen, reuse_port=reuse_port) if isinstance(listen, str) else listen
     config = uvicorn.Config(
         app,

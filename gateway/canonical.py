@@ -19,7 +19,19 @@ from gateway.transcode import Transcoder, error_response
 from gateway.upstream import RpcFailure, Upstream
 
 
-class Canonical:
+class StatusErrors:
+    """Failures as a ``google.rpc.Status`` in JSON: the shape of every ``/v1`` route."""
+
+    def bad_input(self, request: Request, problem: BadInput) -> Response:
+        if isinstance(problem, BodyTooLarge):
+            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, str(problem), http=413)
+        return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(problem), http=400)
+
+    def failed(self, request: Request, failure: RpcFailure) -> Response:
+        return error_response(failure.code, failure.message, failure.status)
+
+
+class Canonical(StatusErrors):
     def __init__(self, upstream: Upstream, service: ServiceDescriptor) -> None:
         self._transcoder = Transcoder(upstream, service)
         self._service = service
@@ -29,11 +41,3 @@ class Canonical:
 
     def openapi(self) -> Fragment:
         return openapi.canonical(self._service)
-
-    def bad_input(self, request: Request, problem: BadInput) -> Response:
-        if isinstance(problem, BodyTooLarge):
-            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, str(problem), http=413)
-        return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(problem), http=400)
-
-    def failed(self, request: Request, failure: RpcFailure) -> Response:
-        return error_response(failure.code, failure.message, failure.status)

@@ -37,6 +37,9 @@ class Route:
     #: False only where holding a secret is the proof (a revocation by value):
     #: such a route takes a stranger's body, so a small one (``gateway.limits``).
     needs_token: bool = True
+    #: A limit of the route's own (``gateway.limits``), instead of the one
+    #: ``needs_token`` implies.
+    body_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ def guard(upstream: Upstream, family: Family, route: Route) -> Handler:
     401 whatever it sent; every route reads at most its body limit.
     """
     handler, needs_token = route.handler, route.needs_token
-    body_limit = limits.body_limit(needs_token)
+    body_limit = limits.body_limit(needs_token, route.body_limit)
 
     async def run(request: Request, variables: dict[str, str]) -> Response:
         request.body_limit = body_limit

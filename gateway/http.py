@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from gateway import forwarded
@@ -69,6 +69,26 @@ class BadQuery(BadBody):
     """A query string with more parameters than MAX_FIELDS."""
 
 
+class Trace(Protocol):
+    """A request's trace span, when the process traces (``tokengrpc.spans.HttpTrace``)."""
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The trace context for a call made for this request."""
+        ...
+
+    def trace_uuid(self) -> str:
+        """The trace id, written as a UUID."""
+        ...
+
+    def follow(self, headers: dict[str, str]) -> None:
+        """Continue the trace these headers carry (a checked request's), before any call."""
+        ...
+
+    def checked(self, token_id: int) -> None:
+        """Name the token a check judged on the span."""
+        ...
+
+
 @dataclass(slots=True)
 class Request:
     method: str
@@ -88,6 +108,8 @@ class Request:
     authenticated: bool = False
     #: The most body the route takes; its guard sets it (``gateway.limits``).
     body_limit: int = MAX_BODY
+    #: The request's span, set by the observer when tracing is on.
+    trace: Trace | None = None
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:

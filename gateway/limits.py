@@ -17,10 +17,16 @@ STRANGER_BODY = 16 * 1024
 #: A form body's limit (below the route's): percent-decoding runs in Python,
 #: on the event loop (docs/performance.md), and no form a family takes needs more.
 MAX_FORM_BODY = 64 * 1024
+#: A leak report's limit: a stranger's body, read only once its signature
+#: headers are well-formed; room for a report of ``MAX_REPORT_TOKENS``
+#: (tokengrpc.leaks) entries, within the service's 1 MiB message limit.
+LEAK_REPORT_BODY = 512 * 1024
 
 
-def body_limit(needs_token: bool) -> int:
-    """The largest body a route takes."""
+def body_limit(needs_token: bool, own: int | None = None) -> int:
+    """The largest body a route takes: its ``own`` limit, if it has one."""
+    if own is not None:
+        return own
     return MAX_BODY if needs_token else STRANGER_BODY
 
 

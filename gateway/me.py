@@ -63,7 +63,8 @@ def instance(request: Request) -> str:
 def problem(
     request: Request, status: int, detail: str, errors: dict[str, list[str]] | None = None
 ) -> Response:
-    trace_id = str(uuid.uuid4())
+    # The request's trace when the process traces, so the client's id finds the spans.
+    trace_id = request.trace.trace_uuid() if request.trace is not None else str(uuid.uuid4())
     where = instance(request)
     # WARNING, not INFO: the trace_id is only worth sending to a client if an
     # operator can find it on stderr, and nothing configures INFO there.

@@ -19,8 +19,10 @@ from google.protobuf.descriptor import ServiceDescriptor as Service
 
 from gateway.authfirst import UNAUTHENTICATED_RPCS
 from gateway.family import Fragment, Schema
-from gateway.pattern import LITERAL, Template
+from gateway.pattern import openapi_path, parameter_names
 from gateway.transcode import Binding, bindings
+
+__all__ = ["openapi_path", "parameter_names"]  # at home in gateway.pattern, used here
 
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
 _UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
@@ -147,43 +149,6 @@ class Schemas:
         if message is not None and field.containing_oneof is None:
             return nullable(value)  # written as null when unset (gateway.protojson)
         return value
-
-
-def parameter_names(template: Template) -> dict[str, str]:
-    """OpenAPI names of a template's variables: ``token.id`` is ``id``.
-
-    Dotted names are legal OpenAPI, but tools fill paths in with Python's
-    ``str.format`` or RFC 6570 expansion, where a dot means something else;
-    and ``/v1/tokens/{token.id}`` must read as the same path as
-    ``/v1/tokens/{id}``, which OpenAPI allows only under one name. Two
-    variables with the same last part keep their whole path, dots as ``_``.
-    """
-    paths = [variable.field_path for variable in template.variables]
-    lasts = [path.rsplit(".", 1)[-1] for path in paths]
-    return {
-        path: last if lasts.count(last) == 1 else path.replace(".", "_")
-        for path, last in zip(paths, lasts, strict=True)
-    }
-
-
-def openapi_path(template: Template) -> str:
-    """The OpenAPI form of a template: ``/v1/tokens/{token.id}`` is ``/v1/tokens/{id}``."""
-    names = parameter_names(template)
-    parts: list[str] = []
-    starts = {variable.start: variable for variable in template.variables}
-    covered: set[int] = set()
-    for index, (kind, text) in enumerate(template.segments):
-        if index in covered:
-            continue
-        variable = starts.get(index)
-        if variable is not None:
-            end = len(template.segments) if variable.end is None else variable.end
-            covered.update(range(index, end))
-            parts.append("{" + names[variable.field_path] + "}")
-        else:
-            parts.append(text if kind == LITERAL else "*")
-    path = "/" + "/".join(parts)
-    return f"{path}:{template.verb}" if template.verb else path
 
 
 def _walk(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:

@@ -489,6 +489,50 @@ def revocation() -> Fragment:
     return Fragment(paths, schemas)
 
 
+def leaks() -> Fragment:
+    """GitHub secret scanning's partner endpoint over ReportLeakedTokens."""
+    entry = _object(
+        {"token": _STRING, "type": _STRING, "url": _STRING, "source": _STRING},
+        required=("token", "type"),
+    )
+    feedback = _object(
+        {
+            "token_hash": _STRING,
+            "token_type": _STRING,
+            "label": {"type": "string", "enum": ["true_positive", "false_positive"]},
+        },
+        required=("token_hash", "token_type", "label"),
+    )
+    header = {"in": "header", "required": True, "schema": _STRING}
+    paths: dict[str, dict[str, Schema]] = {
+        "/v1/leaks/github": {
+            "post": {
+                "operationId": "leaks_github",
+                "tags": ["leaks"],
+                "summary": "A signed leak report: the tokens of ours it names are revoked.",
+                "security": [],
+                "parameters": [
+                    {"name": "Github-Public-Key-Identifier", **header},
+                    {"name": "Github-Public-Key-Signature", **header},
+                ],
+                "requestBody": _body({"type": "array", "items": entry}),
+                "responses": {
+                    "200": _json({"type": "array", "items": feedback}, "One label per token."),
+                    **_errors(
+                        "google.rpc.Status",
+                        {
+                            401: "The signature does not verify: nothing was read.",
+                            400: "A verified report that is not such an array.",
+                            503: "The keys that sign reports cannot be fetched now.",
+                        },
+                    ),
+                },
+            }
+        },
+    }
+    return Fragment(paths)
+
+
 def ops(document_path: str, metrics: bool) -> Fragment:
     """The probes, the document itself and, when served, the metrics."""
     status = _object({"status": _STRING, "reason": _STRING}, required=("status",))

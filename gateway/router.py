@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.http import Request, Response
-from gateway.pattern import LITERAL, Template, compile_template
+from gateway.pattern import LITERAL, Template, compile_template, openapi_path
 
 Endpoint = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -24,13 +24,16 @@ class Route:
     method: str
     template: Template
     endpoint: Endpoint
+    #: The route's path as ``/openapi.json`` writes it: its metrics label.
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
     endpoint: Endpoint
     variables: dict[str, str]
-    #: The route's template as written (``/v1/tokens/{id}``): a label, never the raw path.
+    #: The route's path as ``/openapi.json`` writes it (``/v1/tokens/{id}``, also for
+    #: ``{token.id}``): a label for metrics, logs and spans, never the raw path.
     template: str
 
 
@@ -58,9 +61,10 @@ class Router:
             )
             if route.method == method and same:
                 raise AmbiguousRoute(f"{method} {compiled.source} is already routed")
-        self._routes.append(Route(method, compiled, endpoint))
+        self._routes.append(Route(method, compiled, endpoint, openapi_path(compiled)))
         self._routes.sort(key=lambda r: r.template.rank, reverse=True)
         if all(kind == LITERAL for kind, _ in compiled.segments):
+            # A literal template is its own OpenAPI path, and its own label.
             self._exact.setdefault(compiled.source, {})[method] = endpoint
 
     def resolve(self, method: str, raw_path: str) -> Match | NotAllowed | None:
@@ -79,7 +83,7 @@ class Router:
             if variables is None:
                 continue
             if route.method == method:
-                return Match(route.endpoint, variables, route.template.source)
+                return Match(route.endpoint, variables, route.label)
             if route.method not in allowed:
                 allowed.append(route.method)
         return NotAllowed(tuple(allowed)) if allowed else None

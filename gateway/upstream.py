@@ -1,8 +1,9 @@
 """The gateway's only way to the service: a gRPC channel and its metadata.
 
 Every HTTP request becomes calls with the caller's ``authorization``, its
-``x-request-id``, its ``grpc-timeout`` as the deadline and the client's
-address as ``x-forwarded-for``.
+``x-request-id``, its ``grpc-timeout`` as the deadline, the client's
+address as ``x-forwarded-for``, and its trace context: the request's span's
+when the process traces, else the client's ``traceparent`` as it came.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 #: What gRPC accepts in a text metadata value: printable ASCII.
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _MAX_REQUEST_ID = 128
+#: W3C trace context, passed on as it came when this process does not trace.
+_TRACE_HEADERS = ("traceparent", "tracestate")
+#: tracestate holds at most 32 entries of up to 256 characters each.
+_MAX_TRACE_HEADER = 8192
 #: The service's ``tokengrpc.logs.CALLER_ID_METADATA``: the id of the token a
 #: call authenticated with, for the access line (never passed on to a client).
 CALLER_ID_METADATA = "tokengrpc-caller-id"
@@ -129,6 +134,17 @@ class Upstream:
             and _METADATA_VALUE.fullmatch(request_id)
         ):
             pairs.append(("x-request-id", request_id))
+        if request.trace is not None:
+            pairs.extend(request.trace.headers())
+        else:
+            for name in _TRACE_HEADERS:
+                value = headers.get(name)
+                if (
+                    value is not None
+                    and len(value) <= _MAX_TRACE_HEADER
+                    and _METADATA_VALUE.fullmatch(value)
+                ):
+                    pairs.append((name, value))
         return tuple(pairs)
 
     async def call(self, method: Callable[..., Awaitable[R]], message: Any, request: Request) -> R:

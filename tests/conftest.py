@@ -65,8 +65,11 @@ def _scan_files(data_dir: Path, plaintexts: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _running(data_dir: Path, database_url: str) -> AsyncIterator[LiveService]:
-    live = await start_service(data_dir, database_url)
+async def running(
+    data_dir: Path, database_url: str, *, github_scanning_keys: str | None = None
+) -> AsyncIterator[LiveService]:
+    """A live service, and after it the search of its store for every plaintext it saw."""
+    live = await start_service(data_dir, database_url, github_scanning_keys=github_scanning_keys)
     try:
         yield live
     finally:
@@ -83,14 +86,14 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     """A live service on the engine the test is parametrized with (see above)."""
     engine = request.param
     url = request.getfixturevalue("database_url") if engine == "postgres" else ""
-    async with _running(tmp_path / "data", url) as live:
+    async with running(tmp_path / "data", url) as live:
         yield live
 
 
 @pytest.fixture
 async def sqlite_service(tmp_path: Path) -> AsyncIterator[LiveService]:
     """For what only SQLite has: its files on disk, its counter file, its writer."""
-    async with _running(tmp_path / "data", "") as live:
+    async with running(tmp_path / "data", "") as live:
         yield live
 
 

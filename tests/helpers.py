@@ -116,13 +116,19 @@ async def start_service(
     database_url: str = "",
     *,
     grpc_max_receive_bytes: int | None = None,
+    github_scanning_keys: str | None = None,
     **settings_given: Any,
 ) -> LiveService:
     """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named;
     ``settings_given``: other ``Settings`` fields (a policy, say)."""
     from tokengrpc.config import Settings
 
-    settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        usage_flush_interval=0.05,
+        github_scanning_keys=github_scanning_keys,
+    )
     if grpc_max_receive_bytes is not None:
         settings = dataclasses.replace(settings, grpc_max_receive_bytes=grpc_max_receive_bytes)
     settings = dataclasses.replace(settings, **settings_given)
@@ -172,12 +178,14 @@ class LiveGateway:
         assert response.status_code == 200, response.text
 
 
-async def start_gateway(service: LiveService, mode: str = "network") -> LiveGateway:
+async def start_gateway(
+    service: LiveService, mode: str = "network", *, leak_reports: bool = False
+) -> LiveGateway:
     """The gateway over a real gRPC channel, or in-process as ``serve`` runs it."""
     from gateway.app import start_http
 
     upstream = service.server.in_process if mode == "in-process" else service.target
-    http = await start_http(upstream, "127.0.0.1:0")
+    http = await start_http(upstream, "127.0.0.1:0", leak_reports=leak_reports)
     client = httpx.AsyncClient(base_url=f"http://{http.address}", timeout=30)
     return LiveGateway(service, http, client)
 

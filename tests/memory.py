@@ -25,6 +25,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NameTaken,
     NewToken,
+    Outgoing,
     ReminderState,
     ReminderStep,
     Rotation,
@@ -51,6 +52,17 @@ class Database:
     reminders: dict[int, ReminderState] = dataclasses.field(default_factory=dict)
     #: The maximum secret age reminders were planned under; empty: never planned.
     reminder_plan: list[int | None] = dataclasses.field(default_factory=list)
+    #: The webhook URLs events are queued for, and the queue: rows by id, in
+    #: order, each due at its ``due`` time (as the engines' outbox tables).
+    webhook_urls: list[str] = dataclasses.field(default_factory=list)
+    outbox: dict[int, Queued] = dataclasses.field(default_factory=dict)
+    outbox_ids: int = 0
+
+
+@dataclasses.dataclass
+class Queued:
+    outgoing: Outgoing
+    due: int = 0
 
 
 class MemoryChanges:
@@ -100,12 +112,17 @@ class MemoryEngine:
         fields: Sequence[str] = (),
     ) -> None:
         events = self._db.events
-        events.append(
-            EventRecord(
-                len(events) + 1, now, action, record.id, record.owner, actor.token_id,
-                actor.owner, actor.client_ip, tuple(fields), actor.reason, actor.detail,
-            )
+        event = EventRecord(
+            len(events) + 1, now, action, record.id, record.owner, actor.token_id,
+            actor.owner, actor.client_ip, tuple(fields), actor.reason, actor.detail,
         )  # fmt: skip
+        events.append(event)
+        # As the engines' trigger: a row per URL, with the token as it is now, no secret.
+        token = dataclasses.replace(record, secret_hash=b"", sealed_value=None, previous_hash=None)
+        for url in self._db.webhook_urls:
+            self._db.outbox_ids += 1
+            row_id = self._db.outbox_ids
+            self._db.outbox[row_id] = Queued(Outgoing(row_id, url, 0, event, token))
 
     def _name_taken(self, owner: str, name: str, other_than: int = 0) -> bool:
         return owner == SERVICE_OWNER and any(
@@ -377,6 +394,46 @@ class MemoryEngine:
                 )
 
         await self._write("add_usage", step)
+
+    async def set_webhook_urls(self, urls: Sequence[str]) -> int:
+        def step() -> int:
+            gone = [k for k, q in self._db.outbox.items() if q.outgoing.url not in urls]
+            for row_id in gone:
+                del self._db.outbox[row_id]
+            self._db.webhook_urls = list(urls)
+            return len(gone)
+
+        return await self._write("set_webhook_urls", step)
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
+        def step() -> list[Outgoing]:
+            claimed: list[Outgoing] = []
+            waiting: set[tuple[str, int]] = set()  # (URL, token) with an earlier row queued
+            for queued in self._db.outbox.values():
+                row = queued.outgoing
+                key = (row.url, row.event.token_id)
+                if key not in waiting and queued.due <= now and len(claimed) < limit:
+                    queued.due = lease_until
+                    claimed.append(row)
+                waiting.add(key)
+            return claimed
+
+        return await self._write("claim_deliveries", step)
+
+    async def finish_delivery(self, row_id: int) -> None:
+        await self._write("finish_delivery", lambda: self._db.outbox.pop(row_id, None))
+
+    async def retry_delivery(self, row_id: int, attempts: int, due: int) -> None:
+        def step() -> None:
+            queued = self._db.outbox.get(row_id)
+            if queued is not None:
+                queued.outgoing = dataclasses.replace(queued.outgoing, attempts=attempts)
+                queued.due = due
+
+        await self._write("retry_delivery", step)
+
+    async def oldest_undelivered(self) -> int | None:
+        return next((q.outgoing.event.event_time for q in self._db.outbox.values()), None)
 
     async def is_empty(self) -> bool:
         return not self._db.tokens

@@ -125,10 +125,11 @@ def children(pid: int) -> list[int]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tokengrpc", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env or clean_env(),

@@ -24,6 +24,7 @@ HELPS: dict[tuple[str, ...], str | None] = {
     ("token", "rotate"): TOKEN,
     ("token", "events"): TOKEN,
     ("migrate",): MIGRATE,
+    ("scan",): None,
 }
 
 
@@ -58,8 +59,9 @@ def test_every_setting_has_a_variable_and_a_flag_but_secrets_no_flag() -> None:
         assert option.variable_name.startswith("TOKENGRPC_"), option.field
         assert (option.flag_name is None) == option.secret, option.field
         assert set(option.commands) <= set(COMMANDS), option.field
-    # A secret is a key; a URL's password has its own warning (CONTRACT section 5).
-    assert {option.field for option in OPTIONS if option.secret} == {"secret_key"}
+    # A secret is a key (the store's, the webhooks'); a URL's password has its own
+    # warning (CONTRACT section 5).
+    assert {option.field for option in OPTIONS if option.secret} == {"secret_key", "webhook_secret"}
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +29,7 @@ from tokengrpc.observe import HttpObserver
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
+from tokengrpc.version import version
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 #: Well formed, checksum and all, but never issued: what an attacker replays.
@@ -52,6 +55,8 @@ class Observed:
     stub: tokens_pb2_grpc.TokenServiceAsyncStub
     client: httpx.AsyncClient
     admin: str
+    #: The gRPC server's HOST:PORT.
+    target: str
 
     async def scrape(self) -> Samples:
         response = await self.client.get("/metrics")
@@ -73,7 +78,8 @@ async def observed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncItera
     client = httpx.AsyncClient(base_url=f"http://{http.address}")
     admin = (tmp_path / "bootstrap-token").read_text().strip()
     try:
-        yield Observed(server, http, tokens_pb2_grpc.TokenServiceStub(channel), client, admin)
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        yield Observed(server, http, stub, client, admin, target)
     finally:
         await client.aclose()
         await channel.close()
@@ -134,6 +140,11 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert again.status_code == 404
     fetched = await observed.client.get(f"/v1/tokens/{token_id}", headers=headers)
     assert fetched.status_code == 200
+    # Routed by the template /v1/tokens/{token.id}; labelled as /openapi.json writes it.
+    renamed = await observed.client.patch(
+        f"/v1/tokens/{token_id}", json={"name": "ci-runner-2"}, headers=headers
+    )
+    assert renamed.status_code == 400  # revoked above
     for path in ("/no/such/thing", f"/{FORGED}", "/wp-admin.php"):
         assert (await observed.client.get(path)).status_code == 404
     after = await observed.scrape()
@@ -147,11 +158,51 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert delta(requests, route="/api/token/{tokenId}", status="200") == 1
     assert delta(requests, route="/api/token/{tokenId}", status="404") == 1
     assert delta(requests, route="/v1/tokens/{id}", status="200") == 1
+    assert delta(requests, route="/v1/tokens/{id}", status="400") == 1
     assert delta(requests, route="(unmatched)", status="404") == 3
     # The scrape before this one counted, under its own template.
     assert delta(requests, route="/metrics", status="200") == 1
     assert delta("tokengrpc_http_request_duration_seconds_count", route="/api/token") == 5
     _no_identifying_labels(after, [observed.admin, FORGED], None, ids=(token_id,))
+
+
+async def test_check_decisions_the_build_and_the_process_are_exposed(observed: Observed) -> None:
+    made = await observed.stub.CreateToken(
+        pb.CreateTokenRequest(name="checked", owner="alice", scopes=["read"]),
+        metadata=bearer(observed.admin),
+    )
+    before = await observed.scrape()
+    async with grpc.aio.insecure_channel(observed.target) as channel:
+        check = external_auth_pb2_grpc.AuthorizationStub(channel)
+        # (the token checked, the scopes the route demands, Envoy's own token)
+        for presented, required, envoy in (
+            (made.plaintext, "", observed.admin),
+            (made.plaintext, "read", observed.admin),
+            (FORGED, "", observed.admin),
+            (made.plaintext, "write", observed.admin),
+            (made.plaintext, "", made.plaintext),  # Envoy's token lacks introspect
+        ):
+            request = external_auth_pb2.CheckRequest()
+            request.attributes.request.http.headers["authorization"] = f"Bearer {presented}"
+            request.attributes.source.address.socket_address.address = "127.0.0.1"
+            if required:
+                request.attributes.context_extensions["required_scopes"] = required
+            await check.Check(request, metadata=bearer(envoy))
+    after = await observed.scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    decisions = "tokengrpc_authz_decisions_total"
+    assert delta(decisions, endpoint="Check", result="allowed") == 2
+    assert delta(decisions, endpoint="Check", result="unauthenticated") == 1
+    assert delta(decisions, endpoint="Check", result="forbidden") == 1
+    assert delta(decisions, endpoint="Check", result="unavailable") == 1
+    assert value(after, "tokengrpc_build_info", version=version()) == 1
+    assert value(after, "process_cpu_seconds_total") > 0
+    assert value(after, "process_open_fds") > 0
+    assert value(after, "python_gc_collections_total", generation="0") > 0
+    assert any(name == "python_info" for name, _ in after)
 
 
 def _no_identifying_labels(
@@ -318,6 +369,33 @@ def test_a_stopped_process_stays_counted_and_a_copy_replaces_its_last(shared: Pa
     assert value(samples, "tokengrpc_http_requests_total", route="/healthz", status="200") == 3
     assert value(samples, "tokengrpc_http_request_duration_seconds_count", route="/healthz") == 3
     assert len(list(shared.glob("*.json"))) == 2
+
+
+def test_process_figures_are_summed_over_workers_but_the_limit_and_the_start(
+    shared: Path,
+) -> None:
+    """CPU and memory of every worker add up; the descriptor limit and the start
+    time are each process's own, so the scrape shows the highest and the earliest."""
+    other, own = Metrics(), Metrics()
+    other.share()
+    file = next(path for path in shared.glob("*.json") if path.name != own._files.name)  # type: ignore[union-attr]
+    snapshot = json.loads(file.read_text())
+    known = {
+        "process_cpu_seconds": 1000.0,
+        "process_max_fds": 10.0**9,
+        "process_start_time_seconds": 1.0,
+        "process_resident_memory_bytes": 10.0**12,
+    }
+    for name, _, _, samples in snapshot["process"]:
+        for sample in samples:
+            sample[2] = known.get(name, sample[2])
+    file.write_text(json.dumps(snapshot))
+    samples = parse(generate_latest(own.collector()).decode())
+    assert 1000 < value(samples, "process_cpu_seconds_total") < 1000 + time.process_time() + 1
+    assert value(samples, "process_resident_memory_bytes") > 10**12
+    assert value(samples, "process_max_fds") == 10**9
+    assert value(samples, "process_start_time_seconds") == 1.0
+    assert value(samples, "tokengrpc_build_info", version=version()) == 1
 
 
 def test_metrics_use_only_prometheus_clients_public_api() -> None:

@@ -69,13 +69,18 @@ async def untrusted() -> AsyncIterator[tuple[Recording, httpx.AsyncClient]]:
 
 async def test_headers_become_metadata(recorded: tuple[Recording, httpx.AsyncClient]) -> None:
     servicer, client = recorded
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     response = await client.get(
         "/v1/tokens",
-        headers={"Authorization": "Bearer abc", "X-Request-Id": "req-1", "grpc-timeout": "20S"},
-    )
+        headers={"Authorization": "Bearer abc", "X-Request-Id": "req-1", "grpc-timeout": "20S",
+                 "traceparent": parent, "tracestate": "vendor=1"},
+    )  # fmt: skip
     assert response.status_code == 200
     assert servicer.metadata["authorization"] == "Bearer abc"
     assert servicer.metadata["x-request-id"] == "req-1"
+    # Not tracing itself, the gateway passes the client's trace context on as it came.
+    assert servicer.metadata["traceparent"] == parent
+    assert servicer.metadata["tracestate"] == "vendor=1"
     assert servicer.metadata["x-forwarded-for"] == "127.0.0.1"
     assert servicer.time_remaining is not None
     assert 15 < servicer.time_remaining < 21  # the header, give or take clock rounding
@@ -150,6 +155,7 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
         ("grpc-timeout", b"\xff"),
         ("X-Forwarded-For", b"\xff, 203.0.113.9"),
         ("X-Forwarded-Host", b"\xffexample.org"),
+        ("traceparent", b"00-\xff"),
     ],
 )
 async def test_headers_grpc_cannot_carry_are_left_out_not_a_500(

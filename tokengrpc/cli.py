@@ -8,14 +8,13 @@ only knows their names. The settings of every command come from the table in
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tokengrpc import logs
-from tokengrpc.commands import gateway, migrate, serve, token
+from tokengrpc import corelog, logs
+from tokengrpc.commands import gateway, migrate, scan, serve, token
 from tokengrpc.config import (
     GATEWAY,
     MIGRATE,
@@ -29,6 +28,7 @@ from tokengrpc.config import (
 from tokengrpc.errors import DomainError
 from tokengrpc.store.postgres.dsn import has_password
 from tokengrpc.supervise import WorkerPipes, read_settings
+from tokengrpc.version import version
 
 log = logging.getLogger("tokengrpc")
 
@@ -40,14 +40,8 @@ _COMMANDS = (
     ("gateway", "run the HTTP gateway alone, in front of a gRPC server", gateway, GATEWAY),
     ("token", "administer tokens directly in the store", token, None),
     ("migrate", "bring the store's schema up to date, print its version, exit", migrate, MIGRATE),
+    ("scan", "find tokens in files before they leak: path:line:column each", scan, None),
 )
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("tokengrpc")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
-        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"tokengrpc: {error}", file=sys.stderr)
         return 2
+    if args.command in ("serve", "gateway"):
+        corelog.capture()  # gRPC core's lines too, in our format (corelog.py)
     # From here on every message goes through logging, in the chosen format
     # (the commands' results and serve's start-up lines stay on stdout).
     logs.configure(settings.log_format, access_log=settings.access_log)

@@ -17,10 +17,13 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+from urllib.parse import urlsplit
 
 from tokengrpc.addresses import DEFAULT_TRUSTED_PROXIES
 from tokengrpc.durations import duration_list, parse_duration, positive_duration
 from tokengrpc.store.postgres.dsn import is_postgres
+from tokengrpc.webhooks.signing import webhook_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,13 @@ class Settings:
     revoke_unused_after: int | None = None
     #: How long before an expiry each EXPIRING event is recorded, longest first.
     expiry_reminders: tuple[int, ...] = tuple(parse_duration(text) for text in ("30d", "7d", "1d"))
+    #: Where the keys that sign leak reports are (a URL, or a file in GitHub's
+    #: ``meta/public_keys/secret_scanning`` format); None: no ``/v1/leaks/github``.
+    github_scanning_keys: str | None = None
+    #: Where every audit event is POSTed (CONTRACT section 13, ``tokengrpc.webhooks``).
+    webhook_urls: tuple[str, ...] = ()
+    #: ``whsec_`` and base64: the key webhooks are signed with (needed with any URL).
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 class SettingError(ValueError):
@@ -135,9 +145,29 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _key_source(text: str) -> str | None:
+    """A URL or a path; empty: none (leak reports off)."""
+    return text.strip() or None
+
+
 def _proxies(text: str) -> tuple[str, ...]:
     """Comma-separated CIDR ranges; empty trusts none."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _webhook_urls(text: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs (the error never repeats one: a URL may hold
+    a receiver's secret)."""
+    urls = tuple(part.strip() for part in text.split(",") if part.strip())
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError("must be http:// or https:// URLs with a host")
+    return urls
 
 
 def _http_upstream(text: str) -> bool:
@@ -204,6 +234,8 @@ class Option:
     choices: tuple[str, ...] = ()
     #: An empty variable is a value (an empty list), not "unset".
     empty_is_value: bool = False
+    #: The flag may be given more than once; its values add up (a list).
+    repeatable: bool = False
     metavar: str = "VALUE"
     #: How ``--help`` shows the default, when the field's value would not say it.
     default_text: str | None = None
@@ -435,6 +467,32 @@ OPTIONS: tuple[Option, ...] = (
         metavar="DURATIONS",
         default_text="30d,7d,1d",
     ),
+    Option(
+        "github_scanning_keys",
+        _key_source,
+        "GitHub's secret scanning key URL, or a file in its format: enables POST /v1/leaks/github",
+        commands=(SERVE, GATEWAY),
+        metavar="URL_OR_FILE",
+        default_text="unset",
+    ),
+    Option(
+        "webhook_urls",
+        _webhook_urls,
+        "POST every audit event, signed, to this URL (repeatable; the variable:"
+        " comma-separated); needs TOKENGRPC_WEBHOOK_SECRET",
+        flag="--webhook-url",
+        variable="TOKENGRPC_WEBHOOK_URLS",
+        repeatable=True,
+        metavar="URL",
+        default_text="none",
+    ),
+    Option(
+        "webhook_secret",
+        webhook_secret,
+        "whsec_ and base64 of the key webhooks are signed with (Standard Webhooks)",
+        secret=True,
+        default_text="none; required with a webhook URL",
+    ),
 )
 
 
@@ -458,7 +516,10 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
             metavar = "{" + ",".join(option.choices) + "}" if option.choices else option.metavar
             default = "required" if option.required else f"default {option.shown_default()}"
             help_text = f"{option.help} ({variable}; {default})"
-            parser.add_argument(flag, dest=option.field, metavar=metavar, help=help_text)
+            action = "append" if option.repeatable else "store"
+            parser.add_argument(
+                flag, dest=option.field, metavar=metavar, help=help_text, action=action
+            )
 
 
 def secrets_epilog(command: str) -> str | None:
@@ -490,6 +551,11 @@ def resolve(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
         if option.switch:
             if given:
                 values[option.field] = False
+        elif isinstance(given, list):  # a repeatable flag: each value parses to a tuple
+            items: list[object] = []
+            for text in given:
+                items += cast(tuple[object, ...], option.read(text, f"{option.flag_name}:"))
+            values[option.field] = tuple(items)
         elif given is not None:
             values[option.field] = option.read(given, f"{option.flag_name}:")
     return dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import grpc
@@ -28,6 +28,7 @@ from google.rpc import code_pb2, status_pb2
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller, bearer
 from tokengrpc.errors import Unauthenticated, Unavailable
+from tokengrpc.logs import note_checked
 from tokengrpc.rules import INTROSPECT
 from tokengrpc.store import TokenRecord
 
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 #: The full method name, as the observer knows it (for ``TOO_LARGE``).
 CHECK_METHOD = f"/{SERVICE_NAME}/Check"
+#: The ``endpoint`` label of Check's decisions (``tokengrpc_authz_decisions_total``).
+ENDPOINT = "Check"
+#: The checked request's headers that carry its trace context (W3C).
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+#: Counts one decision: (endpoint, result); ``Metrics.decision`` or nothing.
+Decided = Callable[[str, str], None]
+
+
+def _uncounted(endpoint: str, result: str) -> None:
+    return None
+
 
 #: What the upstream learns about an allowed request; client copies never pass.
 IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
@@ -123,6 +136,22 @@ def presented_token(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
     return bearer(values[0])
 
 
+def checked_trace_context(request: object) -> list[tuple[str, str]] | None:
+    """The checked request's trace context (its ``traceparent``), for Check's span:
+    the protected request's trace goes on through the check. None if it has none."""
+    if not isinstance(request, external_auth_pb2.CheckRequest):
+        return None
+    http = request.attributes.request.http
+    found = [(name, http.headers[name]) for name in _TRACE_HEADERS if name in http.headers]
+    if not found:
+        found = [
+            (entry.key.lower(), entry.raw_value.decode("latin-1") or entry.value)
+            for entry in http.header_map.headers
+            if entry.key.lower() in _TRACE_HEADERS
+        ]
+    return found or None
+
+
 def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
     headers = [
         _header("x-token-id", str(record.id)),
@@ -162,8 +191,9 @@ def allowed(record: TokenRecord) -> external_auth_pb2.CheckResponse:
 class AuthorizationServicer:
     """Implements ``Authorization`` (duck-typed: the generated base is untyped)."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, decided: Decided | None = None) -> None:
         self._auth = authenticator
+        self._decided = decided or _uncounted
         self._last_warning = -_WARN_EVERY
         #: Token id -> (the record it was built from, its allowing answer): an answer
         #: is built once per record, not per check (docs/performance.md). The store
@@ -199,11 +229,13 @@ class AuthorizationServicer:
         context: grpc.aio.ServicerContext[object, object],
     ) -> external_auth_pb2.CheckResponse:
         try:
-            return await self._check(request, context)
+            answer = await self._check(request, context)
         except Unavailable:
             # The store is down: a denial Envoy can pass on, not a failed call
             # whose fate depends on Envoy's failure_mode_allow.
-            return UNAVAILABLE
+            answer = UNAVAILABLE
+        self._decided(ENDPOINT, _RESULTS.get(answer.status.code, "allowed"))
+        return answer
 
     async def _check(
         self,
@@ -220,6 +252,7 @@ class AuthorizationServicer:
         record = await self._auth.check(token, address, caller.now)
         if record is None:
             return UNAUTHENTICATED
+        note_checked(record.id)
         if lacks_required_scopes(record, attributes.context_extensions):
             return FORBIDDEN
         return self._allowed(record)
@@ -235,9 +268,19 @@ class AuthorizationServicer:
         return answer
 
 
-def register(server: grpc.aio.Server, authenticator: Authenticator) -> str:
+#: A denial's gRPC code -> its result label; OK is "allowed".
+_RESULTS = {
+    code_pb2.UNAUTHENTICATED: "unauthenticated",
+    code_pb2.PERMISSION_DENIED: "forbidden",
+    code_pb2.UNAVAILABLE: "unavailable",
+}
+
+
+def register(
+    server: grpc.aio.Server, authenticator: Authenticator, decided: Decided | None = None
+) -> str:
     """Serve Check beside TokenService; returns the name for reflection."""
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(authenticator), server
+        AuthorizationServicer(authenticator, decided), server
     )
     return str(SERVICE_NAME)

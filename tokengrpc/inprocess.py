@@ -6,7 +6,8 @@ channel: the same handlers, the same authentication (metadata, including
 What it skips is the socket, HTTP/2 framing and protobuf (de)serialization,
 much as grpc-gateway's in-process handler registration does in Go. Requests
 and responses are handed over as objects; handlers do not keep or mutate
-them.
+them. When the process traces, each call gets the server span a network
+call would, continuing the trace context the gateway sent in the metadata.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc.aio import Metadata
+
+from tokengrpc.logs import current_caller
+
+if TYPE_CHECKING:
+    from tokengrpc.spans import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +75,10 @@ class _Context:
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
-    def __init__(self, method: str, handler: Handler | None) -> None:
+    def __init__(self, method: str, handler: Handler | None, tracing: Tracing | None) -> None:
         self._method = method
         self._handler = handler
+        self._tracing = tracing
 
     def __call__(  # type: ignore[override]
         self,
@@ -81,7 +88,28 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         metadata: Any = None,
         **_: Any,
     ) -> Awaitable[Any]:
+        if self._tracing is not None:
+            return self._traced(self._tracing, request, timeout, tuple(metadata or ()))
         return self._invoke(request, timeout, tuple(metadata or ()))
+
+    async def _traced(
+        self,
+        tracing: Tracing,
+        request: Any,
+        budget: float | None,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> Any:
+        span = tracing.rpc(self._method, metadata, PEER)
+        code = grpc.StatusCode.OK
+        try:
+            return await self._invoke(request, budget, metadata)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        finally:
+            # The gateway's request tracks the caller; the service noted it there.
+            slot = current_caller()
+            tracing.end_rpc(span, code, slot.token_id if slot is not None else None)
 
     async def _invoke(
         self, request: Any, budget: float | None, metadata: tuple[tuple[str, str], ...]
@@ -115,19 +143,20 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
 class InProcessChannel(grpc.aio.Channel):
     """Unary calls straight into registered servicers (the only kind our API has)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._tracing = tracing
 
     def register(self, service: ServiceDescriptor, servicer: object) -> None:
         for method in service.methods:
             self._handlers[f"/{service.full_name}/{method.name}"] = getattr(servicer, method.name)
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnaryUnary(method, self._handlers.get(method))
+        return _UnaryUnary(method, self._handlers.get(method), self._tracing)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         # Stubs create every method up front; only calling a streaming one fails.
-        return _UnaryUnary(method, None)
+        return _UnaryUnary(method, None, None)
 
     stream_unary = stream_stream = unary_stream
 

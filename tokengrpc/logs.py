@@ -29,7 +29,7 @@ ACCESS_LOGGER = "tokengrpc.access"
 CALLER_ID_METADATA = "tokengrpc-caller-id"
 #: The fields of an access line, in the order the text format prints them.
 ACCESS_FIELDS = ("surface", "method", "route", "status", "duration_ms", "token_id", "client",
-                 "trace_id")  # fmt: skip
+                 "trace_id", "request_id")  # fmt: skip
 
 #: A request id worth logging: short, and no character a plaintext holds (``|``).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -46,6 +46,8 @@ class CallerSlot:
     """Filled in by authentication, read by whoever logs the request."""
 
     token_id: int | None = None
+    #: On ``Check``: the token the checked request presented, once judged.
+    checked_id: int | None = None
 
 
 _CALLER: contextvars.ContextVar[CallerSlot | None] = contextvars.ContextVar(
@@ -67,6 +69,18 @@ def note_caller(token_id: int) -> None:
         slot.token_id = token_id
 
 
+def note_checked(token_id: int) -> None:
+    """Record which token a check judged (its span names that one, not the checker)."""
+    slot = _CALLER.get()
+    if slot is not None:
+        slot.checked_id = token_id
+
+
+def current_caller() -> CallerSlot | None:
+    """The slot of the request running in this context, if one is tracked."""
+    return _CALLER.get()
+
+
 def caller_metadata(token_id: int) -> tuple[tuple[str, str]]:
     """The trailing metadata of a call whose caller authenticated with ``token_id``."""
     return ((CALLER_ID_METADATA, str(token_id)),)
@@ -85,17 +99,26 @@ def trace_id_of(pairs: Iterable[tuple[str, Any]]) -> str | None:
             request_id = value
         elif key == "traceparent" and isinstance(value, str):
             traceparent = value
-    if (
-        request_id is not None
-        and _REQUEST_ID.fullmatch(request_id)
-        and not _SECRET_RUN.search(request_id)
-    ):
+    if request_id is not None and _loggable(request_id):
         return request_id
     if traceparent is not None:
         match = _TRACEPARENT.fullmatch(traceparent.strip())
         if match is not None:
             return match.group(1)
     return None
+
+
+def request_id_of(pairs: Iterable[tuple[str, Any]]) -> str | None:
+    """The client's ``x-request-id``, if it is well formed (as :func:`trace_id_of` judges)."""
+    found = None
+    for key, value in pairs:
+        if key == "x-request-id" and isinstance(value, str):
+            found = value
+    return found if found is not None and _loggable(found) else None
+
+
+def _loggable(request_id: str) -> bool:
+    return _REQUEST_ID.fullmatch(request_id) is not None and not _SECRET_RUN.search(request_id)
 
 
 def _time(record: logging.LogRecord) -> str:

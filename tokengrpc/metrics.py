@@ -19,21 +19,34 @@ the exposition and its HTTP server).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
+from tokengrpc import corelog
 from tokengrpc.sharedmetrics import SHARED_DIR_VARIABLE, Snapshot, SnapshotFiles, shared_directory
+from tokengrpc.version import version
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +180,137 @@ class _Outcomes:
         yield counted
 
 
+class _Webhooks:
+    """``tokengrpc_webhook_deliveries_total{result}`` and the age of the oldest
+    event still queued for a URL (the same queue for every process: the
+    oldest any of them saw is the figure)."""
+
+    RESULTS = ("delivered", "failed", "abandoned")
+
+    def __init__(self) -> None:
+        self.results = dict.fromkeys(self.RESULTS, 0)
+        #: The oldest queued event's time (microseconds), as last looked at; None: none.
+        self.oldest: int | None = None
+
+    def snapshot(self) -> list[object]:
+        return [dict(self.results), self.oldest]
+
+    def merge(self, snapshot: list[Any]) -> None:
+        results, oldest = snapshot
+        for result, count in results.items():
+            self.results[result] = self.results.get(result, 0) + count
+        if oldest is not None:
+            self.oldest = oldest if self.oldest is None else min(self.oldest, oldest)
+
+    def families(self) -> Iterator[Metric]:
+        counted = CounterMetricFamily(
+            "tokengrpc_webhook_deliveries",
+            "webhook tries by result: delivered, failed (tried again later), abandoned (given up)",
+            labels=("result",),
+        )
+        for result, count in self.results.items():
+            counted.add_metric((result,), count)
+        yield counted
+        age = 0.0 if self.oldest is None else max(0.0, time.time() - self.oldest / 1e6)
+        yield GaugeMetricFamily(
+            "tokengrpc_webhook_oldest_undelivered_seconds",
+            "age of the oldest event not yet delivered to every webhook URL (0: none queued)",
+            value=age,
+        )
+
+
+class _Decisions:
+    """``tokengrpc_authz_decisions_total{endpoint,result}``: what each check answered."""
+
+    #: Every result a decision can have.
+    RESULTS = ("allowed", "unauthenticated", "forbidden", "unavailable")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, endpoint: str, result: str) -> None:
+        key = (endpoint, result)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def snapshot(self) -> list[list[object]]:
+        return [
+            [endpoint, result, count] for (endpoint, result), count in list(self.counts.items())
+        ]
+
+    def merge(self, snapshot: list[list[object]]) -> None:
+        for endpoint, result, count in snapshot:
+            key = (str(endpoint), str(result))
+            self.counts[key] = self.counts.get(key, 0) + int(count)  # type: ignore[call-overload]
+
+    def families(self) -> Iterator[Metric]:
+        counted = CounterMetricFamily(
+            "tokengrpc_authz_decisions", "authorization checks (Check, /auth/check) by result",
+            labels=("endpoint", "result"),
+        )  # fmt: skip
+        for key, count in list(self.counts.items()):
+            counted.add_metric(key, count)
+        yield counted
+
+
+#: Process families whose sum over workers means nothing: the limit and the
+#: start are each worker's own, so a scrape shows the highest and the earliest.
+_NOT_SUMMED = {"process_max_fds": max, "process_start_time_seconds": min}
+
+
+class _Process:
+    """``process_*`` and ``python_gc_*``: read from this process, or summed over workers.
+
+    Summed, they describe the service as a whole (CPU seconds, memory, open
+    descriptors and collections of every worker together), as the request
+    counters do; see :data:`_NOT_SUMMED` for the two that are not sums.
+    """
+
+    def __init__(self) -> None:
+        #: Family name -> (type, help, {(sample name, labels): value}); the merged numbers.
+        self.merged: dict[str, tuple[str, str, dict[tuple[str, str], float]]] = {}
+
+    @staticmethod
+    def read() -> list[list[Any]]:
+        """This process's families as plain data: [name, type, help, [[sample, labels, value]]]."""
+        found = []
+        for collector in _OWN_COLLECTORS:
+            for family in collector.collect():
+                samples = [[sample.name, json.dumps(sample.labels, sort_keys=True), sample.value]
+                           for sample in family.samples]  # fmt: skip
+                found.append([family.name, family.type, family.documentation, samples])
+        return found
+
+    def merge(self, snapshot: list[list[Any]]) -> None:
+        for name, kind, text, samples in snapshot:
+            _, _, values = self.merged.setdefault(name, (kind, text, {}))
+            pick = _NOT_SUMMED.get(name)
+            for sample, labels, value in samples:
+                key = (sample, labels)
+                known = values.get(key)
+                if known is None:
+                    values[key] = value
+                else:
+                    values[key] = pick(known, value) if pick is not None else known + value
+
+    def families(self) -> Iterator[Metric]:
+        for name, (kind, text, values) in list(self.merged.items()):
+            family = Metric(name, text, kind)
+            for (sample, labels), value in values.items():
+                family.add_sample(sample, json.loads(labels), value)
+            yield family
+
+
+#: What ``process_*`` and ``python_gc_*`` are read from (prometheus-client's own).
+_OWN_COLLECTORS = (ProcessCollector(registry=None), GCCollector(registry=CollectorRegistry()))
+
+
+def _build_info() -> Iterator[Metric]:
+    built = GaugeMetricFamily("tokengrpc_build_info", "the running version", labels=("version",))
+    built.add_metric((version(),), 1)
+    yield built
+    yield from PlatformCollector(registry=None).collect()  # python_info: the same in every worker
+
+
 class _Counts:
     """Every number one process records; also what a scrape adds the workers' into."""
 
@@ -181,6 +325,10 @@ class _Counts:
             "tokengrpc_introspections", "active", "IntrospectToken answers by active",
             "true", "false",
         )  # fmt: skip
+        self.webhooks = _Webhooks()
+        self.decisions = _Decisions()
+        self.process = _Process()
+        self.handshakes = 0
 
     def collect(self) -> Iterator[Metric]:
         """The families (prometheus-client's collector protocol)."""
@@ -188,6 +336,21 @@ class _Counts:
         yield from self.http.families()
         yield from self.authentications.families()
         yield from self.introspections.families()
+        yield from self.webhooks.families()
+        yield from self.decisions.families()
+        failed = CounterMetricFamily(
+            "tokengrpc_tls_handshake_failures", "TLS handshakes that failed (gRPC listener)"
+        )
+        failed.add_metric((), self._handshakes())
+        yield failed
+        yield from _build_info()
+        yield from self._process_families()
+
+    def _process_families(self) -> Iterator[Metric]:
+        yield from self.process.families()
+
+    def _handshakes(self) -> int:
+        return self.handshakes
 
     def snapshot(self) -> Snapshot:
         """Plain numbers, for another process to :meth:`merge`."""
@@ -196,6 +359,10 @@ class _Counts:
             "http": self.http.snapshot(),
             "authentications": self.authentications.snapshot(),
             "introspections": self.introspections.snapshot(),
+            "webhooks": self.webhooks.snapshot(),
+            "decisions": self.decisions.snapshot(),
+            "handshakes": self._handshakes(),
+            "process": _Process.read(),
         }
 
     def merge(self, snapshot: Snapshot) -> None:
@@ -203,10 +370,22 @@ class _Counts:
         self.http.merge(snapshot["http"])
         self.authentications.merge(snapshot["authentications"])
         self.introspections.merge(snapshot["introspections"])
+        self.webhooks.merge(snapshot["webhooks"])
+        # A file from a process of an earlier version lacks these.
+        self.decisions.merge(snapshot.get("decisions", []))
+        self.handshakes += int(snapshot.get("handshakes", 0))
+        self.process.merge(snapshot.get("process", []))
 
 
 class Metrics(_Counts):
     """Every metric of one process, and its scrape."""
+
+    def _process_families(self) -> Iterator[Metric]:
+        for collector in _OWN_COLLECTORS:  # this process alone, read now
+            yield from collector.collect()
+
+    def _handshakes(self) -> int:
+        return corelog.failed_handshakes()
 
     def __init__(self) -> None:
         super().__init__()
@@ -222,6 +401,11 @@ class Metrics(_Counts):
     def http_request(self, route: str, status: str, seconds: float) -> None:
         self.http.add(route, status, seconds)
 
+    def decision(self, endpoint: str, result: str) -> None:
+        """One answer of an authorization check: ``endpoint`` is ``Check`` or
+        ``/auth/check``, ``result`` one of :attr:`_Decisions.RESULTS`."""
+        self.decisions.add(endpoint, result)
+
     def authenticated(self, ok: bool) -> None:
         if ok:
             self.authentications.yes += 1
@@ -233,6 +417,13 @@ class Metrics(_Counts):
             self.introspections.yes += 1
         else:
             self.introspections.no += 1
+
+    def webhook_delivered(self, result: str) -> None:
+        """One try's ``result``: one of ``_Webhooks.RESULTS``."""
+        self.webhooks.results[result] += 1
+
+    def webhook_oldest(self, event_time: int | None) -> None:
+        self.webhooks.oldest = event_time
 
     @property
     def shared(self) -> bool:

@@ -5,6 +5,10 @@ health, reflection, ext_authz), and reads their requests so that unreadable
 bytes are an answer, not a crash (``tokengrpc.decoding``). HTTP: the gateway
 calls :class:`HttpObserver` once per request from ``Gateway.__call__`` (it is
 handed one by the command line, since the gateway does not import this package).
+
+Traces (``tokengrpc.spans``) are started and ended here too, but only when
+the observer was given a :class:`~tokengrpc.spans.Tracing`: without one, a
+request meets a ``None`` check and no tracer call.
 """
 
 from __future__ import annotations
@@ -12,15 +16,23 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 
 from tokengrpc.decoding import TOO_LARGE, Unreadable, guarded, readable
-from tokengrpc.logs import AccessLog, CallerSlot, trace_id_of, track_caller
+from tokengrpc.logs import AccessLog, CallerSlot, request_id_of, trace_id_of, track_caller
 from tokengrpc.metrics import UNMATCHED_ROUTE, Metrics
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from tokengrpc.spans import HttpTrace, Tracing
+
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+#: Where a method's trace context is, when not in the call's metadata (Check:
+#: in the checked request's headers, so the protected request's trace goes on).
+TraceCarrier: TypeAlias = Callable[[Any], Iterable[tuple[str, Any]] | None]
 
 
 def _address(peer: str) -> str | None:
@@ -52,8 +64,13 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         *,
         max_request_bytes: int | None = None,
         oversized: Mapping[str, object] | None = None,
+        tracing: Tracing | None = None,
+        carriers: Mapping[str, TraceCarrier] | None = None,
     ) -> None:
         self._metrics = metrics
+        self._tracing = tracing
+        #: Full method name -> where its trace context is read from (else the metadata).
+        self._carriers = dict(carriers or {})
         self._access = access if access is not None and access.enabled else None
         self._limit = max_request_bytes
         #: Full method name -> the response a too large request gets instead of an error.
@@ -95,6 +112,8 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Any]:
         """``streamed``: the request is an iterator of messages, each read as it comes."""
         oversized = self._oversized.get(method)
+        # Off: one test per call, and no tracer call.
+        span_of = self._spans(self._tracing, method) if self._tracing is not None else None
 
         if inspect.isasyncgenfunction(behaviour):
 
@@ -102,6 +121,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
                 started, slot, failed = time.perf_counter(), track_caller(), True
+                span = span_of(request, context) if span_of is not None else None
                 try:
                     if streamed:
                         request = readable(request, context)
@@ -111,12 +131,13 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
                         yield response
                     failed = False
                 finally:
-                    self._done(method, context, started, slot, failed)
+                    self._done(method, context, started, slot, failed, span)
 
             return streaming
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started, slot, failed = time.perf_counter(), track_caller(), True
+            span = span_of(request, context) if span_of is not None else None
             try:
                 if streamed:
                     request = readable(request, context)
@@ -129,9 +150,21 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
                 failed = False
                 return response
             finally:
-                self._done(method, context, started, slot, failed)
+                self._done(method, context, started, slot, failed, span)
 
         return call
+
+    def _spans(self, tracing: Tracing, method: str) -> Callable[[Any, Any], Span]:
+        """What starts ``method``'s server span, from the context its carrier names."""
+        carrier = self._carriers.get(method)
+
+        def span_of(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Span:
+            found = None
+            if carrier is not None and not isinstance(request, Unreadable):
+                found = carrier(request)
+            return tracing.rpc(method, found or context.invocation_metadata() or (), context.peer())
+
+        return span_of
 
     def _done(
         self,
@@ -140,8 +173,9 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
         started: float,
         slot: CallerSlot,
         failed: bool,
+        span: Span | None,
     ) -> None:
-        if self._metrics is None and self._access is None:
+        if self._metrics is None and self._access is None and span is None:
             return
         seconds = time.perf_counter() - started
         # None when the handler neither set a code nor aborted (typed otherwise).
@@ -150,13 +184,29 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
         if self._metrics is not None:
             self._metrics.grpc_call(method, code.name, seconds)
+        trace_id = None
+        if span is not None and self._tracing is not None:
+            checked = slot.checked_id
+            token_id = checked if checked is not None else slot.token_id
+            trace_id = self._tracing.end_rpc(span, code, token_id)
         if self._access is not None:
             metadata: Iterable[tuple[str, Any]] = context.invocation_metadata() or ()
             self._access.write(
                 surface="grpc", method=method, route=None, status=code.name,
                 duration_ms=round(seconds * 1000, 3), token_id=slot.token_id,
-                client=_address(context.peer()), trace_id=trace_id_of(metadata),
+                client=_address(context.peer()), trace_id=trace_id or trace_id_of(metadata),
+                request_id=request_id_of(metadata),
             )  # fmt: skip
+
+
+class HttpRequest(Protocol):
+    """What the observer reads of the gateway's request (``gateway.http.Request``)."""
+
+    method: str
+    headers: dict[str, str]
+    scheme: str
+    #: Set by a tracing observer: the request's span, for the calls it makes.
+    trace: Any
 
 
 class HttpObserver:
@@ -167,12 +217,12 @@ class HttpObserver:
         self._access = access if access is not None and access.enabled else None
         self.serves_metrics = metrics is not None
 
-    def begin(self) -> CallerSlot:
+    def begin(self, request: HttpRequest) -> Any:
         return track_caller()
 
     def end(
         self,
-        begun: CallerSlot,
+        begun: Any,
         *,
         method: str,
         route: str | None,
@@ -185,6 +235,7 @@ class HttpObserver:
     ) -> None:
         """``token_id``: whom a separate service said it authenticated; an
         authentication in this process (noted in ``begun``) comes first."""
+        slot, trace_id = self._finish(begun, route, status, client, token_id, trace_id)
         label = route or UNMATCHED_ROUTE
         if self._metrics is not None:
             self._metrics.http_request(label, str(status), seconds)
@@ -192,9 +243,56 @@ class HttpObserver:
             self._access.write(
                 surface="http", method=method, route=label, status=status,
                 duration_ms=round(seconds * 1000, 3), client=client,
-                token_id=begun.token_id if begun.token_id is not None else token_id,
+                token_id=slot.token_id if slot.token_id is not None else token_id,
                 trace_id=trace_id or trace_id_of(headers.items()),
+                request_id=request_id_of(headers.items()),
             )  # fmt: skip
+
+    def _finish(
+        self,
+        begun: Any,
+        route: str | None,
+        status: int,
+        client: str | None,
+        token_id: int | None,
+        trace_id: str | None,
+    ) -> tuple[CallerSlot, str | None]:
+        """The request's caller slot and the trace id its access line shows."""
+        return begun, trace_id
+
+    def decided(self, endpoint: str, result: str) -> None:
+        """One authorization decision (``Check``'s or ``/auth/check``'s), counted."""
+        if self._metrics is not None:
+            self._metrics.decision(endpoint, result)
 
     def scrape(self) -> tuple[bytes, str] | None:
         return self._metrics.scrape() if self._metrics is not None else None
+
+
+class TracingHttpObserver(HttpObserver):
+    """The same, and a server span per request (the command line picks this one
+    only when tracing is on). The span's trace id is the access line's."""
+
+    def __init__(self, metrics: Metrics | None, access: AccessLog | None, tracing: Tracing) -> None:
+        super().__init__(metrics, access)
+        self._tracing = tracing
+
+    def begin(self, request: HttpRequest) -> Any:
+        trace = self._tracing.http(request.method, request.headers, request.scheme)
+        request.trace = trace
+        return track_caller(), trace
+
+    def _finish(
+        self,
+        begun: Any,
+        route: str | None,
+        status: int,
+        client: str | None,
+        token_id: int | None,
+        trace_id: str | None,
+    ) -> tuple[CallerSlot, str | None]:
+        slot: CallerSlot
+        trace: HttpTrace
+        slot, trace = begun
+        caller = slot.token_id if slot.token_id is not None else token_id
+        return slot, trace.finish(route, status, client, caller)

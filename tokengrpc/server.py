@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +26,8 @@ from tokengrpc.config import Settings
 from tokengrpc.errors import Unavailable
 from tokengrpc.inprocess import InProcessChannel
 from tokengrpc.keycheck import checked_key
+from tokengrpc.leakkeys import ScanningKeys
+from tokengrpc.leaks import LeakReports
 from tokengrpc.logs import AccessLog
 from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
@@ -40,6 +43,10 @@ from tokengrpc.sweeper import Sweeper
 from tokengrpc.tokens import TokenManager
 from tokengrpc.usage import UsageRecorder, unwritten_bound, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
+from tokengrpc.webhooks.sender import WebhookSender
+
+if TYPE_CHECKING:
+    from tokengrpc.spans import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,10 @@ class Core:
     bootstrap_path: Path | None
     #: Warnings for the operator's stderr (a key file others can read).
     notices: list[str]
+    #: Leak reports, when a source of the keys that sign them is configured.
+    leaks: LeakReports | None = None
+    #: Sends the outbox to the webhook URLs; None when none is set.
+    webhooks: WebhookSender | None = None
     #: The time-driven policies, started with the gRPC server; None in the
     #: workers of ``serve --workers`` (the first process runs them).
     sweeper: Sweeper | None = None
@@ -76,6 +87,11 @@ class Core:
         may move it)."""
         if not valid_prefix(settings.token_prefix):
             raise ValueError(f"token prefix {settings.token_prefix!r} is not usable")
+        if settings.webhook_urls and not settings.webhook_secret:
+            raise ValueError(
+                "--webhook-url needs TOKENGRPC_WEBHOOK_SECRET (whsec_ and the signing key in"
+                " base64, as Standard Webhooks defines) to sign what it sends"
+            )
         store = await open_store(settings, create=create)
         try:
             key = await checked_key(store, settings.data_dir, settings.secret_key, make_dir=create)
@@ -102,15 +118,39 @@ class Core:
                 unused_margin=margin,
             )
         manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
+        notices = key.notices
+        if bootstrap:
+            # The store queues events for the URLs of the last `serve` started
+            # (docs/webhooks.md), the bootstrap token's creation included.
+            dropped = await store.outbox.set_webhook_urls(settings.webhook_urls)
+            if dropped:
+                notices.append(f"{dropped} undelivered webhook events of removed URLs were dropped")
         path = (
             await ensure_bootstrap_token(store, manager, settings.data_dir) if bootstrap else None
         )
-        return cls(store, usage, authenticator, manager, path, key.notices, sweeper)
+        source = settings.github_scanning_keys
+        leaks = LeakReports(ScanningKeys(source, clock), manager) if source else None
+        webhooks = None
+        if settings.webhook_urls and settings.webhook_secret:
+            webhooks = WebhookSender(
+                store.outbox, settings.webhook_secret, clock=clock, metrics=metrics
+            )
+        return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks, sweeper)
+
+    def start(self) -> None:
+        """The background work: usage writes, webhook deliveries, the time-driven policies."""
+        self.usage.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     async def close(self) -> None:
         if self.sweeper is not None:
             await self.sweeper.stop()
         await self.authenticator.settle()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.usage.stop()
         await self.store.close()
 
@@ -171,6 +211,7 @@ class GrpcServer:
         metrics: Metrics | None = None,
         access: AccessLog | None = None,
         credentials: grpc.ServerCredentials | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         #: None: plaintext.
         self._credentials = credentials
@@ -187,6 +228,8 @@ class GrpcServer:
             access,
             max_request_bytes=settings.grpc_max_receive_bytes,
             oversized={extauthz.CHECK_METHOD: extauthz.TOO_LARGE},
+            tracing=tracing,
+            carriers={extauthz.CHECK_METHOD: extauthz.checked_trace_context},
         )
         self.server = grpc.aio.server(options=options, interceptors=(observer,))
         self.health = health.aio.HealthServicer()
@@ -196,7 +239,7 @@ class GrpcServer:
         self._port: int | None = None
         self._core: Core | None = None
         #: The same handlers, for an in-process gateway.
-        self.in_process = InProcessChannel()
+        self.in_process = InProcessChannel(tracing)
         if core is not None:
             self.attach(core)
 
@@ -227,12 +270,14 @@ class GrpcServer:
             core.manager,
             core.authenticator,
             metrics.introspected if metrics is not None else ignore,
+            core.leaks,
         )
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
-        authz = extauthz.register(self.server, core.authenticator)
+        decided = metrics.decision if metrics is not None else None
+        authz = extauthz.register(self.server, core.authenticator, decided)
         enable_reflection((SERVICE_NAME, authz, health.SERVICE_NAME), self.server)
 
     async def _watch_store(self, interval: float = 1.0) -> None:
@@ -260,9 +305,7 @@ class GrpcServer:
         port = self.bind(listen) if listen is not None else self._port
         assert port is not None, "bind() or an address comes before serving"
         await self.server.start()
-        self.core.usage.start()
-        if self.core.sweeper is not None:
-            self.core.sweeper.start()
+        self.core.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set("", serving)

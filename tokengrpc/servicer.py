@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
+from tokengrpc.leaks import LeakReports, UnverifiedReport
 from tokengrpc.logs import caller_metadata
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.tokens import TokenManager
@@ -29,9 +30,12 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         manager: TokenManager,
         authenticator: Authenticator,
         introspected: Observation = ignore,
+        leaks: LeakReports | None = None,
     ) -> None:
         self._manager = manager
         self._auth = authenticator
+        #: None: no key source is configured, so no report verifies.
+        self._leaks = leaks
         #: Told whether each introspection found the token active (the metric).
         self._introspected = introspected
 
@@ -143,3 +147,20 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListTokenEventsRequest, pb.ListTokenEventsResponse],
     ) -> pb.ListTokenEventsResponse:
         return await self._call(self._manager.list_token_events, request, context)
+
+    async def ReportLeakedTokens(
+        self,
+        request: pb.ReportLeakedTokensRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ReportLeakedTokensRequest, pb.ReportLeakedTokensResponse
+        ],
+    ) -> pb.ReportLeakedTokensResponse:
+        # Not authenticated by a token: the report's signature is the proof.
+        return await self._call(self._report_leaks, request, context, authenticate=False)
+
+    async def _report_leaks(
+        self, caller: Caller, request: pb.ReportLeakedTokensRequest
+    ) -> pb.ReportLeakedTokensResponse:
+        if self._leaks is None:
+            raise UnverifiedReport
+        return await self._leaks.report(caller, request)

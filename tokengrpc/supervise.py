@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tokengrpc import corelog
+
 #: How long a worker may take to start serving.
 START_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -77,6 +79,7 @@ async def _start_one(command: Sequence[str], settings: bytes) -> Worker:
             "--supervised",
             pipes.encode(),
             pass_fds=(life_read, ready_write, settings_read),
+            stderr=corelog.real_stderr(),  # not our gRPC core pipe: it captures its own
         )
     except BaseException:
         for fd in (life_read, life_write, ready_read, ready_write, settings_read, settings_write):

@@ -20,6 +20,7 @@ from tokengrpc.pagetokens import (
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
 from tokengrpc.store import (
+    Actor,
     EventQuery,
     ListQuery,
     NameTaken,
@@ -374,32 +375,40 @@ class TokenManager:
         """Revoke the token whose plaintext this is, if there is one (RFC 7009).
 
         The caller need not authenticate: holding the secret is the proof. The
-        answer never says whether the token existed, and a well-formed unknown
-        token costs the same lookup and hash compares as a known one; only a
-        real revocation adds its write.
+        answer never says whether the token existed (``revoke_by_value`` does
+        the work, for leak reports too).
         """
         if not request.token:
             problems = Violations()
             problems.add("token", "the token to revoke is required", "REQUIRED")
             problems.raise_if_any()
-        parsed = plaintext.parse(request.token)
+        await self.revoke_by_value(request.token, caller.now, caller.actor)
+        return pb.RevokeTokenByValueResponse()
+
+    async def revoke_by_value(self, token: str, now: int, actor: Actor) -> bool:
+        """Revoke the token whose plaintext this is, or end the grace of the
+        replaced secret it is; whether it did either (a leak report's label).
+
+        A well-formed unknown token costs the same lookup and hash compares
+        as a known one; only a real revocation adds its write.
+        """
+        parsed = plaintext.parse(token)
         if parsed is None:
-            return pb.RevokeTokenByValueResponse()
+            return False
         record = await self._store.get(parsed.id)
-        now = caller.now
         current = plaintext.secret_matches(parsed, record.secret_hash if record else _NO_HASH)
         previous_hash = record.previous_hash if record else None
         previous = plaintext.secret_matches(parsed, previous_hash or _NO_HASH)
         if record is None or record.revoke_time is not None:
-            return pb.RevokeTokenByValueResponse()
+            return False
         if current:
-            await self._store.revoke(record.id, now, caller.actor)
-        elif previous and previous_hash is not None and (record.previous_until or 0) > now:
+            return await self._store.revoke(record.id, now, actor) is not None
+        if previous and previous_hash is not None and (record.previous_until or 0) > now:
             # A replaced secret speaks only for itself: it ends its own grace,
             # never the token and the secret that replaced it (else whoever
             # holds the leaked old secret could knock out the rotated token).
-            await self._store.end_grace(record.id, previous_hash, now, caller.actor)
-        return pb.RevokeTokenByValueResponse()
+            return await self._store.end_grace(record.id, previous_hash, now, actor) is not None
+        return False
 
     async def list_token_events(
         self, caller: Caller, request: pb.ListTokenEventsRequest

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 import grpc
 
+from tokengrpc import tracing
 from tokengrpc.commands import listeners
 from tokengrpc.commands.printing import say
 from tokengrpc.commands.process import freeze_startup_objects, open_files_for
@@ -45,14 +47,18 @@ async def gateway(settings: Settings) -> int:
     open_files_for(settings.http_max_connections)
     certificates = listeners.certificates(settings)
     metrics, _ = listeners.metrics(settings, serving=False)
+    traces = tracing.start(os.environ)
     http = await start_http(
         upstream_channel(settings),
         settings.http_listen,
         settings.trusted_proxies,
         limits=listeners.http_limits(settings),
         grace_period=settings.grace_period,
-        observer=listeners.observer(settings, metrics),
+        observer=listeners.observer(settings, metrics, traces),
         tls=certificates.context if certificates is not None else None,
+        # The upstream checks the signatures with its own key source; here it
+        # only says that the route is served.
+        leak_reports=settings.github_scanning_keys is not None,
     )
     watcher = (
         asyncio.create_task(certificates.watch(), name="tls-watch")
@@ -73,4 +79,6 @@ async def gateway(settings: Settings) -> int:
                 await http.stop()
         except TimeoutError:
             log.warning("shutdown passed the grace period")
+        if traces is not None:
+            await asyncio.to_thread(traces.stop)
     return 0

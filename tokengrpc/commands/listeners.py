@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from tokengrpc import logs
 from tokengrpc.config import Settings
 from tokengrpc.metrics import Metrics, share_between_processes
-from tokengrpc.observe import HttpObserver
+from tokengrpc.observe import HttpObserver, TracingHttpObserver
 from tokengrpc.tls import Certificates, TlsFiles
 
 if TYPE_CHECKING:
     from gateway.connections import ConnectionLimits
+    from tokengrpc.spans import Tracing
 
 log = logging.getLogger("tokengrpc")
 
@@ -87,9 +88,15 @@ def _remove_orphaned_metrics() -> None:
             continue  # alive under another user, or vanished meanwhile
 
 
-def observer(settings: Settings, counters: Metrics | None) -> HttpObserver:
-    """What the HTTP listener reports each request to: the counters and the access log."""
-    return HttpObserver(counters, logs.AccessLog() if settings.access_log else None)
+def observer(
+    settings: Settings, counters: Metrics | None, tracing: Tracing | None = None
+) -> HttpObserver:
+    """What the HTTP listener reports each request to: the counters, the access log,
+    and the tracer when the process traces (chosen here, once)."""
+    access = logs.AccessLog() if settings.access_log else None
+    if tracing is None:
+        return HttpObserver(counters, access)
+    return TracingHttpObserver(counters, access, tracing)
 
 
 def http_limits(settings: Settings) -> ConnectionLimits:

@@ -12,12 +12,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import shutil
 import socket
 import sys
 from typing import TYPE_CHECKING
 
-from tokengrpc import logs
+from tokengrpc import logs, tracing
 from tokengrpc.commands import listeners
 from tokengrpc.commands.printing import say, warn_all
 from tokengrpc.commands.process import freeze_startup_objects, open_files_for
@@ -59,6 +60,8 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
     certificates = listeners.certificates(settings)
     if certificates is not None and settings.http_enabled and not settings.http_in_process:
         raise ValueError("--http-upstream network is for a plaintext gRPC listener")
+    # Every worker decides for itself, from the environment it inherited.
+    traces = tracing.start(os.environ)
     metrics, metrics_dir = listeners.metrics(settings)
     shared = settings.workers > 1 or settings.is_worker
     grpc_server = GrpcServer(
@@ -67,6 +70,7 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
         metrics=metrics,
         access=logs.AccessLog() if settings.access_log else None,
         credentials=certificates.grpc_credentials() if certificates is not None else None,
+        tracing=traces,
     )
     http_socket: socket.socket | None = None
     metrics_address = None
@@ -90,6 +94,8 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
             await grpc_server.server.stop(None)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if traces is not None:
+            traces.stop()
         raise
     warn_all(core.notices)
     if core.bootstrap_path is not None:
@@ -121,8 +127,9 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
                 settings.trusted_proxies,
                 limits=listeners.http_limits(settings),
                 grace_period=settings.grace_period,
-                observer=listeners.observer(settings, metrics),
+                observer=listeners.observer(settings, metrics, traces),
                 tls=certificates.context if certificates is not None else None,
+                leak_reports=settings.github_scanning_keys is not None,
             )
         if certificates is None and supervised is None:
             listeners.warn_plaintext(grpc_address)
@@ -159,6 +166,8 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
                 metrics.share_last()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
+            if traces is not None:
+                await asyncio.to_thread(traces.stop)
     return 0
 
 

@@ -121,6 +121,45 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event for one URL, claimed for delivery."""
+
+    id: int
+    url: str
+    #: Tries that failed so far.
+    attempts: int
+    event: EventRecord
+    #: The token right after the event; its secret fields are empty.
+    token: TokenRecord
+
+
+class Outbox(Protocol):
+    """The queue of webhook deliveries (each engine keeps it in its own tables)."""
+
+    async def set_webhook_urls(self, urls: Sequence[str]) -> int:
+        """Queue future events for exactly these URLs; drop what was queued for
+        any other. Returns how many queued rows were dropped."""
+        ...
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
+        """Up to ``limit`` due rows, oldest first, none behind an earlier row of
+        its token and URL; each is due again at ``lease_until`` unless finished."""
+        ...
+
+    async def finish_delivery(self, row_id: int) -> None:
+        """Delivered (or given up): the row is gone."""
+        ...
+
+    async def retry_delivery(self, row_id: int, attempts: int, due: int) -> None:
+        """Failed ``attempts`` times so far; try again at ``due``."""
+        ...
+
+    async def oldest_undelivered(self) -> int | None:
+        """The event time of the oldest queued row; None when none is queued."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class EventQuery:
     """Events newest first, below ``before_id`` (0: from the newest)."""
 
@@ -265,6 +304,12 @@ class TokenStore(Protocol):
     @property
     def writable(self) -> bool:
         """False from a write the disk refused until ``probe_write`` succeeds."""
+        ...
+
+    @property
+    def outbox(self) -> Outbox:
+        """The webhook deliveries queued with the events (``tokengrpc.webhooks``);
+        past the cache: they are no token's rows."""
         ...
 
     async def insert(self, new: NewToken) -> TokenRecord:

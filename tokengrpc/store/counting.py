@@ -32,6 +32,7 @@ from tokengrpc.store.base import (
     EventRecord,
     ListQuery,
     NewToken,
+    Outbox,
     ReminderStep,
     Rotation,
     TokenChanges,
@@ -72,6 +73,10 @@ class CountingStore:
     @property
     def writable(self) -> bool:
         return self._cached.writable
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._cached.engine
 
     # Reads.
 

@@ -16,6 +16,7 @@ from tokengrpc.store.base import (
     EventRecord,
     ListQuery,
     NewToken,
+    Outbox,
     ReminderStep,
     Rotation,
     TokenChanges,
@@ -46,8 +47,10 @@ class Changes(Protocol):
     async def close(self) -> None: ...
 
 
-class Engine(Protocol):
+class Engine(Outbox, Protocol):
     """The SQL of one database. Records are what the database holds now.
+
+    It keeps the webhook outbox too (``Outbox``; ``outbox.py`` has its SQL).
 
     Every write that changes a token writes its audit event in the same
     transaction. Engine failures are ``tokengrpc.errors.Unavailable``.

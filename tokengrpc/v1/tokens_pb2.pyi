@@ -60,6 +60,34 @@ TOKEN_STATUS_PENDING: TokenStatus.ValueType  # 5
 """Its not_before is still ahead: it authenticates nothing until then."""
 Global___TokenStatus: _TypeAlias = TokenStatus  # noqa: Y015
 
+class _LeakLabel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeakLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeakLabel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEAK_LABEL_UNSPECIFIED: _LeakLabel.ValueType  # 0
+    """Never returned; the zero value required by proto3."""
+    LEAK_LABEL_TRUE_POSITIVE: _LeakLabel.ValueType  # 1
+    """A token of this service (well-formed, its checksum holds, a stored hash
+    matches): revoked, or its replaced secret's grace ended.
+    """
+    LEAK_LABEL_FALSE_POSITIVE: _LeakLabel.ValueType  # 2
+    """Anything else, a token already revoked included."""
+
+class LeakLabel(_LeakLabel, metaclass=_LeakLabelEnumTypeWrapper):
+    """GitHub's feedback labels."""
+
+LEAK_LABEL_UNSPECIFIED: LeakLabel.ValueType  # 0
+"""Never returned; the zero value required by proto3."""
+LEAK_LABEL_TRUE_POSITIVE: LeakLabel.ValueType  # 1
+"""A token of this service (well-formed, its checksum holds, a stored hash
+matches): revoked, or its replaced secret's grace ended.
+"""
+LEAK_LABEL_FALSE_POSITIVE: LeakLabel.ValueType  # 2
+"""Anything else, a token already revoked included."""
+Global___LeakLabel: _TypeAlias = LeakLabel  # noqa: Y015
+
 class _TokenEventAction:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -786,6 +814,94 @@ class RevokeTokenByValueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeTokenByValueResponse: _TypeAlias = RevokeTokenByValueResponse  # noqa: Y015
+
+@_typing.final
+class ReportLeakedTokensRequest(_message.Message):
+    """Request for ReportLeakedTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    KEY_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    report: _builtins.bytes
+    """The report's bytes exactly as received: the signature covers them."""
+    key_identifier: _builtins.str
+    """The identifier of the key that signed the report
+    (`Github-Public-Key-Identifier`).
+    """
+    signature: _builtins.str
+    """Base64 of the DER ECDSA P-256 SHA-256 signature of `report`
+    (`Github-Public-Key-Signature`).
+    """
+    def __init__(
+        self,
+        *,
+        report: _builtins.bytes = ...,
+        key_identifier: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_identifier", b"key_identifier", "report", b"report", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLeakedTokensRequest: _TypeAlias = ReportLeakedTokensRequest  # noqa: Y015
+
+@_typing.final
+class ReportLeakedTokensResponse(_message.Message):
+    """Response for ReportLeakedTokens: one entry per reported token, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeakFeedback]:
+        """GitHub's feedback for each reported token; never the token itself."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___LeakFeedback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLeakedTokensResponse: _TypeAlias = ReportLeakedTokensResponse  # noqa: Y015
+
+@_typing.final
+class LeakFeedback(_message.Message):
+    """What the service made of one reported token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_HASH_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    token_hash: _builtins.str
+    """SHA-256 of the reported token string, lowercase hex."""
+    token_type: _builtins.str
+    """The report's `type` for this token."""
+    label: Global___LeakLabel.ValueType
+    """Whether it was one of ours."""
+    def __init__(
+        self,
+        *,
+        token_hash: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        label: Global___LeakLabel.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "token_hash", b"token_hash", "token_type", b"token_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeakFeedback: _TypeAlias = LeakFeedback  # noqa: Y015
 
 @_typing.final
 class TokenEvent(_message.Message):

@@ -87,6 +87,11 @@ class TokenServiceStub:
                 request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.SerializeToString,
                 response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.FromString,
                 _registered_method=True)
+        self.ReportLeakedTokens = channel.unary_unary(
+                '/tokengrpc.v1.TokenService/ReportLeakedTokens',
+                request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensRequest.SerializeToString,
+                response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensResponse.FromString,
+                _registered_method=True)
         self.ListTokenEvents = channel.unary_unary(
                 '/tokengrpc.v1.TokenService/ListTokenEvents',
                 request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.SerializeToString,
@@ -182,6 +187,19 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportLeakedTokens(self, request, context):
+        """Revokes the tokens a signed leak report names: GitHub secret scanning's
+        partner reports (a JSON array of `{token, type, url, source}`), served
+        over HTTP as `POST /v1/leaks/github`. Needs no caller token: the report's
+        signature, by a key from the configured source (`--github-scanning-keys`),
+        is the proof, checked over `report` before anything in it is read. A
+        report that does not verify (or any, with no source configured) is
+        UNAUTHENTICATED; keys that cannot be fetched, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTokenEvents(self, request, context):
         """Lists the audit events of tokens, newest first: every creation, update,
         rotation, revocation and value read. `admin` sees all; others the events
@@ -238,6 +256,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.RevokeTokenByValue,
                     request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.FromString,
                     response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.SerializeToString,
+            ),
+            'ReportLeakedTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLeakedTokens,
+                    request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensRequest.FromString,
+                    response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensResponse.SerializeToString,
             ),
             'ListTokenEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTokenEvents,
@@ -496,6 +519,33 @@ class TokenService:
             '/tokengrpc.v1.TokenService/RevokeTokenByValue',
             tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueRequest.SerializeToString,
             tokengrpc_dot_v1_dot_tokens__pb2.RevokeTokenByValueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLeakedTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokengrpc.v1.TokenService/ReportLeakedTokens',
+            tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensRequest.SerializeToString,
+            tokengrpc_dot_v1_dot_tokens__pb2.ReportLeakedTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

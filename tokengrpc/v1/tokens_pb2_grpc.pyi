@@ -81,6 +81,15 @@ class TokenServiceStub:
     Needs no authorization (holding the secret is the proof); the answer is
     the same whether such a token existed or not.
     """
+    ReportLeakedTokens: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.ReportLeakedTokensRequest, _tokens_pb2.ReportLeakedTokensResponse]
+    """Revokes the tokens a signed leak report names: GitHub secret scanning's
+    partner reports (a JSON array of `{token, type, url, source}`), served
+    over HTTP as `POST /v1/leaks/github`. Needs no caller token: the report's
+    signature, by a key from the configured source (`--github-scanning-keys`),
+    is the proof, checked over `report` before anything in it is read. A
+    report that does not verify (or any, with no source configured) is
+    UNAUTHENTICATED; keys that cannot be fetched, UNAVAILABLE.
+    """
     ListTokenEvents: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.ListTokenEventsRequest, _tokens_pb2.ListTokenEventsResponse]
     """Lists the audit events of tokens, newest first: every creation, update,
     rotation, revocation and value read. `admin` sees all; others the events
@@ -139,6 +148,15 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
     Needs no authorization (holding the secret is the proof); the answer is
     the same whether such a token existed or not.
+    """
+    ReportLeakedTokens: _aio.UnaryUnaryMultiCallable[_tokens_pb2.ReportLeakedTokensRequest, _tokens_pb2.ReportLeakedTokensResponse]  # type: ignore[assignment]
+    """Revokes the tokens a signed leak report names: GitHub secret scanning's
+    partner reports (a JSON array of `{token, type, url, source}`), served
+    over HTTP as `POST /v1/leaks/github`. Needs no caller token: the report's
+    signature, by a key from the configured source (`--github-scanning-keys`),
+    is the proof, checked over `report` before anything in it is read. A
+    report that does not verify (or any, with no source configured) is
+    UNAUTHENTICATED; keys that cannot be fetched, UNAVAILABLE.
     """
     ListTokenEvents: _aio.UnaryUnaryMultiCallable[_tokens_pb2.ListTokenEventsRequest, _tokens_pb2.ListTokenEventsResponse]  # type: ignore[assignment]
     """Lists the audit events of tokens, newest first: every creation, update,
@@ -249,6 +267,21 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revokes the token whose plaintext is given: for leaked tokens (RFC 7009).
         Needs no authorization (holding the secret is the proof); the answer is
         the same whether such a token existed or not.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportLeakedTokens(
+        self,
+        request: _tokens_pb2.ReportLeakedTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.ReportLeakedTokensResponse, _abc.Awaitable[_tokens_pb2.ReportLeakedTokensResponse]]:
+        """Revokes the tokens a signed leak report names: GitHub secret scanning's
+        partner reports (a JSON array of `{token, type, url, source}`), served
+        over HTTP as `POST /v1/leaks/github`. Needs no caller token: the report's
+        signature, by a key from the configured source (`--github-scanning-keys`),
+        is the proof, checked over `report` before anything in it is read. A
+        report that does not verify (or any, with no source configured) is
+        UNAUTHENTICATED; keys that cannot be fetched, UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

@@ -23,7 +23,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
 from tokengrpc.errors import Unavailable
-from tokengrpc.store import statements
+from tokengrpc.store import outbox, statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     PREVIOUS_SECRET,
@@ -35,6 +35,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NameTaken,
     NewToken,
+    Outgoing,
     ReminderState,
     ReminderStep,
     Rotation,
@@ -116,6 +117,12 @@ _SLEEP_REMINDERS = (
     "UPDATE tokens SET reminder_expiry = NULL, reminder_next = NULL, reminder_wake = NULL"
     " WHERE reminder_wake <= $1 AND (revoke_time IS NOT NULL OR ($2 AND expire_time IS NULL))"
 )
+_DUE = outbox.due(_mark)
+# Concurrent claims (other instances') skip the rows one holds: each row has one sender.
+_CLAIM = outbox.claim(_mark, locking="FOR UPDATE SKIP LOCKED")
+_OUTGOING = outbox.outgoing("= ANY($1::bigint[])")
+_FINISH = outbox.finish(_mark)
+_RETRY = outbox.retry(_mark)
 #: Lock key held while checking for an empty store and creating the first token.
 _FIRST_TOKEN_LOCK = 0x746F6B31
 #: A usage batch that meets another instance's on the same rows may deadlock;
@@ -205,8 +212,9 @@ class PostgresEngine:
                         raise
         raise AssertionError("unreachable")
 
-    async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """``work`` in one transaction that also notifies the other instances.
+    async def _write(self, work: Callable[[Connection], Awaitable[T]], *, notify: bool = True) -> T:
+        """``work`` in one transaction that also notifies the other instances
+        (``notify``: it changed tokens; the outbox's own writes change none).
 
         Shielded: a caller cancelled mid-write must not leave the outcome to
         chance halfway through a commit.
@@ -216,7 +224,10 @@ class PostgresEngine:
             with self._engine_errors(writing=True):
                 async with self._connection() as connection, connection.transaction():
                     result = await work(connection)
-                    await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, self._instance_id)
+                    if notify:
+                        await connection.execute(
+                            "SELECT pg_notify($1, $2)", CHANNEL, self._instance_id
+                        )
             return result
 
         return await asyncio.shield(run())
@@ -455,6 +466,57 @@ class PostgresEngine:
             except asyncpg.DeadlockDetectedError:
                 if attempt == _USAGE_TRIES:
                     raise Unavailable("the store is busy; try again later") from None
+
+    # The webhook outbox (``outbox.py``): the trigger fills it; these hand it out.
+
+    async def set_webhook_urls(self, urls: Sequence[str]) -> int:
+        known = await self._read("SELECT url FROM webhook_endpoints")
+        if {row[0] for row in known} == set(urls):
+            return 0  # most starts: no write
+
+        async def replace(connection: Connection) -> int:
+            gone = "SELECT id FROM webhook_endpoints WHERE url <> ALL($1::text[])"
+            dropped = await connection.fetch(
+                f"DELETE FROM webhook_outbox WHERE endpoint_id IN ({gone}) RETURNING id", urls
+            )
+            await connection.execute(f"DELETE FROM webhook_endpoints WHERE id IN ({gone})", urls)
+            await connection.execute(
+                "INSERT INTO webhook_endpoints (url) SELECT unnest($1::text[])"
+                " ON CONFLICT (url) DO NOTHING",
+                urls,
+            )
+            return len(dropped)
+
+        return await self._write(replace, notify=False)
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
+        async def claim(connection: Connection) -> Sequence[Outgoing]:
+            ids = [row[0] for row in await connection.fetch(_CLAIM, lease_until, now, limit)]
+            if not ids:
+                return []
+            rows = await connection.fetch(_OUTGOING, ids)
+            return [outbox.outgoing_record(row, tuple) for row in rows]
+
+        # Most polls find nothing due, and need no transaction.
+        if not await self._read(_DUE, now, 1):
+            return []
+        return await self._write(claim, notify=False)
+
+    async def finish_delivery(self, row_id: int) -> None:
+        async def finish(connection: Connection) -> None:
+            await connection.execute(_FINISH, row_id)
+
+        await self._write(finish, notify=False)
+
+    async def retry_delivery(self, row_id: int, attempts: int, due: int) -> None:
+        async def retry(connection: Connection) -> None:
+            await connection.execute(_RETRY, attempts, due, row_id)
+
+        await self._write(retry, notify=False)
+
+    async def oldest_undelivered(self) -> int | None:
+        rows = await self._read(outbox.OLDEST)
+        return int(rows[0][0]) if rows else None
 
     async def is_empty(self) -> bool:
         rows = await self._read("SELECT NOT EXISTS (SELECT 1 FROM tokens)")

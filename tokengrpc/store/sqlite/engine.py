@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tokengrpc.errors import Unavailable
-from tokengrpc.store import statements
+from tokengrpc.store import outbox, statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     PREVIOUS_SECRET,
@@ -30,6 +30,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NameTaken,
     NewToken,
+    Outgoing,
     ReminderState,
     ReminderStep,
     Rotation,
@@ -109,6 +110,10 @@ _SLEEP_REMINDERS = (
     "UPDATE tokens SET reminder_expiry = NULL, reminder_next = NULL, reminder_wake = NULL"
     " WHERE reminder_wake <= ? AND (revoke_time IS NOT NULL OR (? AND expire_time IS NULL))"
 )
+_DUE = outbox.due(_mark)
+_CLAIM = outbox.claim(_mark)
+_FINISH = outbox.finish(_mark)
+_RETRY = outbox.retry(_mark)
 _LIST = statements.list_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 #: Pages up to this size (plus the one row that tells whether more follow)
@@ -492,6 +497,52 @@ class SqliteEngine:
 
         # One transaction, so a batch costs one fsync, not one per token.
         await self._transaction(add)
+
+    # The webhook outbox (``outbox.py``): the trigger fills it; these hand it out.
+
+    async def set_webhook_urls(self, urls: Sequence[str]) -> int:
+        known = await self._db.read("SELECT url FROM webhook_endpoints", ())
+        if {row[0] for row in known} == set(urls):
+            return 0  # most starts: no write
+        marks = ", ".join("?" * len(urls))
+
+        async def replace() -> int:
+            gone = f"SELECT id FROM webhook_endpoints WHERE url NOT IN ({marks})"
+            dropped = await self._db.fetch(
+                f"DELETE FROM webhook_outbox WHERE endpoint_id IN ({gone}) RETURNING id", urls
+            )
+            await self._db.execute(f"DELETE FROM webhook_endpoints WHERE id IN ({gone})", urls)
+            await self._db.execute_many(
+                "INSERT OR IGNORE INTO webhook_endpoints (url) VALUES (?)", [(url,) for url in urls]
+            )
+            return len(list(dropped))
+
+        return await self._transaction(replace)
+
+    async def claim_deliveries(self, now: int, lease_until: int, limit: int) -> Sequence[Outgoing]:
+        # Read first: most polls find nothing due, and need no write. In the
+        # reader thread: a long queue held back by a failing URL is a long walk.
+        if not await self._db.read_in_thread(_DUE, (now, 1)):
+            return []
+
+        async def claim() -> Sequence[Outgoing]:
+            ids = [row[0] for row in await self._db.fetch(_CLAIM, (lease_until, now, limit))]
+            if not ids:
+                return []
+            sql = outbox.outgoing(f"IN ({', '.join('?' * len(ids))})")
+            return [outbox.outgoing_record(row, _strings) for row in await self._db.fetch(sql, ids)]
+
+        return await self._transaction(claim)
+
+    async def finish_delivery(self, row_id: int) -> None:
+        await self._locked(functools.partial(self._db.execute, _FINISH, (row_id,)))
+
+    async def retry_delivery(self, row_id: int, attempts: int, due: int) -> None:
+        await self._locked(functools.partial(self._db.execute, _RETRY, (attempts, due, row_id)))
+
+    async def oldest_undelivered(self) -> int | None:
+        rows = await self._db.read_in_thread(outbox.OLDEST)
+        return int(rows[0][0]) if rows else None
 
     # Start-up reads: their errors are not mapped (there is no client to answer yet).
 

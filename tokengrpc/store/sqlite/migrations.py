@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from tokengrpc.store import outbox
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the tokens table. AUTOINCREMENT so that an id, which is part of every
     # plaintext, is never handed out twice even after rows are gone.
@@ -84,7 +86,48 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE token_events ADD COLUMN reason TEXT NOT NULL DEFAULT '';
     ALTER TABLE token_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
     """,
-    # 5: expiry reminders (CONTRACT section 12; tokengrpc/reminders.py). Where a
+    # 5: the webhook outbox (CONTRACT section 13; tokengrpc/store/outbox.py). The
+    # URLs events are queued for; a row per event and URL, with the token as it
+    # was right after the event (no secret), written by a trigger in the
+    # event's own transaction whoever appends the event.
+    """
+    CREATE TABLE webhook_endpoints (
+        id  INTEGER PRIMARY KEY AUTOINCREMENT,
+        url TEXT    NOT NULL UNIQUE
+    );
+    CREATE TABLE webhook_outbox (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id    INTEGER NOT NULL,
+        event_id       INTEGER NOT NULL,
+        token_id       INTEGER NOT NULL,
+        -- When it is due (microseconds); while a sender holds it, its lease's end.
+        next_time      INTEGER NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        owner          TEXT    NOT NULL,
+        name           TEXT    NOT NULL,
+        scopes         TEXT    NOT NULL,
+        active         INTEGER NOT NULL,
+        expire_time    INTEGER,
+        allowed_ips    TEXT    NOT NULL,
+        create_time    INTEGER NOT NULL,
+        update_time    INTEGER NOT NULL,
+        revoke_time    INTEGER,
+        last_use_time  INTEGER,
+        usage_count    INTEGER NOT NULL,
+        previous_until INTEGER,
+        last_use_ip    TEXT,
+        not_before     INTEGER,
+        secret_time    INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (next_time);
+    -- A row waits for the earlier rows of its token and URL.
+    CREATE INDEX webhook_outbox_order ON webhook_outbox (endpoint_id, token_id, id);
+    CREATE TRIGGER webhook_outbox_fill AFTER INSERT ON token_events
+    BEGIN
+        {fill};
+    END;
+    """.replace("{fill}", outbox.FILL),
+    # 6: expiry reminders (CONTRACT section 12; tokengrpc/reminders.py). Where a
     # token's reminders stand: the expiry they count for, the next one due, and
     # when the row asks to be looked at (indexed: finding due rows is no scan).
     # The triggers wake a row whenever a write may move its expiry, whoever
