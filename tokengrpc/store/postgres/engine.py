@@ -88,7 +88,7 @@ _INSERT_EVENT = statements.insert_events(_mark)
 _LIST = statements.list_tokens(_mark)
 _COUNT = statements.count_tokens(_mark)
 _LIST_EVENTS = statements.list_events(_mark)
-# Unused tokens (tokengrpc/unused.py), on the condition PostgreSQL checks again
+# Unused tokens (tokengrpc/sweeper.py), on the condition PostgreSQL checks again
 # on the newest row version once it holds the row (a usage batch committed
 # meanwhile keeps the token).
 _ACTIVITY = "greatest(coalesce(last_use_time, 0), create_time, secret_time)"

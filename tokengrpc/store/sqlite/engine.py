@@ -81,7 +81,7 @@ _END_GRACE = (
     f" RETURNING {_COLUMNS}"
 )
 _LIST_EVENTS = statements.list_events(_mark)
-# Unused tokens (tokengrpc/unused.py): found by the reader thread without the
+# Unused tokens (tokengrpc/sweeper.py): found by the reader thread without the
 # write lock, then revoked by id under it, on the condition read again there.
 _ACTIVITY = "max(coalesce(last_use_time, 0), create_time, secret_time)"
 _SWEEP_BATCH = 500
