@@ -11,7 +11,9 @@ uses it, so no request is judged against two different "now"s.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -28,8 +30,10 @@ from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
-from tokengrpc.rules import ADMIN, WRITE, Status, status_of
+from tokengrpc.rules import ADMIN, WRITE, Status, status_of, unused_too_long
 from tokengrpc.store import Actor, TokenRecord, TokenStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +104,18 @@ class Authenticator:
         observe: Observation = ignore,
         clock: Callable[[], int] = now_us,
         max_secret_age: int | None = None,
+        *,
+        revoke_unused_after: int | None = None,
+        unused_margin: int = 0,
     ) -> None:
         self._store = store
+        #: ``--revoke-unused-after`` (microseconds; None: unset), and how much
+        #: longer a token must look unused before its revocation is recorded
+        #: (``tokengrpc.sweeper``: uses not yet written must not revoke it).
+        self._unused_after = revoke_unused_after
+        self._unused_margin = unused_margin
+        #: Unused tokens whose revocation is being recorded, and the writes doing it.
+        self._recording: dict[int, asyncio.Task[object]] = {}
         self.resolver = resolver
         #: Told whether each caller authentication succeeded (the metric).
         self._observe = observe
@@ -150,13 +164,47 @@ class Authenticator:
             replaced = True
         else:
             return None
-        # From the cached record alone: the policies add no store read.
+        # From the cached record alone: the policies add no store read (an unused
+        # token's revocation is recorded off the request's path).
+        if (
+            self._unused_after is not None
+            and unused_too_long(record, now, self._unused_after)
+            and await self._unused(record, now)
+        ):
+            return None
         if status_of(record, now, self.max_secret_age) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
         self._store.record_use(record.id, now, "" if address is None else address_text(address))
         return record, replaced
+
+    async def _unused(self, record: TokenRecord, now: int) -> bool:
+        """Whether a token that looks unused from its cached record is, counting
+        this process's uses not yet written too (rare: no cost to the hot path);
+        if so, its revocation is recorded in the background (the denial does
+        not wait for it), on the store's condition, with the margin."""
+        counted = await self._store.get(record.id)
+        if counted is None or not unused_too_long(counted, now, self._unused_after):
+            return False
+        if record.id not in self._recording and self._unused_after is not None:
+            cutoff = now - self._unused_after - self._unused_margin
+            task: asyncio.Task[object] = asyncio.create_task(
+                self._store.revoke_unused(cutoff, now, record.id), name="revoke-unused"
+            )
+            self._recording[record.id] = task
+            task.add_done_callback(functools.partial(self._recorded, record.id))
+        return True
+
+    def _recorded(self, token_id: int, task: asyncio.Task[object]) -> None:
+        del self._recording[token_id]
+        if not task.cancelled() and task.exception() is not None:
+            # The sweep records it later; the token is denied meanwhile either way.
+            log.warning("recording an unused token's revocation failed; the sweep will")
+
+    async def settle(self) -> None:
+        """Wait for the revocations being recorded (before the store closes)."""
+        await asyncio.gather(*self._recording.values(), return_exceptions=True)
 
     def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a request that needs no token (revocation by value):

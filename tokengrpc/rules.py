@@ -55,6 +55,19 @@ def status_at(record: TokenRecord, now: int, expiry: int | None) -> Status:
     return Status.ACTIVE
 
 
+def last_activity(record: TokenRecord) -> int:
+    """When a token last showed it is wanted: the latest of its last successful
+    use, its creation and its secret's issue (CONTRACT section 12)."""
+    return max(record.last_use_time or 0, record.create_time, record.secret_time)
+
+
+def unused_too_long(record: TokenRecord, now: int, limit: int | None) -> bool:
+    """Whether ``--revoke-unused-after`` (``limit``, None: unset) ends the token at
+    ``now``: it then authenticates nothing, whether or not its revocation is
+    recorded yet."""
+    return limit is not None and now >= last_activity(record) + limit
+
+
 def ungrantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
     """The wanted scopes the holder may not grant (none for admin)."""
     held_set = frozenset(held)
