@@ -35,7 +35,7 @@ from gateway.pattern import BadPath
 from gateway.router import Endpoint, Match, NotAllowed, Router
 from gateway.solder import Solder
 from gateway.transcode import error_response
-from gateway.upstream import Upstream
+from gateway.upstream import LocalCheck, Upstream
 from tokengrpc.v1 import tokens_pb2
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,7 @@ async def start_http(
     observer: Observer | None = None,
     tls: ssl.SSLContext | None = None,
     leak_reports: bool = False,
+    local_check: LocalCheck | None = None,
 ) -> HttpServer:
     """Serve the gateway on ``listen`` (port 0 picks one) in front of ``upstream``.
 
@@ -269,9 +270,13 @@ async def start_http(
     that live context (whose certificate the caller may reload). ``listen``
     may be a socket from ``bind``, taken before anything else was started.
     ``leak_reports``: serve ``/v1/leaks/github`` (the upstream has a key source).
+    ``local_check``: the in-process service's ``CheckToken``, for ``/auth/check``
+    to call without the channel (``gateway.upstream.LocalCheck``).
     """
     limits = limits or ConnectionLimits()
-    connection = Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream)
+    connection = (
+        Upstream.connect(upstream) if isinstance(upstream, str) else Upstream(upstream, local_check)
+    )
     app = Gateway(connection, trusted_proxies, observer, leak_reports=leak_reports)
     sock = bind(listen, reuse_port=reuse_port) if isinstance(listen, str) else listen
     config = uvicorn.Config(

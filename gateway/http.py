@@ -119,28 +119,39 @@ class Request:
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
-        values: dict[str, list[str]] = {}
-        for raw_name, raw_value in scope["headers"]:
+        raw_headers = scope["headers"]
+        headers: dict[str, str] = {}
+        #: The lines of each repeated header, in order (most requests have none).
+        repeated: dict[str, list[str]] = {}
+        for raw_name, raw_value in raw_headers:
             name = raw_name.decode("latin-1").lower()
-            values.setdefault(name, []).append(raw_value.decode("latin-1"))
+            value = raw_value.decode("latin-1")
+            if name not in headers:
+                headers[name] = value
+            elif name in repeated:
+                repeated[name].append(value)
+            else:
+                repeated[name] = [headers[name], value]
         # Repeated headers are joined in order, so a list header
         # (X-Forwarded-For) keeps its hops and "authorization" twice is one
         # value that is no token. Joined once: thousands of repeats of one
         # header fit in a request head, and joining them one by one is quadratic.
-        headers = {name: ", ".join(parts) for name, parts in values.items()}
+        for name, lines in repeated.items():
+            headers[name] = ", ".join(lines)
         client = scope.get("client")
         peer = client[0] if client else None
         raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1")
         return cls(
             method=scope["method"],
-            raw_path=raw.decode("latin-1").split("?", 1)[0],
+            raw_path=path.split("?", 1)[0] if "?" in path else path,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             client_host=forwarded.client_address(peer, headers.get("x-forwarded-for", ""), trust),
             peer_trusted=trust.trusts(peer),
             own_scheme=scope.get("scheme", "http"),
             receive=receive,
-            raw_headers=scope["headers"],
+            raw_headers=raw_headers,
         )
 
     @property

@@ -9,7 +9,7 @@ when the process traces, else the client's ``traceparent`` as it came.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.http import Request
-from tokengrpc.v1 import tokens_pb2_grpc
+from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
 
 R = TypeVar("R")
 
@@ -105,14 +105,33 @@ def parse_timeout(value: str | None) -> float | None:
     return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_TIMEOUT)
 
 
+#: ``CheckToken`` called directly by a gateway in the service's process (no
+#: channel, metadata or context): the ``authorization`` the call would carry,
+#: the client address, the scopes demanded -> the answer, or the call's code.
+LocalCheck = Callable[
+    [str | None, str | None, Sequence[str]],
+    Awaitable["tokens_pb2.CheckTokenResponse | grpc.StatusCode"],
+]
+
+
 class Upstream:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, local_check: LocalCheck | None = None) -> None:
         self.channel = channel
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
+        #: Set only when the service runs in this process and does not trace
+        #: (a traced check keeps the call, which has its span).
+        self.local_check = local_check
 
     @classmethod
     def connect(cls, target: str) -> Upstream:
         return cls(grpc.aio.insecure_channel(target))
+
+    @staticmethod
+    def authorization(request: Request) -> str | None:
+        """The request's ``authorization`` as a call carries it: None if absent
+        or holding bytes gRPC metadata cannot (and then no token either)."""
+        value = request.headers.get("authorization")
+        return value if value is not None and _METADATA_VALUE.fullmatch(value) else None
 
     @staticmethod
     def metadata(request: Request) -> tuple[tuple[str, str], ...]:
@@ -124,8 +143,8 @@ class Upstream:
         """
         headers = request.headers
         pairs = [("x-forwarded-for", request.client_host or "")]
-        authorization = headers.get("authorization")
-        if authorization is not None and _METADATA_VALUE.fullmatch(authorization):
+        authorization = Upstream.authorization(request)
+        if authorization is not None:
             pairs.append(("authorization", authorization))
         request_id = headers.get("x-request-id")
         if (

@@ -173,8 +173,15 @@ async def start_gateway(
     """The gateway over a real gRPC channel, or in-process as ``serve`` runs it."""
     from gateway.app import start_http
 
-    upstream = service.server.in_process if mode == "in-process" else service.target
-    http = await start_http(upstream, "127.0.0.1:0", leak_reports=leak_reports)
+    if mode == "in-process":  # as serve runs it: /auth/check straight to CheckToken's decision
+        http = await start_http(
+            service.server.in_process,
+            "127.0.0.1:0",
+            leak_reports=leak_reports,
+            local_check=service.server.local_check,
+        )
+    else:
+        http = await start_http(service.target, "127.0.0.1:0", leak_reports=leak_reports)
     client = httpx.AsyncClient(base_url=f"http://{http.address}", timeout=30)
     return LiveGateway(service, http, client)
 

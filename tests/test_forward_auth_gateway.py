@@ -102,6 +102,41 @@ async def test_the_client_address_is_walked_and_a_use_counted(gateway: LiveGatew
     assert got.token.last_use_ip == "10.1.2.3"
 
 
+async def test_the_direct_check_answers_as_the_call_does(gateway: LiveGateway) -> None:
+    """In process, /auth/check skips the channel; a ``grpc-timeout`` (a deadline
+    only a call keeps) takes the call: both answer every request alike."""
+    token_id, token = await gateway.service.create(
+        "same", owner="alice", scopes=["read"], allowed_ips=["10.1.2.3"]
+    )
+    bearer_ = b"authorization", f"Bearer {token}".encode()
+    at = b"x-forwarded-for", b"10.1.2.3"
+    requests: list[tuple[str, list[tuple[bytes, bytes]]]] = [
+        ("/auth/check", [bearer_, at]),
+        ("/auth/check?scope=read", [bearer_, at]),
+        ("/auth/check?scope=write", [bearer_, at]),
+        ("/auth/check", [bearer_]),  # not from an allowed address
+        ("/auth/check", [at]),
+        ("/auth/check", [bearer_, bearer_, at]),
+        ("/auth/check", [(b"authorization", bearer_[1][:-1] + b"x"), at]),
+        ("/auth/check", [(b"authorization", b"Bearer \xe9"), at]),  # no metadata can carry it
+    ]
+    seen = []
+    for path, headers in requests:
+        direct = await gateway.client.get(path, headers=headers)
+        called = await gateway.client.get(path, headers=[*headers, (b"grpc-timeout", b"10S")])
+        assert called.status_code == direct.status_code, path
+        assert called.content == direct.content
+        assert sorted(called.headers.items()) == sorted(direct.headers.items())
+        seen.append(direct.status_code)
+    assert seen == [200, 200, 403, 401, 401, 401, 401, 401]
+    await gateway.service.core.usage.flush()
+    got = await gateway.service.stub.GetToken(
+        pb.GetTokenRequest(id=token_id), metadata=bearer(gateway.service.admin_token)
+    )
+    # Each authenticated request (the 403 too: its token was used), either way, once.
+    assert got.token.usage_count == 6
+
+
 async def test_check_token_over_grpc_and_its_canonical_route(gateway: LiveGateway) -> None:
     service = gateway.service
     token_id, token = await service.create("svc", service_token=True, scopes=["read"])

@@ -135,6 +135,17 @@ async def check_call(
     """``CheckToken``'s decision on a call's own ``authorization`` and address:
     the record, or Unauthenticated / PermissionDenied (as ``decide`` refuses)."""
     authorizations, address = auth.presented(metadata, peer)
+    return await check_presented(auth, authorizations, address, required)
+
+
+async def check_presented(
+    auth: Authenticator,
+    authorizations: Sequence[str | bytes],
+    address: IPAddress | None,
+    required: Iterable[str],
+) -> TokenRecord:
+    """``check_call`` once the call's ``authorization`` values and client address
+    are read (the in-process gateway hands them over without metadata)."""
     token = presented_token(authorizations)
     decided = await decide(auth, token, address, required_scopes(required), auth.clock())
     if decided is Refusal.UNAUTHENTICATED:

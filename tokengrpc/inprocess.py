@@ -45,6 +45,8 @@ class _Abort(Exception):
 class _Context:
     """The part of ``grpc.aio.ServicerContext`` that handlers use."""
 
+    __slots__ = ("_deadline", "_metadata", "_trailing")
+
     def __init__(self, metadata: tuple[tuple[str, str], ...], deadline: float | None) -> None:
         self._metadata = metadata
         self._deadline = deadline

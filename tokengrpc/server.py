@@ -286,6 +286,8 @@ class GrpcServer:
         tokens_pb2_grpc.add_TokenServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
+        #: ``CheckToken`` without the channel, for the in-process ``/auth/check``.
+        self.local_check = servicer.check_local
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
         decided = metrics.decision if metrics is not None else None
         authz = extauthz.register(self.server, core.authenticator, decided)

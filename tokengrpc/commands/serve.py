@@ -151,6 +151,11 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
                 observer=listeners.observer(settings, metrics, traces),
                 tls=certificates.context if certificates is not None else None,
                 leak_reports=settings.github_scanning_keys is not None,
+                # Straight to the decision when in process; a traced check keeps
+                # the call, whose span the traces show.
+                local_check=(
+                    grpc_server.local_check if settings.http_in_process and traces is None else None
+                ),
             )
         if certificates is None and supervised is None:
             listeners.warn_plaintext(grpc_address)
