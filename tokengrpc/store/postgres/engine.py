@@ -88,6 +88,8 @@ _INSERT_EVENT = statements.insert_events(_mark)
 _INSERT_BATCH = 500
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(_mark)
+#: In code-point order, as the index is built (the database's collation may differ).
+_BY_NAME = statements.service_tokens_by_name(_mark, collate=' COLLATE "C"')
 _COUNT = statements.count_tokens(_mark)
 #: An owner as a one-element array (see ``statements.list_events``).
 _LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
@@ -284,9 +286,12 @@ class PostgresEngine:
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         if _unstorable(query.owner):
             return []
-        if query.offset and query.after_id == 0:
+        if query.after_name is not None:
+            statement = _BY_NAME[query.include_revoked]
+            params: tuple[object, ...] = (query.after_name, query.after_id, query.limit)
+        elif query.offset and query.after_id == 0:
             statement = _PAGED[query.include_revoked]
-            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+            params = (query.owner, query.offset, query.limit)
         else:
             statement = _LIST[query.include_revoked, query.offset == 0]
             params = statements.list_tokens_params(query)
