@@ -84,7 +84,7 @@ _FINISH = outbox.finish(_mark)
 _RETRY = outbox.retry(_mark)
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(statements.numbered_question_mark)
-_BY_NAME = statements.service_tokens_by_name(_mark)
+_BY_NAME = statements.service_tokens_by_name(_mark, hint=" INDEXED BY tokens_service_by_name")
 #: A kept count: one row, read on the loop thread.
 _COUNT = statements.count_tokens(_mark)
 #: Pages up to this size (plus the one row that tells whether more follow)
