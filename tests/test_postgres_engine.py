@@ -450,3 +450,21 @@ async def test_stored_secrets_date_from_their_last_rotation_after_the_upgrade(
     finally:
         await changes.close()
         await engine.close()
+
+
+async def test_a_released_connection_costs_no_reset_query(
+    instances: list[tuple[PostgresEngine, Notifications]],
+) -> None:
+    """The engine leaves no session state, so the pool's release sends nothing
+    (asyncpg's default reset is a query, a round trip on every read and write)."""
+    engine, _ = instances[0]
+    sent: list[str] = []
+    record = await engine.insert(_new("t"))
+    connection = await engine._pool.acquire()
+    connection.add_query_logger(lambda logged: sent.append(logged.query))
+    await connection.fetchval("SELECT 1")
+    await engine._pool.release(connection)
+    assert sent == ["SELECT 1"]
+    # And the connection, released without one, serves the next reads and writes.
+    assert await engine.get(record.id) == record
+    assert await engine.revoke(record.id, 5) is not None

@@ -157,6 +157,7 @@ class PostgresEngine:
             timeout=5,
             command_timeout=30,
             server_settings={"application_name": APPLICATION},
+            reset=_keep_session,
         )
         return cls(pool, instance_id)
 
@@ -519,6 +520,17 @@ class PostgresEngine:
 def _insert_ids(rows: int) -> str:
     """An insert of ``rows`` tokens returning only their ids."""
     return statements.insert_tokens(_mark, rows).partition(" RETURNING")[0] + " RETURNING id"
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: nothing to undo, so no query.
+
+    The engine leaves no session state on a pooled connection: no ``LISTEN``
+    (``changes.py`` has its own connection), ``SET``, cursor or session lock
+    (its advisory locks end with their transaction); asyncpg still rolls back
+    a transaction left open before calling this. asyncpg's default reset sends
+    a query on every release: a round trip for each read and write.
+    """
 
 
 #: A row of ``_insert_group``: its ordinal, the token's twelve insert
