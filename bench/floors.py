@@ -4,6 +4,7 @@
     python -m bench.floors http-json --listen 127.0.0.1:0
     python -m bench.floors http-grpc-echo --listen 127.0.0.1:0
     python -m bench.floors grpc-allow-all --listen 127.0.0.1:0
+    python -m bench.floors http-auth-floor --listen 127.0.0.1:0
 
 Each prints ``listening on HOST:PORT`` and serves until killed. The HTTP
 floors run on the same ASGI server, with the same settings, as the gateway;
@@ -11,6 +12,9 @@ floors run on the same ASGI server, with the same settings, as the gateway;
 as ``tokengrpc serve`` runs the gateway next to the service.
 ``grpc-allow-all`` answers Envoy's ``Authorization/Check`` with "allowed" and
 nothing else: what any grpcio ext_authz server costs before it looks at a token.
+``http-auth-floor`` is the same for forward auth: a few lines of asyncio
+answering every request head with 200 and fixed identity headers, the most
+any Python server can do for nginx, Caddy or Envoy's ``http_service``.
 """
 
 from __future__ import annotations
@@ -69,6 +73,38 @@ async def grpc_allow_all(listen: str) -> None:
     await server.wait_for_termination()
 
 
+#: What the forward-auth floor answers every request with.
+ALLOWED = (
+    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncache-control: no-store\r\n"
+    b"x-token-id: 2\r\nx-token-name: bench\r\nx-token-scopes: read\r\n"
+    b"x-token-owner: bench\r\n\r\n"
+)
+
+
+class _AllowEveryHead(asyncio.Protocol):
+    """Answers each complete request head at once; the checks carry no body."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._pending += data
+        heads = self._pending.count(b"\r\n\r\n")
+        if heads:
+            self._pending = self._pending.rpartition(b"\r\n\r\n")[2]
+            self._transport.write(ALLOWED * heads)
+
+
+async def http_auth_floor(listen: str) -> None:
+    sock = bind(listen)
+    server = await asyncio.get_running_loop().create_server(_AllowEveryHead, sock=sock)
+    host, port = sock.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    await server.serve_forever()
+
+
 def _json_app(upstream: str | None) -> Any:
     channel = grpc.aio.insecure_channel(upstream) if upstream else None
     echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = (
@@ -114,7 +150,7 @@ async def http_server(listen: str, with_echo: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    kinds = ["grpc-echo", "http-json", "http-grpc-echo", "grpc-allow-all"]
+    kinds = ["grpc-echo", "http-json", "http-grpc-echo", "grpc-allow-all", "http-auth-floor"]
     parser.add_argument("kind", choices=kinds)
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--reuse-port", action="store_true", help="share the port with others")
@@ -123,6 +159,8 @@ def main() -> None:
         asyncio.run(grpc_echo(args.listen, args.reuse_port))
     elif args.kind == "grpc-allow-all":
         asyncio.run(grpc_allow_all(args.listen))
+    elif args.kind == "http-auth-floor":
+        asyncio.run(http_auth_floor(args.listen))
     else:
         asyncio.run(http_server(args.listen, with_echo=args.kind == "http-grpc-echo"))
 

@@ -14,15 +14,14 @@ import platform
 import shutil
 import tempfile
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
+from bench.forwardauth import forward_section
 from bench.harness import (
     HERE,
-    HOT_KINDS,
-    HotPath,
     Row,
     echo_floor,
     ensure_wrk,
@@ -31,9 +30,9 @@ from bench.harness import (
     of_floor,
     serve_args,
     server,
-    with_cpu,
     wrk,
 )
+from bench.hotpath import compared, figure_name, on_and_off, policies_section
 from bench.postgres import postgres_section
 from bench.scale import STREAMED_UP_TO, scale_reads
 from bench.seed import Group, seed_sync
@@ -66,35 +65,13 @@ def _recording_us() -> dict[str, float]:
 
 def metrics_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None:
     """IntrospectToken and GET /api/token with metrics on and off, in turns (target: ≤ 5 %)."""
-    hot = HotPath.seed(work, "metrics")
-    kinds = HOT_KINDS
-    measures: dict[str, Callable[[], dict[str, float]]] = {}
-    cpu: dict[str, list[float]] = {}
-    with ExitStack() as servers:
-        for label, extra in (("on", []), ("off", ["--no-metrics"])):
-            svc = servers.enter_context(
-                server(serve_args(hot.data, http=True, extra=extra), ["grpc", "http"])
-            )
-            for kind, load in hot.loads(svc, seconds).items():
-                what = f"{kind}, {kinds[kind]}, metrics {label}"
-                measures[what] = with_cpu(svc.pid, seconds, load, cpu.setdefault(what, []))
-        ensure_wrk()
-        got = interleaved(runs, measures)
+    variants = {"on": [], "off": ["--no-metrics"]}
+    got, cpu = on_and_off(work, "metrics", runs, seconds, variants)
     for kind, recorded in _recording_us().items():
-        per_call = Figure.of(cpu[f"{kind}, {kinds[kind]}, metrics off"]).median
+        per_call = Figure.of(cpu[figure_name(kind, "metrics", "off")]).median
         share = f"{recorded:.2f} µs, {recorded / per_call:.2%} of the server's CPU per call"
         rows.append(Row("Metrics", f"{kind}: recording its samples, in-process", note=share))
-    for what, (rate, p50, p99) in got.items():
-        used = Figure.of(cpu[what])
-        note = f"server CPU {used.show(0)} µs per call"
-        if what.endswith(" on"):
-            off = what.removesuffix(" on") + " off"
-            off_cpu = Figure.of(cpu[off]).median
-            note = (
-                f"{rate.median / got[off][0].median - 1:+.1%} calls/s vs off; {note}"
-                f" ({used.median / off_cpu - 1:+.1%} vs off)"
-            )
-        rows.append(Row("Metrics", what, rate, p50, p99, note))
+    rows.extend(compared("Metrics", got, cpu, "on", "off"))
 
 
 def grpc_section(rows: list[Row], work: Path, runs: int, seconds: float, workers: int) -> None:
@@ -238,6 +215,20 @@ def render(rows: list[Row], runs: int, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Every section, in the order a full run takes them.
+SECTIONS = (
+    "grpc",
+    "http",
+    "metrics",
+    "policies",
+    "scale",
+    "services",
+    "forward",
+    "postgres",
+    "tracing",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
@@ -245,7 +236,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=["grpc", "http", "metrics", "scale", "services", "postgres", "tracing"],
+        choices=[
+            "grpc",
+            "http",
+            "metrics",
+            "policies",
+            "scale",
+            "services",
+            "forward",
+            "postgres",
+            "tracing",
+        ],
         action="append",
     )
     parser.add_argument(
@@ -258,9 +259,7 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
-    sections = args.only or [
-        "grpc", "http", "metrics", "scale", "services", "postgres", "tracing",
-    ]  # fmt: skip
+    sections = args.only or list(SECTIONS)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tokengrpc-bench-") as tmp:
         work = Path(tmp)
@@ -271,10 +270,14 @@ def main() -> None:
             http_section(rows, work, args.runs, args.seconds)
         if "metrics" in sections:
             metrics_section(rows, work, args.runs, args.seconds)
+        if "policies" in sections:
+            policies_section(rows, work, args.runs, args.seconds)
         if "scale" in sections:
             scale_section(rows, work, [int(s) for s in args.sizes.split(",")])
         if "services" in sections:
             services_section(rows, work, args.runs, args.seconds)
+        if "forward" in sections:
+            forward_section(rows, work, args.runs, args.seconds)
         if "postgres" in sections:
             sizes = [int(s) for s in args.sizes.split(",")]
             postgres_section(rows, work, args.runs, args.seconds, sizes)

@@ -24,13 +24,14 @@ from gateway import openapi
 from gateway.admin import Admin
 from gateway.canonical import Canonical
 from gateway.connections import ConnectionLimits, protocol_for
-from gateway.family import Family, guard
+from gateway.family import Family, Route, guard
+from gateway.forwardauth import ForwardAuth
 from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
 from gateway.leaks import LeakReports
 from gateway.me import Me
 from gateway.oauth import Introspection, Revocation
 from gateway.ops import Ops, Scraper
-from gateway.pattern import BadPath, Template
+from gateway.pattern import BadPath
 from gateway.router import Endpoint, Match, NotAllowed, Router
 from gateway.solder import Solder
 from gateway.transcode import error_response
@@ -44,7 +45,7 @@ DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 
 
 def families(
-    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+    upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
 ) -> list[Family]:
     """Every route family: the canonical routes from the annotations, the legacy
     ones, OAuth, leak reports when the service takes them, and the operator's
@@ -56,6 +57,7 @@ def families(
         Admin(upstream),
         Introspection(upstream),
         Revocation(upstream),
+        ForwardAuth(upstream, observer.decided if observer is not None else None),
     ]
     if leak_reports:
         found.append(LeakReports(upstream))
@@ -63,7 +65,7 @@ def families(
 
 
 def document(
-    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+    upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
 ) -> dict[str, Any]:
     """The OpenAPI document a gateway in front of ``upstream`` serves (no call is made)."""
     found = families(upstream, observer, leak_reports=leak_reports)
@@ -71,20 +73,20 @@ def document(
 
 
 def routes(
-    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
-) -> Iterator[tuple[str, Template | str, Endpoint]]:
-    """Every HTTP route, its handler guarded by the rules all families share."""
+    upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
+) -> Iterator[tuple[Route, Endpoint]]:
+    """Every HTTP route, and its handler guarded by the rules all families share."""
     for family in families(upstream, observer, leak_reports=leak_reports):
         for route in family.routes():
-            yield route.method, route.template, guard(upstream, family, route)
+            yield route, guard(upstream, family, route)
 
 
 def build_router(
-    upstream: Upstream, observer: Scraper | None = None, *, leak_reports: bool = False
+    upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
 ) -> Router:
     router = Router()
-    for method, template, endpoint in routes(upstream, observer, leak_reports=leak_reports):
-        router.add(method, template, endpoint)
+    for route, endpoint in routes(upstream, observer, leak_reports=leak_reports):
+        router.add(route.method, route.template, endpoint, subtree=route.subtree)
     return router
 
 

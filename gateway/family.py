@@ -29,6 +29,11 @@ Schema = dict[str, Any]
 _MAX_ID = 2**63 - 1
 
 
+#: The methods OpenAPI can name: a route for any method (``gateway.router.ANY_METHOD``)
+#: is documented under each.
+EVERY_METHOD = ("get", "put", "post", "delete", "options", "head", "patch")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
@@ -40,6 +45,9 @@ class Route:
     #: A limit of the route's own (``gateway.limits``), instead of the one
     #: ``needs_token`` implies.
     body_limit: int | None = None
+    #: Also every path below the (all-literal) template, unread: a proxy's
+    #: check carries the protected request's path there (``/auth/check/...``).
+    subtree: bool = False
 
 
 @dataclass(frozen=True, slots=True)

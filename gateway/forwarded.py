@@ -31,6 +31,11 @@ class Trust:
     #: Answers by peer: the same few peers connect again and again, and
     #: parsing an address costs microseconds.
     _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    #: Clients by (peer, X-Forwarded-For): a proxy sends the same few chains
+    #: over and over (short chains only, so the memory stays small).
+    _walked: dict[tuple[str | None, str], str | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, ranges: Iterable[str]) -> Trust:
@@ -53,11 +58,28 @@ class Trust:
         return any(address.version == n.version and address in n for n in self.proxies)
 
 
+#: Longer X-Forwarded-For chains are walked every time, never remembered.
+_REMEMBERED_CHAIN = 256
+
+
 def client_address(peer: str | None, forwarded_for: str, trust: Trust) -> str | None:
     """The client's address: the peer, or what trusted proxies say they saw.
 
     ``forwarded_for`` is every X-Forwarded-For header joined in order.
     """
+    if not forwarded_for or len(forwarded_for) > _REMEMBERED_CHAIN:
+        return _walk(peer, forwarded_for, trust)
+    key = (peer, forwarded_for)
+    walked = trust._walked
+    if key in walked:
+        return walked[key]
+    if len(walked) >= 4096:
+        walked.clear()
+    found = walked[key] = _walk(peer, forwarded_for, trust)
+    return found
+
+
+def _walk(peer: str | None, forwarded_for: str, trust: Trust) -> str | None:
     if not trust.trusts(peer) or not forwarded_for:
         return peer
     client = peer

@@ -99,8 +99,10 @@ class Request:
     query_string: str
     headers: dict[str, str]
     client_host: str | None
-    scheme: str
-    host: str
+    #: Whether the peer is a trusted proxy, whose X-Forwarded-Proto/-Host count.
+    peer_trusted: bool
+    #: The connection's own scheme (``scheme`` is what the client used).
+    own_scheme: str
     receive: Receive
     _body: bytes | None = field(default=None, repr=False)
     #: The token id the service said it authenticated (for the access line).
@@ -112,6 +114,8 @@ class Request:
     body_limit: int = MAX_BODY
     #: The request's span, set by the observer when tracing is on.
     trace: Trace | None = None
+    #: The head's headers as they came, for a header whose lines must not be joined.
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, trust: Trust) -> Request:
@@ -126,7 +130,6 @@ class Request:
         headers = {name: ", ".join(parts) for name, parts in values.items()}
         client = scope.get("client")
         peer = client[0] if client else None
-        trusted = trust.trusts(peer)
         raw = scope.get("raw_path") or scope["path"].encode()
         return cls(
             method=scope["method"],
@@ -134,14 +137,27 @@ class Request:
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             client_host=forwarded.client_address(peer, headers.get("x-forwarded-for", ""), trust),
-            scheme=forwarded.scheme_of(
-                trusted, headers.get("x-forwarded-proto", ""), scope.get("scheme", "http")
-            ),
-            host=forwarded.host_of(
-                trusted, headers.get("x-forwarded-host", ""), headers.get("host", "localhost")
-            ),
+            peer_trusted=trust.trusts(peer),
+            own_scheme=scope.get("scheme", "http"),
             receive=receive,
+            raw_headers=scope["headers"],
         )
+
+    @property
+    def scheme(self) -> str:
+        """The scheme the client used (for absolute URLs; worked out only when asked)."""
+        proto = self.headers.get("x-forwarded-proto", "")
+        return forwarded.scheme_of(self.peer_trusted, proto, self.own_scheme)
+
+    @property
+    def host(self) -> str:
+        """The host the client asked for (for absolute URLs; worked out only when asked)."""
+        named = self.headers.get("x-forwarded-host", "")
+        return forwarded.host_of(self.peer_trusted, named, self.headers.get("host", "localhost"))
+
+    def header_lines(self, name: bytes) -> list[bytes]:
+        """Each line of one header (``name`` in lowercase), in order, not joined."""
+        return [value for key, value in self.raw_headers if key.lower() == name]
 
     def query(self) -> list[tuple[str, str]]:
         """The query's parameters in order; BadQuery past MAX_FIELDS."""

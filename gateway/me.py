@@ -104,7 +104,10 @@ def item(token: pb.Token) -> dict[str, Any]:
     return {
         "id": token.id,
         "name": token.name,
-        "status": legacy.status_word(token),
+        # The application me reproduces knows no pending token: not yet usable is inactive.
+        "status": "inactive"
+        if token.status == pb.TOKEN_STATUS_PENDING
+        else legacy.status_word(token),
         "last_used_at": legacy.optional_time(token, "last_use_time", legacy.seconds_z),
         "usage_count": token.usage_count,
         "expires_at": legacy.optional_time(token, "expire_time", legacy.seconds_z),

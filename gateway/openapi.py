@@ -18,8 +18,9 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.descriptor import ServiceDescriptor as Service
 
 from gateway.authfirst import UNAUTHENTICATED_RPCS
-from gateway.family import Fragment, Schema
-from gateway.pattern import openapi_path, parameter_names
+from gateway.family import EVERY_METHOD, Fragment, Route, Schema
+from gateway.pattern import compile_template, openapi_path, parameter_names
+from gateway.router import ANY_METHOD
 from gateway.transcode import Binding, bindings
 
 __all__ = ["openapi_path", "parameter_names"]  # at home in gateway.pattern, used here
@@ -149,6 +150,16 @@ class Schemas:
         if message is not None and field.containing_oneof is None:
             return nullable(value)  # written as null when unset (gateway.protojson)
         return value
+
+
+def documented_as(route: Route) -> set[tuple[str, str]]:
+    """The (OpenAPI path, method) pairs that describe ``route``: a route for any
+    method under each method, a subtree's paths below it as ``{path}``."""
+    template = route.template
+    path = openapi_path(compile_template(template) if isinstance(template, str) else template)
+    methods = EVERY_METHOD if route.method == ANY_METHOD else (route.method.lower(),)
+    paths = (path, f"{path}/{{path}}") if route.subtree else (path,)
+    return {(where, method) for where in paths for method in methods}
 
 
 def _walk(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:

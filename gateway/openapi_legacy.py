@@ -12,7 +12,7 @@ two media types is more than client generators handle (``docs/http.md``).
 
 from __future__ import annotations
 
-from gateway.family import Fragment, Schema
+from gateway.family import EVERY_METHOD, Fragment, Schema
 
 ME = "/api/v1/me/tokens"
 JSON = "application/json"
@@ -486,6 +486,76 @@ def revocation() -> Fragment:
         },
     }
     schemas = {"oauth.RevokeError": _object({"error": _STRING}, required=("error",))}
+    return Fragment(paths, schemas)
+
+
+def forward_auth(path: str) -> Fragment:
+    """``/auth/check`` and every path below it, any method (documented under each)."""
+    error = _ref("forward.Error")
+    header = {"schema": _STRING}
+    allowed = {
+        "description": "The token is active and holds every scope demanded: let the "
+        "request pass with these headers. The body is empty.",
+        "headers": {
+            "Cache-Control": {"schema": {"const": "no-store"}, "required": True},
+            "X-Token-Id": {**header, "required": True},
+            "X-Token-Name": {**header, "required": True},
+            "X-Token-Scopes": {**header, "description": "Absent for a token without scopes."},
+            "X-Token-Owner": {**header, "description": "Absent for a service token."},
+        },
+    }
+    responses = {
+        "200": allowed,
+        "401": {
+            **_json(error, "No token, not exactly one, or one that does not authenticate."),
+            "headers": {"WWW-Authenticate": {"schema": {"const": "Bearer"}, "required": True}},
+        },
+        "403": _json(error, "The token lacks a scope the route demands."),
+        "503": _json(error, "The service cannot answer now: the request must not pass."),
+    }
+    demanded = {
+        "name": "X-Required-Scopes",
+        "in": "header",
+        "required": False,
+        "description": "Scopes the protected route demands, space separated; every line counts.",
+        "schema": _STRING,
+    }
+    query = {
+        "name": "scope",
+        "in": "query",
+        "required": False,
+        "description": "A scope the protected route demands (repeatable); read on "
+        f"`{path}` itself only.",
+        "schema": _STRINGS,
+        "style": "form",
+        "explode": True,
+    }
+    below = {
+        "name": "path",
+        "in": "path",
+        "required": True,
+        "description": "The protected request's path and query, as Envoy's `http_service` "
+        "appends them: never read.",
+        "schema": _STRING,
+    }
+    summary = "Forward auth: may the request carrying this bearer token pass?"
+    paths: dict[str, dict[str, Schema]] = {path: {}, f"{path}/{{path}}": {}}
+    for method in EVERY_METHOD:
+        for where, parameters in (
+            (path, [demanded, query]),
+            (f"{path}/{{path}}", [demanded, below]),
+        ):
+            suffix = "" if where == path else "_below"
+            paths[where][method] = {
+                "operationId": f"forward_auth_{method}{suffix}",
+                "tags": ["forward auth"],
+                "summary": summary,
+                "description": "Any method; no body is read. The proxy forwards the "
+                "client's `Authorization` and `X-Forwarded-For`.",
+                "parameters": parameters,
+                "responses": responses,
+            }
+    schemas = {"forward.Error": _object({"error": _STRING}, required=("error",))}
     return Fragment(paths, schemas)
 
 

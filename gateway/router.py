@@ -6,6 +6,9 @@ path that matches under other methods is 405 with ``Allow``.
 
 A path that is exactly an all-literal template (most legacy routes) is
 found by one dictionary lookup: no template can be more specific than it.
+A subtree route (``/auth/check`` and everything below it, any method) is
+found before any template, by its prefix alone: what lies below is never
+decoded, so no path under it can be a 400.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 
 from gateway.http import Request, Response
 from gateway.pattern import LITERAL, Template, compile_template, openapi_path
+
+#: The method of a route that answers every method (``/auth/check``).
+ANY_METHOD = "*"
 
 Endpoint = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -51,9 +57,24 @@ class Router:
         self._routes: list[Route] = []
         #: All-literal templates: path -> method -> endpoint.
         self._exact: dict[str, dict[str, Endpoint]] = {}
+        #: Subtree routes: (the path, the path and "/", endpoint).
+        self._subtrees: list[tuple[str, str, Endpoint]] = []
 
-    def add(self, method: str, template: Template | str, endpoint: Endpoint) -> None:
+    def add(
+        self,
+        method: str,
+        template: Template | str,
+        endpoint: Endpoint,
+        *,
+        subtree: bool = False,
+    ) -> None:
         compiled = compile_template(template) if isinstance(template, str) else template
+        if subtree:
+            literal = all(kind == LITERAL for kind, _ in compiled.segments) and not compiled.verb
+            if method != ANY_METHOD or not literal:
+                raise ValueError(f"{compiled.source}: a subtree route is literal, for any method")
+            self._subtrees.append((compiled.source, compiled.source + "/", endpoint))
+            return
         for route in self._routes:
             same = (route.template.segments, route.template.verb) == (
                 compiled.segments,
@@ -72,6 +93,9 @@ class Router:
 
         Raises BadPath for a malformed escape in a path that would match.
         """
+        for path, below, endpoint in self._subtrees:
+            if raw_path == path or raw_path.startswith(below):
+                return Match(endpoint, {}, path)
         if len(raw_path) > 1 and raw_path.endswith("/"):
             raw_path = raw_path[:-1]
         exact = self._exact.get(raw_path)

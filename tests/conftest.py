@@ -4,11 +4,13 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import rows
 from tests.helpers import (
+    MAX_SECRET_AGE,
     LiveGateway,
     LiveService,
     start_gateway,
@@ -65,11 +67,10 @@ def _scan_files(data_dir: Path, plaintexts: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(
-    data_dir: Path, database_url: str, *, github_scanning_keys: str | None = None
-) -> AsyncIterator[LiveService]:
-    """A live service, and after it the search of its store for every plaintext it saw."""
-    live = await start_service(data_dir, database_url, github_scanning_keys=github_scanning_keys)
+async def running(data_dir: Path, database_url: str, **changes: Any) -> AsyncIterator[LiveService]:
+    """A live service (``changes``: other ``Settings`` fields), and after it the
+    search of its store for every plaintext it saw."""
+    live = await start_service(data_dir, database_url, **changes)
     try:
         yield live
     finally:
@@ -87,6 +88,17 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     engine = request.param
     url = request.getfixturevalue("database_url") if engine == "postgres" else ""
     async with running(tmp_path / "data", url) as live:
+        yield live
+
+
+@pytest.fixture(params=ENGINES)
+async def aged_service(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[LiveService]:
+    """A live service whose secrets authenticate ``MAX_SECRET_AGE`` after they
+    were issued (CONTRACT section 12), on either engine."""
+    url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
+    async with running(tmp_path / "data", url, max_secret_age=MAX_SECRET_AGE) as live:
         yield live
 
 

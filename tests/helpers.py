@@ -19,6 +19,9 @@ from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
+#: The maximum secret age of ``aged_service`` (microseconds): an hour, which
+#: the tests pass by moving the service's clock.
+MAX_SECRET_AGE = 3600 * 1_000_000
 
 
 def bearer(token: str) -> Metadata:
@@ -111,24 +114,13 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     return found
 
 
-async def start_service(
-    data_dir: Path,
-    database_url: str = "",
-    *,
-    grpc_max_receive_bytes: int | None = None,
-    github_scanning_keys: str | None = None,
-) -> LiveService:
-    """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database named."""
+async def start_service(data_dir: Path, database_url: str = "", **changes: Any) -> LiveService:
+    """A service on port 0: SQLite in ``data_dir``, or the PostgreSQL database
+    named; ``changes``: other ``Settings`` fields."""
     from tokengrpc.config import Settings
 
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        usage_flush_interval=0.05,
-        github_scanning_keys=github_scanning_keys,
-    )
-    if grpc_max_receive_bytes is not None:
-        settings = dataclasses.replace(settings, grpc_max_receive_bytes=grpc_max_receive_bytes)
+    settings = Settings(data_dir=data_dir, database_url=database_url, usage_flush_interval=0.05)
+    settings = dataclasses.replace(settings, **changes)
     clock = Clock()
     core = await Core.open(settings, clock=clock)
     server = GrpcServer(core, settings=settings)

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar, cast
 
 from tokengrpc.store.base import (
+    NO_ACTOR,
     PREVIOUS_SECRET,
+    REASON_INACTIVE,
     SERVICE_OWNER,
     Actor,
     EventAction,
@@ -24,6 +26,8 @@ from tokengrpc.store.base import (
     NameTaken,
     NewToken,
     Outgoing,
+    ReminderState,
+    ReminderStep,
     Rotation,
     StoreNotEmpty,
     TokenChanges,
@@ -44,6 +48,10 @@ class Database:
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     fingerprint: bytes | None = None
     generation: int = 0
+    #: Each token's expiry reminders (the engines' reminder_* columns).
+    reminders: dict[int, ReminderState] = dataclasses.field(default_factory=dict)
+    #: The maximum secret age reminders were planned under; empty: never planned.
+    reminder_plan: list[int | None] = dataclasses.field(default_factory=list)
     #: The webhook URLs events are queued for, and the queue: rows by id, in
     #: order, each due at its ``due`` time (as the engines' outbox tables).
     webhook_urls: list[str] = dataclasses.field(default_factory=list)
@@ -132,8 +140,14 @@ class MemoryEngine:
             not_before=new.not_before, secret_time=new.now,
         )  # fmt: skip
         self._db.tokens[token_id] = record
+        self._wake(record, new.now)
         self._event(EventAction.CREATED, record, new.now, new.actor)
         return record
+
+    def _wake(self, record: TokenRecord, when: int) -> None:
+        """What the engines' triggers do when a write may move an expiry."""
+        found = self._db.reminders.get(record.id, ReminderState(None, None, None))
+        self._db.reminders[record.id] = dataclasses.replace(found, wake=when)
 
     def _next_id(self) -> int:
         return max(self._db.tokens, default=0) + 1
@@ -202,6 +216,9 @@ class MemoryEngine:
             changed = change(found)
             if changed is not None:
                 self._db.tokens[token_id] = changed
+                moved = (changed.expire_time, changed.secret_time)
+                if moved != (found.expire_time, found.secret_time):
+                    self._wake(changed, changed.update_time)
                 event(changed)
             return changed
 
@@ -298,6 +315,72 @@ class MemoryEngine:
         ]
         return found[: query.limit]
 
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        def unused(t: TokenRecord) -> bool:
+            activity = max(t.last_use_time or 0, t.create_time, t.secret_time)
+            return t.revoke_time is None and activity <= cutoff
+
+        def step() -> list[TokenRecord]:
+            revoked = []
+            for found in list(self._db.tokens.values()):
+                if (token_id is None or found.id == token_id) and unused(found):
+                    record = dataclasses.replace(found, revoke_time=now, update_time=now)
+                    self._db.tokens[found.id] = record
+                    actor = Actor(reason=REASON_INACTIVE)
+                    self._event(EventAction.REVOKED, record, now, actor, ("revoke_time",))
+                    revoked.append(record)
+            return revoked
+
+        return await self._write("revoke_unused", step)
+
+    async def next_reminder_wake(self) -> int | None:
+        wakes = [s.wake for s in self._db.reminders.values() if s.wake is not None]
+        return min(wakes, default=None)
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        def advance() -> int:
+            for token_id, state in list(self._db.reminders.items()):
+                record = self._db.tokens[token_id]
+                lasting = only_own_expiries and record.expire_time is None
+                if (
+                    state.wake is not None
+                    and state.wake <= now
+                    and (record.revoke_time is not None or lasting)
+                ):
+                    self._db.reminders[token_id] = ReminderState(None, None, None)
+            due = sorted(
+                (s.wake, token_id)
+                for token_id, s in self._db.reminders.items()
+                if s.wake is not None and s.wake <= now
+            )[:limit]
+            for _, token_id in due:
+                record = self._db.tokens[token_id]
+                state, action = step(record, self._db.reminders[token_id])
+                self._db.reminders[token_id] = state
+                if action is not None:
+                    self._event(action, record, now, NO_ACTOR)
+            return len(due)
+
+        return await self._write("advance_reminders", advance)
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        def plan() -> bool:
+            if self._db.reminder_plan == [max_secret_age]:
+                return False
+            for record in self._db.tokens.values():
+                wake = self._db.reminders.get(record.id, ReminderState(None, None, None)).wake
+                needs = record.expire_time is not None or max_secret_age is not None
+                if record.revoke_time is None and needs:
+                    self._wake(record, now if wake is None else min(wake, now))
+            self._db.reminder_plan[:] = [max_secret_age]
+            return True
+
+        return await self._write("plan_reminders", plan)
+
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         # As the engines' SQL says it: counts add up, the later use's time and address win.
         def step() -> None:
@@ -358,6 +441,16 @@ class MemoryEngine:
 
     async def is_empty(self) -> bool:
         return not self._db.tokens
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return sum(
+            1
+            for t in self._db.tokens.values()
+            if t.revoke_time is None
+            and t.active
+            and (t.expire_time is None or t.expire_time > now)
+            and t.secret_time <= now - max_secret_age
+        )
 
     async def key_fingerprint(self) -> bytes | None:
         return self._db.fingerprint

@@ -26,6 +26,10 @@ T = TypeVar("T")
 # Columns a request may legitimately change without changing the store's
 # meaning: a successful authentication counts a use, from an address.
 USAGE_COLUMNS = frozenset({"usage_count", "last_use_time", "last_use_ip"})
+#: Where expiry reminders stand: moved by the service's own timer at any time
+#: (tokengrpc/sweeper.py), so left out of snapshots like the usage columns.
+REMINDER_COLUMNS = frozenset({"reminder_expiry", "reminder_next", "reminder_wake"})
+_UNSNAPPED = USAGE_COLUMNS | REMINDER_COLUMNS
 #: Columns ``set_column`` may write (a constant list, so no name from a test
 #: ever reaches SQL unchecked).
 _SETTABLE = frozenset({"revoke_time", "expire_time", "active"})
@@ -60,12 +64,12 @@ async def _fetch(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
 
 
 def snapshot(data_dir: Path, database_url: str) -> list[tuple[object, ...]]:
-    """Every token row minus usage columns, then every audit event, by id."""
+    """Every token row minus usage and reminder columns, then every audit event, by id."""
     if database_url:
         return _blocking(_pg_snapshot(database_url))
     with contextlib.closing(sqlite3.connect(data_dir / "tokens.db")) as db:
         names = [row[1] for row in db.execute("PRAGMA table_info(tokens)")]
-        keep = ", ".join(n for n in names if n not in USAGE_COLUMNS)
+        keep = ", ".join(n for n in names if n not in _UNSNAPPED)
         rows = list(db.execute(f"SELECT {keep} FROM tokens ORDER BY id"))  # noqa: S608
         return rows + list(db.execute("SELECT * FROM token_events ORDER BY id"))
 
@@ -77,7 +81,7 @@ async def _pg_snapshot(url: str) -> list[tuple[object, ...]]:
         " WHERE table_schema = current_schema() AND table_name = 'tokens'"
         " ORDER BY ordinal_position",
     )
-    keep = ", ".join(str(c[0]) for c in columns if c[0] not in USAGE_COLUMNS)
+    keep = ", ".join(str(c[0]) for c in columns if c[0] not in _UNSNAPPED)
     rows = await _fetch(url, f"SELECT {keep} FROM tokens ORDER BY id")  # noqa: S608
     return rows + await _fetch(url, "SELECT * FROM token_events ORDER BY id")
 

@@ -237,6 +237,8 @@ def test_token_events_prints_no_header_before_a_refusal(tmp_path: Path) -> None:
     header, row = listed.stdout.splitlines()
     assert header.startswith("TIME\tACTION\t")
     assert row.split("\t")[1:3] == ["created", "1"]
+    assert header.endswith("\tREASON\tDETAIL")
+    assert row.split("\t")[-2:] == ["cli", "-"]  # made by the command line
 
 
 def test_a_gateway_without_an_upstream_is_one_line_naming_flag_and_variable() -> None:

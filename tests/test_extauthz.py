@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.asgiserver import AsgiServer
 from tests.envoyproxy import CONFIG, LiveEnvoy, echo_app, start_envoy
 from tests.helpers import LiveService, bearer
+from tokengrpc.store import EventAction, EventQuery
 from tokengrpc.v1 import tokens_pb2 as pb
 
 UNAUTHENTICATED_BODY = {"error": "Unauthenticated."}
@@ -142,6 +143,18 @@ async def test_forged_identity_headers_are_replaced(stack: Stack) -> None:
     assert values(headers, "x-token-scopes") == ["a b"]
 
 
+async def _expiry_recorded(service: LiveService, token_id: int) -> None:
+    """Once the service has recorded the token's EXPIRED event (CONTRACT section
+    12: within 2 s of the expiry), after which nothing in the store moves."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = await service.core.store.list_events(EventQuery(limit=10, token_id=token_id))
+        if any(event.action == EventAction.EXPIRED for event in found):
+            return
+        assert time.monotonic() < deadline, "no EXPIRED event"
+        await asyncio.sleep(0.05)
+
+
 async def test_every_bad_token_is_denied_the_same_way(stack: Stack) -> None:
     service = stack.service
     revoked_id, revoked = await service.create("revoked", owner="alice")
@@ -167,6 +180,7 @@ async def test_every_bad_token_is_denied_the_same_way(stack: Stack) -> None:
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
     unknown = "999999|" + good.partition("|")[2]
     await asyncio.sleep(max(0.0, soon.ToNanoseconds() / 1e9 - time.time()) + 0.05)
+    await _expiry_recorded(service, expired.token.id)
     before = service.snapshot()
 
     assert_unauthenticated(await stack.get("/"), "no token")

@@ -43,6 +43,7 @@ def _shape(path: str) -> Shape:
         ("/_/", admin_shape),
         ("/oauth/", oauth_shape),
         ("/v1/", status_shape),
+        ("/auth/check", solder_shape),  # Envoy Check's denials: {"error": ...}
     ):
         if path.startswith(prefix):
             return shape
@@ -71,7 +72,10 @@ async def _exchange(gateway: LiveGateway, data: bytes) -> httpx.Response:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             headers = [_header(line) for line in lines[1:] if line]
-            length = int(dict(headers).get("content-length", "0"))
+            # A HEAD answer names its body's length but carries none.
+            length = (
+                0 if data.startswith(b"HEAD ") else int(dict(headers).get("content-length", "0"))
+            )
             body = await reader.readexactly(length)
         return httpx.Response(int(lines[0].split()[1]), headers=headers, content=body)
     finally:
@@ -101,7 +105,7 @@ async def test_a_strangers_large_body_is_401_before_it_is_read(gateway: LiveGate
                     gateway, head + (b"1\r\n{\r\n" if "chunked" in declared else b"{")
                 )
                 assert answer.status_code == 401, (method, path, credential, answer.text)
-                assert _shape(path)(answer), (path, answer.text)
+                assert method == "HEAD" or _shape(path)(answer), (path, answer.text)
     assert gateway.service.snapshot() == before
     await gateway.healthy()
 

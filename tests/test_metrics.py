@@ -147,6 +147,12 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert renamed.status_code == 400  # revoked above
     for path in ("/no/such/thing", f"/{FORGED}", "/wp-admin.php"):
         assert (await observed.client.get(path)).status_code == 404
+    # Forward auth: one label whatever the method and the path below it.
+    for method, path in (("GET", "/auth/check"), ("PROPFIND", f"/auth/check/{FORGED}/x?a=b")):
+        checked = await observed.client.request(method, path, headers=headers)
+        assert checked.status_code == 200
+    stranger = await observed.client.post("/auth/check/api/token", headers=forged)
+    assert stranger.status_code == 401
     after = await observed.scrape()
 
     def delta(name: str, **labels: str) -> float:
@@ -160,6 +166,8 @@ async def test_http_counters_are_labelled_by_route_template(observed: Observed) 
     assert delta(requests, route="/v1/tokens/{id}", status="200") == 1
     assert delta(requests, route="/v1/tokens/{id}", status="400") == 1
     assert delta(requests, route="(unmatched)", status="404") == 3
+    assert delta(requests, route="/auth/check", status="200") == 2
+    assert delta(requests, route="/auth/check", status="401") == 1
     # The scrape before this one counted, under its own template.
     assert delta(requests, route="/metrics", status="200") == 1
     assert delta("tokengrpc_http_request_duration_seconds_count", route="/api/token") == 5
@@ -188,6 +196,17 @@ async def test_check_decisions_the_build_and_the_process_are_exposed(observed: O
             if required:
                 request.attributes.context_extensions["required_scopes"] = required
             await check.Check(request, metadata=bearer(envoy))
+    # The same decisions over HTTP, counted under their own endpoint.
+    for presented, required, status in (
+        (made.plaintext, "read", 200),
+        (FORGED, "", 401),
+        (made.plaintext, "write", 403),
+    ):
+        checked = await observed.client.get(
+            "/auth/check",
+            headers={"authorization": f"Bearer {presented}", "x-required-scopes": required},
+        )
+        assert checked.status_code == status
     after = await observed.scrape()
 
     def delta(name: str, **labels: str) -> float:
@@ -198,6 +217,9 @@ async def test_check_decisions_the_build_and_the_process_are_exposed(observed: O
     assert delta(decisions, endpoint="Check", result="unauthenticated") == 1
     assert delta(decisions, endpoint="Check", result="forbidden") == 1
     assert delta(decisions, endpoint="Check", result="unavailable") == 1
+    assert delta(decisions, endpoint="/auth/check", result="allowed") == 1
+    assert delta(decisions, endpoint="/auth/check", result="unauthenticated") == 1
+    assert delta(decisions, endpoint="/auth/check", result="forbidden") == 1
     assert value(after, "tokengrpc_build_info", version=version()) == 1
     assert value(after, "process_cpu_seconds_total") > 0
     assert value(after, "process_open_fds") > 0

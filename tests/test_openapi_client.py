@@ -69,12 +69,14 @@ async def test_a_generated_client_imports_and_calls_every_family(
     modules = import_all(generated)
     operations = {
         name.rsplit(".", 1)[1] for name in modules if name.startswith(f"{PACKAGE}.api.")
-    } - {"admin", "me", "oauth", "ops", "solder", "token_service"}
+    } - {"admin", "forward_auth", "me", "oauth", "ops", "solder", "token_service"}
     assert len(operations) == sum(len(ops) for ops in spec["paths"].values())
     assert not any(name[-1].isdigit() for name in operations), "operation ids say what they do"
 
     def api(name: str) -> Any:
-        family = name.split("_", 1)[0] if not name.startswith("token_service") else "token_service"
+        family = name.split("_", 1)[0]
+        for long_name in ("token_service", "forward_auth"):
+            family = long_name if name.startswith(long_name) else family
         family = "ops" if name in ("healthz", "readyz", "openapi") else family
         return modules[f"{PACKAGE}.api.{family}.{name}"]
 
@@ -129,3 +131,6 @@ async def test_a_generated_client_imports_and_calls_every_family(
     await call("oauth_revoke", anonymous, 200, body=model("OauthRevokeBody")(token=me.plaintext))
     refused = await call("solder_list", client_module.AuthenticatedClient(base, me.plaintext), 401)
     assert refused.error == "Unauthenticated."
+    # forward auth: the token presented is the one checked
+    await call("forward_auth_get", admin, 200)
+    await call("forward_auth_get_below", anonymous, 401, path="page")

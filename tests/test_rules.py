@@ -40,10 +40,33 @@ def _record(**changes: object) -> TokenRecord:
         ({"expire_time": NOW + 1}, rules.Status.ACTIVE),
         ({"expire_time": NOW - 1, "active": False}, rules.Status.EXPIRED),
         ({"revoke_time": 5, "expire_time": NOW - 1, "active": False}, rules.Status.REVOKED),
+        ({"not_before": NOW + 1}, rules.Status.PENDING),
+        ({"not_before": NOW}, rules.Status.ACTIVE),
+        ({"not_before": NOW + 1, "active": False}, rules.Status.INACTIVE),
+        ({"not_before": NOW + 1, "expire_time": NOW}, rules.Status.EXPIRED),
     ],
 )
 def test_status_precedence(changes: dict[str, object], status: rules.Status) -> None:
-    assert rules.status_of(_record(**changes), NOW) is status
+    assert rules.status_of(_record(**changes), NOW, None) is status
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({"secret_time": NOW - 100}, rules.Status.EXPIRED),
+        ({"secret_time": NOW - 99}, rules.Status.ACTIVE),
+        ({"secret_time": NOW - 100, "revoke_time": 5}, rules.Status.REVOKED),
+        ({"secret_time": NOW, "expire_time": NOW}, rules.Status.EXPIRED),
+        ({"secret_time": NOW - 100, "not_before": NOW + 1}, rules.Status.EXPIRED),
+    ],
+)
+def test_the_maximum_secret_age_expires_a_token(
+    changes: dict[str, object], status: rules.Status
+) -> None:
+    assert rules.status_of(_record(**changes), NOW, 100) is status
+    assert rules.status_of(_record(**changes), NOW, None) is not rules.Status.EXPIRED or (
+        changes.get("expire_time") == NOW
+    )
 
 
 def test_ungrantable_lists_what_is_not_held() -> None:

@@ -410,3 +410,20 @@ async def test_an_actors_reason_and_detail_reach_the_event(open_store: StoreFact
     assert (revoked.reason, revoked.detail) == (REASON_LEAKED, "https://example.com/leak github")
     assert (created.reason, created.detail) == (REASON_CLI, "")
     assert (revoked.actor_token_id, revoked.actor_owner) == (0, "")
+
+
+async def test_tokens_past_a_secret_age_are_counted(open_store: StoreFactory) -> None:
+    """What ``serve`` reports at start: live, active tokens within their own
+    expiry whose current secret is at least that old."""
+    store = await open_store()
+    old = await store.insert(_new("old", now=10))
+    await store.insert(_new("young", now=60))
+    await store.insert(dataclasses.replace(_new("inactive", now=10), active=False))
+    await store.insert(dataclasses.replace(_new("expired", now=10), expire_time=50))
+    gone = await store.insert(_new("revoked", now=10))
+    await store.revoke(gone.id, 20)
+    assert await store.count_past_secret_age(100, 90) == 1
+    rotation = Rotation(secret_hash=b"n" * 32, sealed_value=None, previous_until=None, now=30)
+    await store.rotate(old.id, rotation)
+    assert await store.count_past_secret_age(100, 90) == 0
+    assert await store.count_past_secret_age(100, 40) == 2

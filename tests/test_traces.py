@@ -32,6 +32,7 @@ SERVER = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
 GRPC_TRACE, GRPC_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 CHECKED_TRACE, CHECKED_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 HTTP_TRACE, HTTP_SPAN = "5c4e1b2f9a8d7e6f5c4e1b2f9a8d7e6f", "1a2b3c4d5e6f7a8b"
+FORWARD_TRACE, FORWARD_SPAN = "7d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a", "2b3c4d5e6f7a8b9c"
 
 
 def traceparent(trace_id: str, span_id: str) -> str:
@@ -95,6 +96,15 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
                     "/api/v1/me/tokens", headers={"Authorization": "Bearer not-a-token"}
                 )
                 assert refused.status_code == 401
+                # A proxy's forward-auth check: the protected request's trace goes on.
+                forwarded = await client.get(
+                    "/auth/check/protected/page",
+                    headers={
+                        "Authorization": f"Bearer {made.plaintext}",
+                        "traceparent": traceparent(FORWARD_TRACE, FORWARD_SPAN),
+                    },
+                )
+                assert forwarded.status_code == 200
 
             created = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/CreateToken")))[0]
             assert created.span.kind == SERVER
@@ -128,6 +138,13 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
             inner = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/GetToken")))[0]
             assert (inner.trace_id, inner.parent_id) == (HTTP_TRACE, outer.span_id)
             assert inner.attributes["tokengrpc.token_id"] == 1
+
+            checking = (await otlp.wait_for(_named("GET /auth/check")))[0]
+            assert (checking.trace_id, checking.parent_id) == (FORWARD_TRACE, FORWARD_SPAN)
+            assert checking.attributes["tokengrpc.token_id"] == made.token.id  # the checked one
+            behind = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/CheckToken")))[0]
+            assert (behind.trace_id, behind.parent_id) == (FORWARD_TRACE, checking.span_id)
+            assert behind.attributes["tokengrpc.token_id"] == made.token.id
 
             problem = (await otlp.wait_for(_named("GET /api/v1/me/tokens")))[0]
             assert uuid.UUID(refused.headers["x-trace-id"]).hex == problem.trace_id

@@ -73,6 +73,7 @@ async def test_every_setting_reaches_every_worker(
         "grpc_max_receive_bytes": "2048",
         "token_prefix": PREFIX,
         "trusted_proxies": "",
+        "max_secret_age": "30d",
         # A secret has no flag: a variable either way.
         "secret_key": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
@@ -92,6 +93,7 @@ async def test_every_setting_reaches_every_worker(
                     headers={"Authorization": f"Bearer {admin}", "X-Forwarded-For": "203.0.113.9"},
                 )
                 assert made.status_code == 200, made.text  # the database and data dir, over TLS
+                assert "expireTime" in made.json()["token"]  # the maximum secret age
                 created.append(made.json()["plaintext"])
                 big = await client.get("/healthz", headers={"X-Padding": "x" * 5000})
                 assert big.status_code == 431  # the HTTP limit

@@ -11,7 +11,9 @@ uses it, so no request is judged against two different "now"s.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -28,8 +30,10 @@ from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
-from tokengrpc.rules import ADMIN, WRITE, Status, status_of
+from tokengrpc.rules import ADMIN, WRITE, Status, status_of, unused_too_long
 from tokengrpc.store import Actor, TokenRecord, TokenStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,9 @@ class Caller:
     client_ip: str = ""
     #: Authenticated by a secret a rotation replaced (inside its grace period).
     replaced_secret: bool = False
+    #: Why its changes are made, for audit events (``store.REASON_*``): the
+    #: command line's are ``cli``; an API caller's own have none.
+    reason: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -57,15 +64,21 @@ class Caller:
 
     @property
     def actor(self) -> Actor:
-        return Actor(self.token_id, self.owner, self.client_ip)
+        return Actor(self.token_id, self.owner, self.client_ip, self.reason)
 
 
 _OPERATOR_SCOPES = frozenset({"admin", "write", "introspect"})
 
 
-def operator(now: int | None = None) -> Caller:
-    """The command-line operator: works on the store directly, with every power."""
-    return Caller(owner="admin", scopes=_OPERATOR_SCOPES, now=now_us() if now is None else now)
+def operator(now: int | None = None, reason: str = "") -> Caller:
+    """The operator: works on the store directly, with every power (the
+    ``token`` commands say ``REASON_CLI``; the bootstrap token is the service's own)."""
+    return Caller(
+        owner="admin",
+        scopes=_OPERATOR_SCOPES,
+        now=now_us() if now is None else now,
+        reason=reason,
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,13 +103,26 @@ class Authenticator:
         resolver: ClientAddressResolver,
         observe: Observation = ignore,
         clock: Callable[[], int] = now_us,
+        max_secret_age: int | None = None,
+        *,
+        revoke_unused_after: int | None = None,
+        unused_margin: int = 0,
     ) -> None:
         self._store = store
+        #: ``--revoke-unused-after`` (microseconds; None: unset), and how much
+        #: longer a token must look unused before its revocation is recorded
+        #: (``tokengrpc.sweeper``: uses not yet written must not revoke it).
+        self._unused_after = revoke_unused_after
+        self._unused_margin = unused_margin
+        #: Unused tokens whose revocation is being recorded, and the writes doing it.
+        self._recording: dict[int, asyncio.Task[object]] = {}
         self.resolver = resolver
         #: Told whether each caller authentication succeeded (the metric).
         self._observe = observe
         #: Read once per request (``Caller.now``); a test may move it by hand.
         self.clock = clock
+        #: Microseconds a secret authenticates after it was issued (``lifetime``).
+        self.max_secret_age = max_secret_age
 
     async def check(
         self,
@@ -105,20 +131,19 @@ class Authenticator:
         now: int,
         *,
         counted: bool = False,
-    ) -> TokenRecord | None:
-        """The token's record if it may be used at ``now`` from ``address``;
-        counts the use.
+    ) -> tuple[TokenRecord, bool] | None:
+        """The token's record if it may be used at ``now`` from ``address``, and
+        whether ``presented`` is its replaced secret; counts the use.
 
         ``counted``: with usage figures exact (this use included); otherwise
         they may leave out uses not yet written (one store read, not two).
         """
         found = await self._verified(presented, address, now)
-        if found is None:
-            return None
-        record = found[0]
-        if counted:  # read again: the store's records count every use, this one too
-            return await self._store.get(record.id)
-        return record
+        if found is None or not counted:
+            return found
+        # Read again: the store's records count every use, this one too.
+        record = await self._store.get(found[0].id)
+        return None if record is None else (record, found[1])
 
     async def _verified(
         self, presented: str | None, address: IPAddress | None, now: int
@@ -139,26 +164,73 @@ class Authenticator:
             replaced = True
         else:
             return None
-        if status_of(record, now) is not Status.ACTIVE:
+        # From the cached record alone: the policies add no store read (an unused
+        # token's revocation is recorded off the request's path).
+        if (
+            self._unused_after is not None
+            and unused_too_long(record, now, self._unused_after)
+            and await self._unused(record, now)
+        ):
+            return None
+        if status_of(record, now, self.max_secret_age) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
             return None
         self._store.record_use(record.id, now, "" if address is None else address_text(address))
         return record, replaced
 
+    async def _unused(self, record: TokenRecord, now: int) -> bool:
+        """Whether a token that looks unused from its cached record is, counting
+        this process's uses not yet written too (rare: no cost to the hot path);
+        if so, its revocation is recorded in the background (the denial does
+        not wait for it), on the store's condition, with the margin."""
+        counted = await self._store.get(record.id)
+        if counted is None or not unused_too_long(counted, now, self._unused_after):
+            return False
+        if record.id not in self._recording and self._unused_after is not None:
+            cutoff = now - self._unused_after - self._unused_margin
+            task: asyncio.Task[object] = asyncio.create_task(
+                self._store.revoke_unused(cutoff, now, record.id), name="revoke-unused"
+            )
+            self._recording[record.id] = task
+            task.add_done_callback(functools.partial(self._recorded, record.id))
+        return True
+
+    def _recorded(self, token_id: int, task: asyncio.Task[object]) -> None:
+        del self._recording[token_id]
+        if not task.cancelled() and task.exception() is not None:
+            # The sweep records it later; the token is denied meanwhile either way.
+            log.warning("recording an unused token's revocation failed; the sweep will")
+
+    async def settle(self) -> None:
+        """Wait for the revocations being recorded (before the store closes)."""
+        await asyncio.gather(*self._recording.values(), return_exceptions=True)
+
     def anonymous(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a request that needs no token (revocation by value):
         nobody, but from an address the audit event can name."""
-        forwarded = [
-            value for key, value in metadata if key == "x-forwarded-for" and isinstance(value, str)
-        ]
-        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        _, address = self.presented(metadata, peer)
         return Caller(
             owner="",
             scopes=frozenset(),
             now=self.clock(),
             client_ip="" if address is None else address_text(address),
         )
+
+    def presented(
+        self, metadata: Iterable[tuple[str, str | bytes]], peer: str
+    ) -> tuple[list[str | bytes], IPAddress | None]:
+        """A call's ``authorization`` values, and its client address: the peer,
+        or the one trusted proxies name in ``x-forwarded-for`` (every entry, in order)."""
+        authorizations: list[str | bytes] = []
+        forwarded: list[str] = []
+        for key, value in metadata:
+            if key == "authorization":
+                authorizations.append(value)
+            elif key == "x-forwarded-for" and isinstance(value, str):
+                forwarded.append(value)
+        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
+        return authorizations, address
 
     async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> Caller:
         """The caller of a gRPC request, or UNAUTHENTICATED.
@@ -168,17 +240,10 @@ class Authenticator:
         ambiguous. Every ``x-forwarded-for`` entry counts, in order.
         """
         now = self.clock()
-        authorizations: list[str | bytes] = []
-        forwarded: list[str] = []
-        for key, value in metadata:
-            if key == "authorization":
-                authorizations.append(value)
-            elif key == "x-forwarded-for" and isinstance(value, str):
-                forwarded.append(value)
+        authorizations, address = self.presented(metadata, peer)
         if len(authorizations) != 1 or not isinstance(authorizations[0], str):
             self._observe(False)
             raise Unauthenticated()
-        address = self.resolver.resolve(peer, ",".join(forwarded) if forwarded else None)
         found = await self._verified(bearer(authorizations[0]), address, now)
         if found is None:
             self._observe(False)

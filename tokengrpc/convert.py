@@ -6,7 +6,8 @@ from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tokengrpc.rules import Status, status_of
+from tokengrpc.lifetime import effective_expiry
+from tokengrpc.rules import Status, status_at
 from tokengrpc.store import EventRecord, TokenRecord
 from tokengrpc.v1 import tokens_pb2
 
@@ -15,6 +16,7 @@ _STATUS = {
     Status.EXPIRED: tokens_pb2.TOKEN_STATUS_EXPIRED,
     Status.INACTIVE: tokens_pb2.TOKEN_STATUS_INACTIVE,
     Status.REVOKED: tokens_pb2.TOKEN_STATUS_REVOKED,
+    Status.PENDING: tokens_pb2.TOKEN_STATUS_PENDING,
 }
 
 # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
@@ -67,15 +69,22 @@ def _stamp(micros: int) -> dict[str, int]:
     return {"seconds": seconds, "nanos": rest * 1000}
 
 
-def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
+def token_fields(
+    record: TokenRecord, now: int, max_secret_age: int | None, grace_end: int | None = None
+) -> dict[str, Any]:
     """A Token's fields, to build it where it goes: ``tokens.add(**f)``, or as
     the ``token`` of a response (``Response(token=f)``).
+
+    Its ``expire_time`` is the effective expiry (``lifetime``); ``grace_end``,
+    for a replaced secret presented in its grace period, is that secret's own
+    end, reported when it comes first.
 
     Plain values and dicts, never a built message: upb copies a message it is
     handed and fills a dict's fields in place (docs/performance.md).
     The store's records already hold every use, pending ones too.
     """
     last_use_time = record.last_use_time
+    expiry = effective_expiry(record, max_secret_age)
     fields: dict[str, Any] = {
         "id": record.id,
         "name": record.name,
@@ -86,12 +95,14 @@ def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
         "create_time": _stamp(record.create_time),
         "update_time": _stamp(record.update_time),
         "usage_count": record.usage_count,
-        "status": _STATUS[status_of(record, now)],
+        "status": _STATUS[status_at(record, now, expiry)],
         "service_token": record.is_service,
         "last_use_ip": record.last_use_ip,
     }
-    if record.expire_time is not None:
-        fields["expire_time"] = _stamp(record.expire_time)
+    if grace_end is not None and (expiry is None or grace_end < expiry):
+        expiry = grace_end
+    if expiry is not None:
+        fields["expire_time"] = _stamp(expiry)
     if record.not_before is not None:
         fields["not_before"] = _stamp(record.not_before)
     if record.revoke_time is not None:
@@ -101,10 +112,12 @@ def token_fields(record: TokenRecord, now: int) -> dict[str, Any]:
     return fields
 
 
-def token_init(record: TokenRecord, now: int) -> tokens_pb2.Token:
+def token_init(
+    record: TokenRecord, now: int, max_secret_age: int | None, grace_end: int | None = None
+) -> tokens_pb2.Token:
     """The ``token`` argument of a response constructor, and only that.
 
     It is the fields dict, which upb builds the submessage from without the
     copy a ready message costs; typed as the message it becomes there.
     """
-    return cast(tokens_pb2.Token, token_fields(record, now))
+    return cast(tokens_pb2.Token, token_fields(record, now, max_secret_age, grace_end))

@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from urllib.parse import quote
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -25,10 +24,11 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from tokengrpc import forwardcheck
 from tokengrpc.addresses import parse_address
-from tokengrpc.auth import Authenticator, Caller, bearer
+from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import Unauthenticated, Unavailable
-from tokengrpc.logs import note_checked
+from tokengrpc.forwardcheck import Refusal
 from tokengrpc.rules import INTROSPECT
 from tokengrpc.store import TokenRecord
 
@@ -50,20 +50,13 @@ def _uncounted(endpoint: str, result: str) -> None:
     return None
 
 
-#: What the upstream learns about an allowed request; client copies never pass.
-IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
 #: The per-route ``context_extensions`` key naming the scopes a route demands.
 REQUIRED_SCOPES = "required_scopes"
 #: At most one warning per this many seconds about Envoy's own bad token, so a
 #: misconfigured proxy under load does not flood the log.
 _WARN_EVERY = 60.0
-#: Allowing answers kept, one per token: a few hundred bytes each.
-_KEPT_ANSWERS = 4096
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-# Printable ASCII stays readable; the rest (and "%") is percent-encoded UTF-8,
-# so a name in any script survives every HTTP parser between Envoy and the app.
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -118,8 +111,7 @@ def presented_token(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
     """The one bearer token of the checked request, or None if not exactly one.
 
     Envoy merges repeated headers into one comma-joined value in ``headers``
-    (or lists each in ``header_map`` with ``encode_raw_headers``); a comma is
-    never part of a token, so either way two ``authorization`` headers fail.
+    (or lists each in ``header_map`` with ``encode_raw_headers``).
     """
     values: Sequence[str]
     if http.header_map.headers:
@@ -131,9 +123,7 @@ def presented_token(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
     else:
         single = http.headers.get("authorization")
         values = [] if single is None else [single]
-    if len(values) != 1 or "," in values[0]:
-        return None
-    return bearer(values[0])
+    return forwardcheck.presented_token(values)
 
 
 def checked_trace_context(request: object) -> list[tuple[str, str]] | None:
@@ -152,25 +142,10 @@ def checked_trace_context(request: object) -> list[tuple[str, str]] | None:
     return found or None
 
 
-def identity_headers(record: TokenRecord) -> list[base_pb2.HeaderValueOption]:
-    headers = [
-        _header("x-token-id", str(record.id)),
-        _header("x-token-name", quote(record.name, safe=_SAFE)),
-        # Scopes hold no spaces but may hold any other printable text: each is
-        # encoded like the name, so the header stays ASCII and splits on " ".
-        _header("x-token-scopes", " ".join(quote(scope, safe=_SAFE) for scope in record.scopes)),
-    ]
-    if record.owner:  # service tokens have none, and then the header is absent
-        headers.append(_header("x-token-owner", quote(record.owner, safe=_SAFE)))
-    return headers
-
-
-def lacks_required_scopes(record: TokenRecord, extensions: Mapping[str, str]) -> bool:
-    """Opaque scopes are matched exactly: ``admin`` stands in only for reserved ones."""
+def required_scopes(extensions: Mapping[str, str]) -> frozenset[str]:
+    """The scopes a route demands through its ``context_extensions``."""
     required = extensions.get(REQUIRED_SCOPES)
-    if not required:
-        return False
-    return not set(required.split()).issubset(record.scopes)
+    return forwardcheck.required_scopes((required,)) if required else frozenset()
 
 
 def allowed(record: TokenRecord) -> external_auth_pb2.CheckResponse:
@@ -179,12 +154,14 @@ def allowed(record: TokenRecord) -> external_auth_pb2.CheckResponse:
     Set headers overwrite every client copy; the ones we do not set
     (x-token-owner of a service token) and the secret itself are removed.
     """
-    headers = identity_headers(record)
-    kept = {option.header.key for option in headers}
-    removed = ["authorization", *(name for name in IDENTITY_HEADERS if name not in kept)]
+    identity = forwardcheck.identity_headers(record)
+    removed = ["authorization", *forwardcheck.absent_headers(identity)]
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
-        ok_response=external_auth_pb2.OkHttpResponse(headers=headers, headers_to_remove=removed),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=[_header(name, value) for name, value in identity],
+            headers_to_remove=removed,
+        ),
     )
 
 
@@ -195,11 +172,8 @@ class AuthorizationServicer:
         self._auth = authenticator
         self._decided = decided or _uncounted
         self._last_warning = -_WARN_EVERY
-        #: Token id -> (the record it was built from, its allowing answer): an answer
-        #: is built once per record, not per check (docs/performance.md). The store
-        #: hands out the same record object until the token changes, so identity
-        #: says "still true".
-        self._answers: dict[int, tuple[TokenRecord, external_auth_pb2.CheckResponse]] = {}
+        #: An allowing answer is built once per token record (docs/performance.md).
+        self._allowed = forwardcheck.KeptAnswers(allowed)
 
     async def _checking_caller(
         self, context: grpc.aio.ServicerContext[object, object]
@@ -248,24 +222,14 @@ class AuthorizationServicer:
         attributes = request.attributes
         token = presented_token(attributes.request.http)
         address = parse_address(attributes.source.address.socket_address.address)
+        required = required_scopes(attributes.context_extensions)
         # Judged at the moment Envoy's own token was: one "now" per request.
-        record = await self._auth.check(token, address, caller.now)
-        if record is None:
+        decided = await forwardcheck.decide(self._auth, token, address, required, caller.now)
+        if decided is Refusal.UNAUTHENTICATED:
             return UNAUTHENTICATED
-        note_checked(record.id)
-        if lacks_required_scopes(record, attributes.context_extensions):
+        if decided is Refusal.FORBIDDEN:
             return FORBIDDEN
-        return self._allowed(record)
-
-    def _allowed(self, record: TokenRecord) -> external_auth_pb2.CheckResponse:
-        known = self._answers.get(record.id)
-        if known is not None and known[0] is record:
-            return known[1]
-        answer = allowed(record)
-        if len(self._answers) >= _KEPT_ANSWERS:
-            self._answers.clear()
-        self._answers[record.id] = (record, answer)
-        return answer
+        return self._allowed(decided)
 
 
 #: A denial's gRPC code -> its result label; OK is "allowed".

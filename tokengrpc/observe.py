@@ -204,9 +204,11 @@ class HttpRequest(Protocol):
 
     method: str
     headers: dict[str, str]
-    scheme: str
     #: Set by a tracing observer: the request's span, for the calls it makes.
     trace: Any
+
+    @property
+    def scheme(self) -> str: ...
 
 
 class HttpObserver:

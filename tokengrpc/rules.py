@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable
 
 from tokengrpc.addresses import MAX_ALLOWED_IPS, parse_allowed
 from tokengrpc.errors import MAX_VIOLATIONS, InvalidArgument, PermissionDenied, Violation
+from tokengrpc.lifetime import effective_expiry
 from tokengrpc.store import TokenRecord
 
 WRITE = "write"
@@ -32,17 +33,39 @@ class Status(enum.Enum):
     EXPIRED = "expired"
     INACTIVE = "inactive"
     REVOKED = "revoked"
+    PENDING = "pending"
 
 
-def status_of(record: TokenRecord, now: int) -> Status:
-    """Derived, never stored: revoked beats expired beats inactive."""
+def status_of(record: TokenRecord, now: int, max_secret_age: int | None) -> Status:
+    """Derived, never stored: revoked, expired (by its own expiry or its secret's
+    maximum age, ``lifetime``), inactive, pending (before ``not_before``), active."""
+    return status_at(record, now, effective_expiry(record, max_secret_age))
+
+
+def status_at(record: TokenRecord, now: int, expiry: int | None) -> Status:
+    """``status_of`` for a caller that has the effective expiry at hand already."""
     if record.revoke_time is not None:
         return Status.REVOKED
-    if record.expire_time is not None and record.expire_time <= now:
+    if expiry is not None and expiry <= now:
         return Status.EXPIRED
     if not record.active:
         return Status.INACTIVE
+    if record.not_before is not None and now < record.not_before:
+        return Status.PENDING
     return Status.ACTIVE
+
+
+def last_activity(record: TokenRecord) -> int:
+    """When a token last showed it is wanted: the latest of its last successful
+    use, its creation and its secret's issue (CONTRACT section 12)."""
+    return max(record.last_use_time or 0, record.create_time, record.secret_time)
+
+
+def unused_too_long(record: TokenRecord, now: int, limit: int | None) -> bool:
+    """Whether ``--revoke-unused-after`` (``limit``, None: unset) ends the token at
+    ``now``: it then authenticates nothing, whether or not its revocation is
+    recorded yet."""
+    return limit is not None and now >= last_activity(record) + limit
 
 
 def ungrantable(wanted: Iterable[str], held: Iterable[str]) -> list[str]:
@@ -189,6 +212,32 @@ def clean_allowed_ips(raw: Collection[str], field: str, problems: Violations) ->
 def check_expiry(expire_time: int | None, now: int, field: str, problems: Violations) -> None:
     if expire_time is not None and expire_time <= now:
         problems.add(field, "must be in the future", "PAST")
+
+
+def check_not_before(
+    not_before: int | None, expiry: int | None, field: str, problems: Violations
+) -> None:
+    """A token must have a moment to live: ``not_before`` before its (effective) expiry."""
+    if not_before is not None and expiry is not None and not_before >= expiry:
+        problems.add(field, "must be before the expiry", "AFTER_EXPIRY")
+
+
+def check_secret_age(
+    expire_time: int | None,
+    secret_end: int | None,
+    max_secret_age: str,
+    field: str,
+    problems: Violations,
+) -> None:
+    """No expiry past the current secret's end under a maximum secret age (named
+    by its setting and value, ``max_secret_age``: never the time asked for)."""
+    if expire_time is not None and secret_end is not None and expire_time > secret_end:
+        problems.add(
+            field,
+            f"must be at most {max_secret_age} after the secret was issued: the maximum"
+            f" secret age (--max-secret-age, TOKENGRPC_MAX_SECRET_AGE) is {max_secret_age}",
+            "TOO_LATE",
+        )
 
 
 def check_grace(grace_us: int, field: str, problems: Violations) -> None:

@@ -33,13 +33,15 @@ from tokengrpc.metrics import Metrics, ignore
 from tokengrpc.observe import GrpcObserver
 from tokengrpc.plaintext import valid_prefix
 from tokengrpc.reflection import enable_reflection
+from tokengrpc.reminders import Reminders
 from tokengrpc.sealing import Sealer
 from tokengrpc.servicer import TokenServicer
 from tokengrpc.silent import SilentConnections
 from tokengrpc.store import TokenStore
 from tokengrpc.store.open import open_store
+from tokengrpc.sweeper import Sweeper
 from tokengrpc.tokens import TokenManager
-from tokengrpc.usage import UsageRecorder, wait_or_timeout
+from tokengrpc.usage import UsageRecorder, unwritten_bound, wait_or_timeout
 from tokengrpc.v1 import tokens_pb2, tokens_pb2_grpc
 from tokengrpc.webhooks.sender import WebhookSender
 
@@ -66,6 +68,9 @@ class Core:
     leaks: LeakReports | None = None
     #: Sends the outbox to the webhook URLs; None when none is set.
     webhooks: WebhookSender | None = None
+    #: The time-driven policies, started with the gRPC server; None in the
+    #: workers of ``serve --workers`` (the first process runs them).
+    sweeper: Sweeper | None = None
 
     @classmethod
     async def open(
@@ -94,13 +99,32 @@ class Core:
             await store.close()
             raise
         usage = UsageRecorder(store, settings.usage_flush_interval)
+        margin = unwritten_bound(settings.usage_flush_interval)
         authenticator = Authenticator(
             store,
             ClientAddressResolver(settings.trusted_proxies),
             metrics.authenticated if metrics is not None else ignore,
             clock,
+            settings.max_secret_age,
+            revoke_unused_after=settings.revoke_unused_after,
+            unused_margin=margin,
         )
-        manager = TokenManager(store, authenticator, Sealer(key.key), settings.token_prefix)
+        sweeper = None
+        if not settings.is_worker:
+            sweeper = Sweeper(
+                store,
+                clock,
+                reminders=Reminders(settings.expiry_reminders, settings.max_secret_age),
+                revoke_unused_after=settings.revoke_unused_after,
+                unused_margin=margin,
+            )
+        manager = TokenManager(
+            store,
+            authenticator,
+            Sealer(key.key),
+            settings.token_prefix,
+            settings.max_secret_age,
+        )
         notices = key.notices
         if bootstrap:
             # The store queues events for the URLs of the last `serve` started
@@ -116,17 +140,26 @@ class Core:
         webhooks = None
         if settings.webhook_urls and settings.webhook_secret:
             webhooks = WebhookSender(
-                store.outbox, settings.webhook_secret, clock=clock, metrics=metrics
+                store.outbox,
+                settings.webhook_secret,
+                clock=clock,
+                metrics=metrics,
+                max_secret_age=settings.max_secret_age,
             )
-        return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks)
+        return cls(store, usage, authenticator, manager, path, notices, leaks, webhooks, sweeper)
 
     def start(self) -> None:
-        """The background work: usage writes, webhook deliveries."""
+        """The background work: usage writes, webhook deliveries, the time-driven policies."""
         self.usage.start()
         if self.webhooks is not None:
             self.webhooks.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.stop()
+        await self.authenticator.settle()
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.usage.stop()

@@ -9,11 +9,13 @@ from typing import TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from tokengrpc import forwardcheck
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
 from tokengrpc.leaks import LeakReports, UnverifiedReport
-from tokengrpc.logs import caller_metadata
+from tokengrpc.logs import caller_metadata, note_caller
 from tokengrpc.metrics import Observation, ignore
+from tokengrpc.store import TokenRecord
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -38,6 +40,8 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         self._leaks = leaks
         #: Told whether each introspection found the token active (the metric).
         self._introspected = introspected
+        #: CheckToken's allowing answer and trailing metadata, built once per record.
+        self._checked = forwardcheck.KeptAnswers(_checked)
 
     async def _call(
         self,
@@ -59,16 +63,8 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
             else:
                 caller = self._auth.anonymous(metadata, context.peer())
             return await operation(caller, request)
-        except DomainError as error:
-            status = rpc_status.to_status(to_status(error))
-            # An abort's own trailing metadata replaces what was set: keep the name.
-            await context.abort(status.code, status.details, (*status.trailing_metadata, *named))
-            raise  # unreachable: abort raises
-        except Exception:
-            # Left to grpc, it would be UNKNOWN naming the exception's class and
-            # repeating its text (an engine's message, say) to the client.
-            log.exception("unexpected error in a TokenService call")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as error:
+            await _abort(context, error, named)
             raise  # unreachable: abort raises
 
     async def CreateToken(
@@ -148,6 +144,27 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
     ) -> pb.ListTokenEventsResponse:
         return await self._call(self._manager.list_token_events, request, context)
 
+    async def CheckToken(
+        self,
+        request: pb.CheckTokenRequest,
+        context: grpc.aio.ServicerContext[pb.CheckTokenRequest, pb.CheckTokenResponse],
+    ) -> pb.CheckTokenResponse:
+        # Not authenticated as a caller: the token checked is the call's own.
+        try:
+            record = await forwardcheck.check_call(
+                self._auth,
+                context.invocation_metadata() or (),
+                context.peer(),
+                request.required_scopes,
+            )
+        except Exception as error:
+            await _abort(context, error, ())
+            raise  # unreachable: abort raises
+        answer, named = self._checked(record)
+        note_caller(record.id)
+        context.set_trailing_metadata(named)
+        return answer
+
     async def ReportLeakedTokens(
         self,
         request: pb.ReportLeakedTokensRequest,
@@ -164,3 +181,27 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         if self._leaks is None:
             raise UnverifiedReport
         return await self._leaks.report(caller, request)
+
+
+def _checked(record: TokenRecord) -> tuple[pb.CheckTokenResponse, tuple[tuple[str, str]]]:
+    headers = [
+        pb.IdentityHeader(name=name, value=value)
+        for name, value in forwardcheck.identity_headers(record)
+    ]
+    return pb.CheckTokenResponse(identity_headers=headers), caller_metadata(record.id)
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Request, Response],
+    error: Exception,
+    named: tuple[tuple[str, str], ...],
+) -> None:
+    """End the call with ``error``'s status; ``named``: the caller, when known."""
+    if isinstance(error, DomainError):
+        status = rpc_status.to_status(to_status(error))
+        # An abort's own trailing metadata replaces what was set: keep the name.
+        await context.abort(status.code, status.details, (*status.trailing_metadata, *named))
+    # Left to grpc, it would be UNKNOWN naming the exception's class and
+    # repeating its text (an engine's message, say) to the client.
+    log.exception("unexpected error in a TokenService call")
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")

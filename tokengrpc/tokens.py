@@ -6,11 +6,15 @@ request message and get a response message back, or a DomainError.
 
 from __future__ import annotations
 
+import dataclasses
+
 from tokengrpc import plaintext, rules
 from tokengrpc.addresses import parse_address
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.convert import duration_micros, event_fields, micros, token_fields, token_init
+from tokengrpc.durations import format_duration
 from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from tokengrpc.lifetime import effective_expiry
 from tokengrpc.pagetokens import (
     EVENT_PAGE_TOKEN_LABEL,
     NAME_PAGE_TOKEN_LABEL,
@@ -23,6 +27,7 @@ from tokengrpc.pagetokens import (
 from tokengrpc.rules import Violations
 from tokengrpc.sealing import Sealer
 from tokengrpc.store import (
+    REASON_BY_VALUE,
     Actor,
     EventQuery,
     ListQuery,
@@ -40,7 +45,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 #: The one ``order_by`` besides the default (AIP-132): service tokens by name.
 ORDER_BY_NAME = "name"
-UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips")
+UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips", "not_before")
 _TOKEN_FIELDS = frozenset(pb.Token.DESCRIPTOR.fields_by_name)
 #: More than the updatable fields, so repeats are tolerated; a bound on the work.
 MAX_MASK_PATHS = 16
@@ -57,17 +62,33 @@ def _require(caller: Caller, scope: str, action: str) -> None:
         raise PermissionDenied(f"{action} needs the {scope!r} scope")
 
 
+def _time(
+    message: pb.CreateTokenRequest | pb.Token, name: str, field: str, problems: Violations
+) -> int | None:
+    """A timestamp field's microseconds; None if unset (or invalid, then noted)."""
+    if not message.HasField(name):  # type: ignore[arg-type]
+        return None
+    value = micros(getattr(message, name))
+    if value is None:
+        problems.add(field, "is not a valid timestamp")
+    return value
+
+
 def _expiry(
     message: pb.CreateTokenRequest | pb.Token, field: str, now: int, problems: Violations
 ) -> int | None:
-    if not message.HasField("expire_time"):
-        return None
-    value = micros(message.expire_time)
-    if value is None:
-        problems.add(field, "is not a valid timestamp")
-        return None
+    value = _time(message, "expire_time", field, problems)
     rules.check_expiry(value, now, field, problems)
     return value
+
+
+def _echoed(requested: int | None, reported: int | None) -> bool:
+    """Whether ``requested`` is the expiry a listing reported, sent back as it
+    came (a read-modify-write client): to the microsecond, or cut to the
+    millisecond or second the legacy families show."""
+    if requested is None or reported is None:
+        return False
+    return requested in (reported, reported - reported % 1000, reported - reported % 1_000_000)
 
 
 #: Compared against when a revoked-by-value token does not exist, so an
@@ -82,6 +103,7 @@ class TokenManager:
         authenticator: Authenticator,
         sealer: Sealer,
         prefix: str = "tgr_",
+        max_secret_age: int | None = None,
     ) -> None:
         self._store = store
         self._auth = authenticator
@@ -90,6 +112,17 @@ class TokenManager:
         self._page_key = sealer.derive(PAGE_TOKEN_LABEL)
         self._event_page_key = sealer.derive(EVENT_PAGE_TOKEN_LABEL)
         self._name_page_key = sealer.derive(NAME_PAGE_TOKEN_LABEL)
+        #: Microseconds a secret authenticates after it was issued (``lifetime``).
+        self._max_age = max_secret_age
+        self._max_age_text = "" if max_secret_age is None else format_duration(max_secret_age)
+
+    def _token(self, record: TokenRecord, now: int) -> pb.Token:
+        """The ``token`` of a response, with the effective expiry."""
+        return token_init(record, now, self._max_age)
+
+    def _secret_end(self, secret_time: int) -> int | None:
+        """When a secret issued at ``secret_time`` stops, under the maximum age."""
+        return None if self._max_age is None else secret_time + self._max_age
 
     async def create_token(
         self, caller: Caller, request: pb.CreateTokenRequest, *, first: bool = False
@@ -122,6 +155,11 @@ class TokenManager:
                 problems.add("scopes", "must be empty when inherit_caller_scopes is set")
             scopes = rules.inherited_scopes(caller.scopes)
         expire_time = _expiry(request, "expire_time", now, problems)
+        secret_end = self._secret_end(now)
+        rules.check_secret_age(expire_time, secret_end, self._max_age_text, "expire_time", problems)
+        not_before = _time(request, "not_before", "not_before", problems)
+        ends = [end for end in (expire_time, secret_end) if end is not None]
+        rules.check_not_before(not_before, min(ends, default=None), "not_before", problems)
         allowed_ips = rules.clean_allowed_ips(request.allowed_ips, "allowed_ips", problems)
         problems.raise_if_any()
         rules.check_grant(scopes, caller.scopes)
@@ -139,6 +177,7 @@ class TokenManager:
             now=now,
             sealed_value=self._sealer.seal(secret, secret_hash) if request.service_token else None,
             actor=caller.actor,
+            not_before=not_before,
             only_into_empty_store=first,
         )
         try:
@@ -146,7 +185,7 @@ class TokenManager:
         except NameTaken:
             raise AlreadyExists("a service token with this name already exists") from None
         return pb.CreateTokenResponse(
-            token=token_init(record, now), plaintext=plaintext.join(record.id, secret)
+            token=self._token(record, now), plaintext=plaintext.join(record.id, secret)
         )
 
     async def list_tokens(
@@ -217,7 +256,7 @@ class TokenManager:
         now = caller.now
         response = pb.ListTokensResponse()
         for record in records[:size]:
-            response.tokens.add(**token_fields(record, now))
+            response.tokens.add(**token_fields(record, now, self._max_age))
         if len(records) > size:
             last = records[size - 1]
             response.next_page_token = (
@@ -233,7 +272,7 @@ class TokenManager:
 
     async def get_token(self, caller: Caller, request: pb.GetTokenRequest) -> pb.GetTokenResponse:
         record = await self._find(caller, request)
-        return pb.GetTokenResponse(token=token_init(record, caller.now))
+        return pb.GetTokenResponse(token=self._token(record, caller.now))
 
     async def update_token(
         self, caller: Caller, request: pb.UpdateTokenRequest
@@ -274,6 +313,10 @@ class TokenManager:
             expire_time=_expiry(token, "token.expire_time", now, problems)
             if "expire_time" in paths
             else None,
+            set_not_before="not_before" in paths,
+            not_before=_time(token, "not_before", "token.not_before", problems)
+            if "not_before" in paths
+            else None,
         )
         problems.raise_if_any()
         if changes.scopes is not None:
@@ -282,13 +325,42 @@ class TokenManager:
         rules.check_not_stronger(record, caller.scopes, "update")
         if record.revoke_time is not None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
+        changes = self._within_lifetime(record, changes)
+        if not changes.fields():
+            return pb.UpdateTokenResponse(token=self._token(record, now))  # nothing to store
         try:
             updated = await self._store.update(record.id, changes, now, caller.actor)
         except NameTaken:
             raise AlreadyExists("a service token with this name already exists") from None
         if updated is None:
             raise FailedPrecondition("the token is revoked and can no longer be changed")
-        return pb.UpdateTokenResponse(token=token_init(updated, now))
+        return pb.UpdateTokenResponse(token=self._token(updated, now))
+
+    def _within_lifetime(self, record: TokenRecord, changes: TokenChanges) -> TokenChanges:
+        """``changes`` checked against the token's lifetime (its secret's maximum
+        age, its not_before), or INVALID_ARGUMENT. The expiry a listing reported,
+        sent back unchanged, is no request for a later one: it is dropped, so the
+        maximum age's end is never stored as the token's own."""
+        problems = Violations()
+        secret_end = self._secret_end(record.secret_time)
+        if changes.set_expire_time and secret_end is not None:
+            reported = effective_expiry(record, self._max_age)
+            if reported != record.expire_time and _echoed(changes.expire_time, reported):
+                changes = dataclasses.replace(changes, set_expire_time=False, expire_time=None)
+            rules.check_secret_age(
+                changes.expire_time, secret_end, self._max_age_text, "token.expire_time", problems
+            )
+        expire_time = changes.expire_time if changes.set_expire_time else record.expire_time
+        ends = [end for end in (expire_time, secret_end) if end is not None]
+        if changes.set_not_before:
+            rules.check_not_before(
+                changes.not_before, min(ends, default=None), "token.not_before", problems
+            )
+        elif changes.set_expire_time and ends and (record.not_before or 0) >= min(ends):
+            # The expiry moved to or before the token's not_before: refused on its own field.
+            problems.add("token.expire_time", "must be after not_before", "BEFORE_NOT_BEFORE")
+        problems.raise_if_any()
+        return changes
 
     async def revoke_token(
         self, caller: Caller, request: pb.RevokeTokenRequest
@@ -306,7 +378,7 @@ class TokenManager:
         )
         if revoked is None:
             raise NotFound("token not found or already revoked")
-        return pb.RevokeTokenResponse(token=token_init(revoked, now))
+        return pb.RevokeTokenResponse(token=self._token(revoked, now))
 
     async def get_token_value(
         self, caller: Caller, request: pb.GetTokenValueRequest
@@ -327,7 +399,7 @@ class TokenManager:
         await self._store.record_value_read(record.id, caller.now, caller.actor)
         return pb.GetTokenValueResponse(
             value=plaintext.join(record.id, secret),
-            token=token_init(record, caller.now),
+            token=self._token(record, caller.now),
         )
 
     async def introspect_token(
@@ -345,10 +417,13 @@ class TokenManager:
                 if address is None:
                     problems.add("client_ip", "is not an IP address")
             problems.raise_if_any()
-        record = await self._auth.check(token, address, caller.now, counted=True)
-        if record is None:
+        found = await self._auth.check(token, address, caller.now, counted=True)
+        if found is None:
             return pb.IntrospectTokenResponse(active=False)
-        fields = token_init(record, caller.now)
+        record, replaced = found
+        # A replaced secret's own end (its grace) is its expiry, when it comes first.
+        grace_end = record.previous_until if replaced else None
+        fields = token_init(record, caller.now, self._max_age, grace_end)
         return pb.IntrospectTokenResponse(active=True, token=fields)
 
     async def rotate_token(
@@ -394,7 +469,7 @@ class TokenManager:
         if rotated is None:
             raise FailedPrecondition("the token is revoked and can no longer be rotated")
         return pb.RotateTokenResponse(
-            token=token_init(rotated, now),
+            token=self._token(rotated, now),
             plaintext=plaintext.join(rotated.id, secret),
         )
 
@@ -411,7 +486,8 @@ class TokenManager:
             problems = Violations()
             problems.add("token", "the token to revoke is required", "REQUIRED")
             problems.raise_if_any()
-        await self.revoke_by_value(request.token, caller.now, caller.actor)
+        actor = dataclasses.replace(caller.actor, reason=REASON_BY_VALUE)
+        await self.revoke_by_value(request.token, caller.now, actor)
         return pb.RevokeTokenByValueResponse()
 
     async def revoke_by_value(self, token: str, now: int, actor: Actor) -> bool:

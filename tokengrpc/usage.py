@@ -17,6 +17,16 @@ from tokengrpc.store import TokenStore
 log = logging.getLogger(__name__)
 
 
+def unwritten_bound(interval: float) -> int:
+    """How long (microseconds) a counted use may stay unwritten, at most, with a
+    flush every ``interval`` seconds: it waits for the next flush, which may
+    itself wait behind one under way, and then its write. Two intervals and two
+    seconds for the write: what the unused-token rule leaves as its margin
+    (``tokengrpc.sweeper``), so that a use not yet in the store never lets the
+    token be revoked."""
+    return round((2 * interval + 2.0) * 1_000_000)
+
+
 class UsageRecorder:
     def __init__(self, store: TokenStore, interval: float = 0.5) -> None:
         self._store = store

@@ -17,7 +17,7 @@ from tokengrpc.v1 import tokens_pb2 as pb
 log = logging.getLogger("tokengrpc")
 
 LIST_COLUMNS = "ID\tSTATUS\tOWNER\tNAME\tSCOPES\tEXPIRES\tLAST USED\tUSES"
-EVENT_COLUMNS = "TIME\tACTION\tTOKEN\tACTOR\tACTOR OWNER\tCLIENT\tFIELDS"
+EVENT_COLUMNS = "TIME\tACTION\tTOKEN\tACTOR\tACTOR OWNER\tCLIENT\tFIELDS\tREASON\tDETAIL"
 
 
 def say(line: str) -> None:
@@ -54,5 +54,5 @@ def event_row(event: pb.TokenEvent) -> str:
     return (
         f"{when}\t{action.lower()}\t{event.token_id}\t{event.actor_token_id}\t"
         f"{event.actor_owner or '-'}\t{event.client_ip or '-'}\t"
-        f"{','.join(event.changed_fields) or '-'}"
+        f"{','.join(event.changed_fields) or '-'}\t{event.reason or '-'}\t{event.detail or '-'}"
     )

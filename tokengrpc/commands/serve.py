@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -19,11 +20,13 @@ import sys
 from typing import TYPE_CHECKING
 
 from tokengrpc import logs, tracing
+from tokengrpc.clock import now_us
 from tokengrpc.commands import listeners
 from tokengrpc.commands.printing import say, warn_all
 from tokengrpc.commands.process import freeze_startup_objects, open_files_for
 from tokengrpc.commands.shutdown import exit_anyway_after, shut_down, stop_on_signals
 from tokengrpc.config import SERVE, Settings, add_flags, to_json
+from tokengrpc.durations import format_duration
 from tokengrpc.server import Core, GrpcServer
 from tokengrpc.supervise import (
     Worker,
@@ -36,6 +39,8 @@ from tokengrpc.supervise import (
 if TYPE_CHECKING:
     from gateway.app import HttpServer
 
+log = logging.getLogger("tokengrpc")
+
 #: How a worker is started; ``supervise`` adds ``--supervised PIPES``.
 WORKER_COMMAND = (sys.executable, "-m", "tokengrpc", "serve")
 
@@ -47,6 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(serve(settings, args.supervised))
+
+
+async def _report_secret_age(core: Core, max_secret_age: int | None) -> None:
+    """Every start says how many tokens the maximum secret age stops (CONTRACT
+    section 12): set or lowered, it applies to stored tokens at once."""
+    if max_secret_age is None:
+        return
+    stopped = await core.store.count_past_secret_age(now_us(), max_secret_age)
+    log.info(
+        "max secret age %s: %d token(s) that would otherwise authenticate no longer do;"
+        " rotating one gives it a new secret",
+        format_duration(max_secret_age),
+        stopped,
+    )
 
 
 async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> int:
@@ -98,6 +117,8 @@ async def serve(settings: Settings, supervised: WorkerPipes | None = None) -> in
             traces.stop()
         raise
     warn_all(core.notices)
+    if not settings.is_worker:
+        await _report_secret_age(core, settings.max_secret_age)
     if core.bootstrap_path is not None:
         say(f"bootstrap token written to {core.bootstrap_path}")
     grpc_server.attach(core)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tokengrpc.auth import operator
+from tokengrpc.auth import Caller, operator
 from tokengrpc.commands.printing import (
     EVENT_COLUMNS,
     LIST_COLUMNS,
@@ -28,6 +28,7 @@ from tokengrpc.config import TOKEN, Settings, add_flags, secrets_epilog
 from tokengrpc.durations import parse_duration
 from tokengrpc.errors import DomainError
 from tokengrpc.server import Core
+from tokengrpc.store import REASON_CLI
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 
@@ -67,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     create.add_argument(
         "--expires", metavar="TIME", help="RFC 3339 time, e.g. 2030-01-01T00:00:00Z (default never)"
+    )
+    create.add_argument(
+        "--not-before",
+        metavar="TIME",
+        help="RFC 3339 time before which the token authenticates nothing (default at once)",
     )
     create.add_argument(
         "--allowed-ip", action="append", default=[], metavar="CIDR", help="address or CIDR range"
@@ -119,7 +125,9 @@ async def _create(manager: TokenManager, args: argparse.Namespace) -> None:
     )
     if args.expires:
         request.expire_time.CopyFrom(timestamp(args.expires))
-    created = await manager.create_token(operator(), request)
+    if args.not_before:
+        request.not_before.CopyFrom(timestamp(args.not_before))
+    created = await manager.create_token(_operator(), request)
     say(created.plaintext)
 
 
@@ -128,7 +136,7 @@ async def _list(manager: TokenManager, args: argparse.Namespace) -> None:
     page_token, rows = "", list[pb.Token]()
     while True:
         page = await manager.list_tokens(
-            operator(),
+            _operator(),
             pb.ListTokensRequest(
                 owner=args.owner or "",
                 service_tokens=args.service,
@@ -148,11 +156,11 @@ async def _list(manager: TokenManager, args: argparse.Namespace) -> None:
 
 async def _rotate(manager: TokenManager, args: argparse.Namespace) -> None:
     request = _select(pb.RotateTokenRequest(grace_period=args.grace), args.target)
-    say((await manager.rotate_token(operator(), request)).plaintext)
+    say((await manager.rotate_token(_operator(), request)).plaintext)
 
 
 async def _revoke(manager: TokenManager, args: argparse.Namespace) -> None:
-    revoked = await manager.revoke_token(operator(), _select(pb.RevokeTokenRequest(), args.target))
+    revoked = await manager.revoke_token(_operator(), _select(pb.RevokeTokenRequest(), args.target))
     say(f"revoked token {revoked.token.id} ({revoked.token.name})")
 
 
@@ -165,7 +173,7 @@ async def _events(manager: TokenManager, args: argparse.Namespace) -> None:
     page_token, first = "", True
     while True:
         page = await manager.list_token_events(
-            operator(),
+            _operator(),
             pb.ListTokenEventsRequest(
                 token_id=args.token_id or 0, page_size=1000, page_token=page_token
             ),
@@ -178,6 +186,11 @@ async def _events(manager: TokenManager, args: argparse.Namespace) -> None:
         page_token = page.next_page_token
         if not page_token:
             return
+
+
+def _operator() -> Caller:
+    """The caller of every action here: its events' reason is ``cli``."""
+    return operator(reason=REASON_CLI)
 
 
 _ACT = {

@@ -7,7 +7,7 @@ are the rows whose owner is the empty string.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -252,6 +252,30 @@ class Usage:
     last_use_ip: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ReminderState:
+    """Where a token's expiry reminders stand: kept beside its row, never in its record.
+
+    The engines mark ``wake`` with a write's time whenever the write may move
+    the effective expiry (a creation, a change of ``expire_time``, a rotation),
+    and the reminder steps (``tokengrpc.reminders``) take it from there.
+    """
+
+    #: The effective expiry the reminders are counted for; None: none planned.
+    expiry: int | None
+    #: When the next reminder is due (EXPIRING; EXPIRED when it is ``expiry``);
+    #: None: no more for this expiry.
+    next_due: int | None
+    #: When the row asks to be looked at: ``next_due``, or the time of a write
+    #: that may have moved the expiry; None: never (no index entry).
+    wake: int | None
+
+
+#: A token's new reminder state, and the event to record with it (None: none),
+#: given the token and its state at the time of the step. No I/O.
+ReminderStep = Callable[[TokenRecord, ReminderState], tuple[ReminderState, EventAction | None]]
+
+
 class NameTaken(Exception):
     """A service token that is not revoked already has this name."""
 
@@ -350,6 +374,38 @@ class TokenStore(Protocol):
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]: ...
 
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        """Revoke the live tokens (only ``token_id`` when given) whose last
+        activity, the latest of last use, creation and secret issue, is at or
+        before ``cutoff``, each with a REVOKED event of reason ``inactive`` and
+        no actor. Conditional on what the store holds when it writes, so two
+        processes revoke (and record) a token once. A sweep (no ``token_id``)
+        runs on one process at a time: while another's runs, this one returns
+        nothing. The revoked records."""
+        ...
+
+    async def next_reminder_wake(self) -> int | None:
+        """The earliest ``ReminderState.wake`` of any token (an indexed read)."""
+        ...
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        """Step up to ``limit`` tokens whose reminder state wakes at or before
+        ``now``: each new state is written in the same transaction as the event
+        the step returned, and a state is stepped once however many processes
+        run this at once. ``only_own_expiries`` (no maximum secret age): a woken
+        token without its own expiry needs nothing and is put to sleep in bulk.
+        How many tokens were stepped."""
+        ...
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        """Wake every live token's reminders at ``now`` if they were planned under
+        another maximum secret age (or never), and remember this one; True if so."""
+        ...
+
     def record_use(self, token_id: int, when: int, address: str = "") -> None:
         """Count one use, in memory (no I/O): the hot path calls this."""
         ...
@@ -359,6 +415,11 @@ class TokenStore(Protocol):
         ...
 
     async def is_empty(self) -> bool: ...
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        """Live, active tokens within their own expiry whose secret was issued
+        ``max_secret_age`` or longer before ``now`` (a start-up figure)."""
+        ...
 
     async def key_fingerprint(self) -> bytes | None:
         """The fingerprint of the secret key values are sealed with, once one is recorded."""

@@ -26,6 +26,7 @@ from tokengrpc.store.base import (
     EventRecord,
     ListQuery,
     NewToken,
+    ReminderStep,
     Rotation,
     TokenChanges,
     TokenRecord,
@@ -118,6 +119,9 @@ class CachingStore:
     async def is_empty(self) -> bool:
         return await self.engine.is_empty()
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return await self.engine.count_past_secret_age(now, max_secret_age)
+
     async def key_fingerprint(self) -> bytes | None:
         return await self.engine.key_fingerprint()
 
@@ -192,6 +196,27 @@ class CachingStore:
 
     async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
         return await self._write(functools.partial(self.engine.record_key_fingerprint, fingerprint))
+
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        return await self._write(
+            functools.partial(self.engine.revoke_unused, cutoff, now, token_id)
+        )
+
+    async def next_reminder_wake(self) -> int | None:
+        return await self.engine.next_reminder_wake()
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        work = functools.partial(
+            self.engine.advance_reminders, now, step, limit, only_own_expiries=only_own_expiries
+        )
+        return await self._write(work)
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        return await self._write(functools.partial(self.engine.plan_reminders, max_secret_age, now))
 
     async def probe_write(self) -> None:
         # Leaves no row behind: nothing to announce.

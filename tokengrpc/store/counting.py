@@ -33,6 +33,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NewToken,
     Outbox,
+    ReminderStep,
     Rotation,
     TokenChanges,
     TokenRecord,
@@ -133,6 +134,9 @@ class CountingStore:
     async def is_empty(self) -> bool:
         return await self._cached.is_empty()
 
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        return await self._cached.count_past_secret_age(now, max_secret_age)
+
     async def key_fingerprint(self) -> bytes | None:
         return await self._cached.key_fingerprint()
 
@@ -189,6 +193,25 @@ class CountingStore:
 
     async def record_key_fingerprint(self, fingerprint: bytes) -> bytes:
         return await self._cached.record_key_fingerprint(fingerprint)
+
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        revoked = await self._cached.revoke_unused(cutoff, now, token_id)
+        return [self._pending.added(record) for record in revoked]
+
+    async def next_reminder_wake(self) -> int | None:
+        return await self._cached.next_reminder_wake()
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        return await self._cached.advance_reminders(
+            now, step, limit, only_own_expiries=only_own_expiries
+        )
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        return await self._cached.plan_reminders(max_secret_age, now)
 
     async def probe_write(self) -> None:
         await self._cached.probe_write()

@@ -17,6 +17,7 @@ from tokengrpc.store.base import (
     ListQuery,
     NewToken,
     Outbox,
+    ReminderStep,
     Rotation,
     TokenChanges,
     TokenRecord,
@@ -93,11 +94,29 @@ class Engine(Outbox, Protocol):
 
     async def list_events(self, query: EventQuery) -> Sequence[EventRecord]: ...
 
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        """As ``TokenStore.revoke_unused``."""
+        ...
+
+    async def next_reminder_wake(self) -> int | None: ...
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        """As ``TokenStore.advance_reminders``."""
+        ...
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool: ...
+
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         """Add a batch of counted uses in one transaction."""
         ...
 
     async def is_empty(self) -> bool: ...
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int: ...
 
     async def key_fingerprint(self) -> bytes | None: ...
 

@@ -247,6 +247,16 @@ def list_events(
     return shapes
 
 
+def count_past_secret_age(mark: Marker) -> str:
+    """Tokens that would authenticate but for a secret issued too long ago;
+    parameters: now, and the latest issue time too old at now (a whole scan:
+    run once at start)."""
+    return (
+        "SELECT count(*) FROM tokens WHERE revoke_time IS NULL AND active"
+        f" AND (expire_time IS NULL OR expire_time > {mark(1)}) AND secret_time <= {mark(2)}"
+    )
+
+
 def list_tokens_params(query: ListQuery) -> tuple[object, ...]:
     """The parameters of ``list_tokens(...)[query.include_revoked, keyset]``."""
     params: tuple[object, ...] = (query.owner, query.after_id, query.limit)

@@ -1036,3 +1036,87 @@ class ListTokenEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTokenEventsResponse: _TypeAlias = ListTokenEventsResponse  # noqa: Y015
+
+@_typing.final
+class CheckTokenRequest(_message.Message):
+    """Request for CheckToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUIRED_SCOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def required_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes the protected request demands, each item space separated; an
+        opaque scope is matched exactly (`admin` stands in for none of them).
+        """
+
+    def __init__(
+        self,
+        *,
+        required_scopes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["required_scopes", b"required_scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTokenRequest: _TypeAlias = CheckTokenRequest  # noqa: Y015
+
+@_typing.final
+class IdentityHeader(_message.Message):
+    """One HTTP header for the protected service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The header's name, lowercase: `x-token-id`, `x-token-name`,
+    `x-token-scopes` or `x-token-owner`.
+    """
+    value: _builtins.str
+    """Its value: printable ASCII; other characters (and `%`) percent-encoded
+    as UTF-8.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityHeader: _TypeAlias = IdentityHeader  # noqa: Y015
+
+@_typing.final
+class CheckTokenResponse(_message.Message):
+    """Response for CheckToken: the request may pass."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_HEADERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identity_headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentityHeader]:
+        """Who is asking, as the protected service is told: `x-token-id`,
+        `x-token-name`, `x-token-scopes` (absent for a token without scopes) and
+        `x-token-owner` (absent for a service token). A proxy removes client
+        copies of every identity header, these and the absent ones.
+        """
+
+    def __init__(
+        self,
+        *,
+        identity_headers: _abc.Iterable[Global___IdentityHeader] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_headers", b"identity_headers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTokenResponse: _TypeAlias = CheckTokenResponse  # noqa: Y015

@@ -97,6 +97,11 @@ class TokenServiceStub:
                 request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.SerializeToString,
                 response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.FromString,
                 _registered_method=True)
+        self.CheckToken = channel.unary_unary(
+                '/tokengrpc.v1.TokenService/CheckToken',
+                request_serializer=tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenRequest.SerializeToString,
+                response_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -209,6 +214,19 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckToken(self, request, context):
+        """Checks a request on behalf of a proxy (forward auth; `/auth/check` is its
+        HTTP face for nginx, Caddy, Traefik and Envoy's `http_service`). The
+        token checked is the call's own `authorization`, and the client address
+        the one the call comes from: needs no other authorization (holding the
+        token is the proof). An active token holding every `required_scopes`
+        passes and counts one use; otherwise UNAUTHENTICATED (no valid token) or
+        PERMISSION_DENIED (a scope is missing), as Envoy's `Check` decides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +284,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.ListTokenEvents,
                     request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.FromString,
                     response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.SerializeToString,
+            ),
+            'CheckToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckToken,
+                    request_deserializer=tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenRequest.FromString,
+                    response_serializer=tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -573,6 +596,33 @@ class TokenService:
             '/tokengrpc.v1.TokenService/ListTokenEvents',
             tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsRequest.SerializeToString,
             tokengrpc_dot_v1_dot_tokens__pb2.ListTokenEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokengrpc.v1.TokenService/CheckToken',
+            tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenRequest.SerializeToString,
+            tokengrpc_dot_v1_dot_tokens__pb2.CheckTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

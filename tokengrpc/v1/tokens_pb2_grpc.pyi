@@ -95,6 +95,15 @@ class TokenServiceStub:
     rotation, revocation and value read. `admin` sees all; others the events
     of their own owner's tokens.
     """
+    CheckToken: _grpc.UnaryUnaryMultiCallable[_tokens_pb2.CheckTokenRequest, _tokens_pb2.CheckTokenResponse]
+    """Checks a request on behalf of a proxy (forward auth; `/auth/check` is its
+    HTTP face for nginx, Caddy, Traefik and Envoy's `http_service`). The
+    token checked is the call's own `authorization`, and the client address
+    the one the call comes from: needs no other authorization (holding the
+    token is the proof). An active token holding every `required_scopes`
+    passes and counts one use; otherwise UNAUTHENTICATED (no valid token) or
+    PERMISSION_DENIED (a scope is missing), as Envoy's `Check` decides.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -162,6 +171,15 @@ class TokenServiceAsyncStub(TokenServiceStub):
     """Lists the audit events of tokens, newest first: every creation, update,
     rotation, revocation and value read. `admin` sees all; others the events
     of their own owner's tokens.
+    """
+    CheckToken: _aio.UnaryUnaryMultiCallable[_tokens_pb2.CheckTokenRequest, _tokens_pb2.CheckTokenResponse]  # type: ignore[assignment]
+    """Checks a request on behalf of a proxy (forward auth; `/auth/check` is its
+    HTTP face for nginx, Caddy, Traefik and Envoy's `http_service`). The
+    token checked is the call's own `authorization`, and the client address
+    the one the call comes from: needs no other authorization (holding the
+    token is the proof). An active token holding every `required_scopes`
+    passes and counts one use; otherwise UNAUTHENTICATED (no valid token) or
+    PERMISSION_DENIED (a scope is missing), as Envoy's `Check` decides.
     """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -293,6 +311,21 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the audit events of tokens, newest first: every creation, update,
         rotation, revocation and value read. `admin` sees all; others the events
         of their own owner's tokens.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckToken(
+        self,
+        request: _tokens_pb2.CheckTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokens_pb2.CheckTokenResponse, _abc.Awaitable[_tokens_pb2.CheckTokenResponse]]:
+        """Checks a request on behalf of a proxy (forward auth; `/auth/check` is its
+        HTTP face for nginx, Caddy, Traefik and Envoy's `http_service`). The
+        token checked is the call's own `authorization`, and the client address
+        the one the call comes from: needs no other authorization (holding the
+        token is the proof). An active token holding every `required_scopes`
+        passes and counts one use; otherwise UNAUTHENTICATED (no valid token) or
+        PERMISSION_DENIED (a scope is missing), as Envoy's `Check` decides.
         """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -29,11 +29,13 @@ def message_id(outgoing: Outgoing) -> str:
     return f"evt_{outgoing.event.id}"
 
 
-def body(outgoing: Outgoing) -> bytes:
+def body(outgoing: Outgoing, max_secret_age: int | None) -> bytes:
     """``{"type", "timestamp", "data": {"event", "token"}}``; the token is judged
-    (its status) at the event's time, as ``/v1`` answered right after it."""
+    (its status, its effective expiry) at the event's time, as ``/v1`` answered
+    right after it."""
     event = _shown(tokens_pb2.TokenEvent(**event_fields(outgoing.event)))
-    token = _shown(tokens_pb2.Token(**token_fields(outgoing.token, outgoing.event.event_time)))
+    fields = token_fields(outgoing.token, outgoing.event.event_time, max_secret_age)
+    token = _shown(tokens_pb2.Token(**fields))
     document = {
         "type": TYPES[outgoing.event.action],
         "timestamp": event["eventTime"],

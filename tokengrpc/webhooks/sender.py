@@ -61,8 +61,11 @@ class WebhookSender:
         clock: Callable[[], int],
         metrics: Metrics | None = None,
         timing: Timing | None = None,
+        max_secret_age: int | None = None,
     ) -> None:
         self._outbox = outbox
+        #: The payload's token reports its effective expiry (``lifetime``), as /v1 does.
+        self._max_secret_age = max_secret_age
         self._key = key_of(secret)
         self._clock = clock
         self._metrics = metrics
@@ -171,7 +174,7 @@ class WebhookSender:
 
     async def _post(self, client: httpx.AsyncClient, row: Outgoing) -> str | None:
         """None when the URL took it (2xx), else why not, in words of our own."""
-        body = payload.body(row)
+        body = payload.body(row, self._max_secret_age)
         headers = signed_headers(self._key, payload.message_id(row), int(time.time()), body)
         try:
             # httpx's timeouts are per step; this bounds the whole exchange.

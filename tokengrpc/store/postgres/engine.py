@@ -28,6 +28,7 @@ from tokengrpc.store import outbox, statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     PREVIOUS_SECRET,
+    REASON_INACTIVE,
     Actor,
     EventAction,
     EventQuery,
@@ -36,6 +37,8 @@ from tokengrpc.store.base import (
     NameTaken,
     NewToken,
     Outgoing,
+    ReminderState,
+    ReminderStep,
     Rotation,
     StoreNotEmpty,
     TokenChanges,
@@ -93,6 +96,36 @@ _BY_NAME = statements.service_tokens_by_name(_mark, collate=' COLLATE "C"')
 _COUNT = statements.count_tokens(_mark)
 #: An owner as a one-element array (see ``statements.list_events``).
 _LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
+# Unused tokens (tokengrpc/sweeper.py), on the condition PostgreSQL checks again
+# on the newest row version once it holds the row (a usage batch committed
+# meanwhile keeps the token).
+_ACTIVITY = "greatest(coalesce(last_use_time, 0), create_time, secret_time)"
+_REVOKE_UNUSED = (
+    "UPDATE tokens SET revoke_time = $1, update_time = $1"
+    f" WHERE revoke_time IS NULL AND {_ACTIVITY} <= $2"
+)
+_REVOKE_UNUSED_ALL = f"{_REVOKE_UNUSED} RETURNING {_COLUMNS}"
+_REVOKE_UNUSED_ONE = f"{_REVOKE_UNUSED} AND id = $3 RETURNING {_COLUMNS}"
+#: Lock key of the unused-token sweep: one instance sweeps at a time ("toku").
+_SWEEP_LOCK = 0x746F6B75
+# Expiry reminders (tokengrpc/reminders.py): due rows through the partial index
+# on reminder_wake, locked; rows another instance is stepping are skipped, and
+# a row it stepped meanwhile is judged again as it now is: stepped once.
+_REMINDERS_DUE = (
+    f"SELECT {_COLUMNS}, reminder_expiry, reminder_next, reminder_wake FROM tokens"
+    " WHERE reminder_wake <= $1 ORDER BY reminder_wake LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+#: Where the reminder state follows the record's columns in a row of ``_REMINDERS_DUE``.
+_STATE = len(_COLUMNS.split(","))
+_SET_REMINDER = (
+    "UPDATE tokens SET reminder_expiry = $1, reminder_next = $2, reminder_wake = $3 WHERE id = $4"
+)
+# Rows that can need no reminder: revoked, or (no maximum age) without an expiry.
+_SLEEP_REMINDERS = (
+    "UPDATE tokens SET reminder_expiry = NULL, reminder_next = NULL, reminder_wake = NULL"
+    " WHERE reminder_wake <= $1 AND (revoke_time IS NOT NULL OR ($2 AND expire_time IS NULL))"
+)
 _DUE = outbox.due(_mark)
 # Concurrent claims (other instances') skip the rows one holds: each row has one sender.
 _CLAIM = outbox.claim(_mark, locking="FOR UPDATE SKIP LOCKED")
@@ -398,6 +431,85 @@ class PostgresEngine:
         rows = await self._read(statement, *params)
         return [_event(row) for row in rows]
 
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        actor = Actor(reason=REASON_INACTIVE)
+
+        async def revoke(connection: Connection) -> list[TokenRecord]:
+            if token_id is not None:
+                rows = await connection.fetch(_REVOKE_UNUSED_ONE, now, cutoff, token_id)
+            elif await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SWEEP_LOCK):
+                rows = await connection.fetch(_REVOKE_UNUSED_ALL, now, cutoff)
+            else:
+                return []  # another instance is sweeping
+            records = [_record(row) for row in rows]
+            events = [
+                _event_row(EventAction.REVOKED, (r.id, r.owner), now, actor, ("revoke_time",))
+                for r in records
+            ]
+            if events:
+                await connection.executemany(_INSERT_EVENT, events)
+            return records
+
+        return await self._write(revoke)
+
+    async def next_reminder_wake(self) -> int | None:
+        rows = await self._read(
+            "SELECT min(reminder_wake) FROM tokens WHERE reminder_wake IS NOT NULL"
+        )
+        found = rows[0][0] if rows else None
+        return None if found is None else int(found)
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        async def advance(connection: Connection) -> int:
+            await connection.execute(_SLEEP_REMINDERS, now, only_own_expiries)
+            rows = await connection.fetch(_REMINDERS_DUE, now, limit)
+            events = []
+            for row in rows:
+                record = _record(row)
+                state, action = step(
+                    record, ReminderState(row[_STATE], row[_STATE + 1], row[_STATE + 2])
+                )
+                await connection.execute(
+                    _SET_REMINDER, state.expiry, state.next_due, state.wake, record.id
+                )
+                if action is not None:
+                    events.append(_event_row(action, (record.id, record.owner), now, NO_ACTOR, ()))
+            if events:
+                await connection.executemany(_INSERT_EVENT, events)
+            return len(rows)
+
+        return await self._write(advance)
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        async def plan(connection: Connection) -> bool:
+            # Instances starting at once plan once.
+            await connection.execute("LOCK TABLE reminder_plan IN EXCLUSIVE MODE")
+            found = await connection.fetchrow("SELECT max_secret_age FROM reminder_plan")
+            if found is not None and found[0] == max_secret_age:
+                return False
+            # A row already awake keeps its earlier wake: the time its expiry was
+            # set. Without a maximum age, a token without an expiry needs nothing
+            # (one planned under an age goes to sleep at its next reminder).
+            await connection.execute(
+                "UPDATE tokens SET reminder_wake = least(coalesce(reminder_wake, $1), $1)"
+                " WHERE revoke_time IS NULL"
+                " AND (expire_time IS NOT NULL OR $2::bigint IS NOT NULL)",
+                now,
+                max_secret_age,
+            )
+            await connection.execute(
+                "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, $1)"
+                " ON CONFLICT (id) DO UPDATE SET max_secret_age = excluded.max_secret_age",
+                max_secret_age,
+            )
+            return True
+
+        return await self._write(plan)
+
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
@@ -475,6 +587,10 @@ class PostgresEngine:
     async def is_empty(self) -> bool:
         rows = await self._read("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(rows[0][0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        rows = await self._read(_PAST_SECRET_AGE, now, now - max_secret_age)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._read("SELECT fingerprint FROM secret_key")

@@ -166,7 +166,32 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO token_counts (owner, total, live)
         SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner;
     """,
-    # The admin family's whole list of service tokens is by name: paged by a
+    # 5: expiry reminders, as SQLite's step 7: the reminder state, its index,
+    # the trigger that wakes a row whenever a write may move its expiry, and the
+    # maximum secret age the reminders were planned under.
+    """
+    ALTER TABLE tokens ADD COLUMN reminder_expiry bigint;
+    ALTER TABLE tokens ADD COLUMN reminder_next bigint;
+    ALTER TABLE tokens ADD COLUMN reminder_wake bigint;
+    CREATE INDEX tokens_reminder_wake ON tokens (reminder_wake) WHERE reminder_wake IS NOT NULL;
+    CREATE FUNCTION tokens_wake_reminders() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            NEW.reminder_wake := NEW.create_time;
+        ELSIF NEW.expire_time IS DISTINCT FROM OLD.expire_time
+              OR NEW.secret_time IS DISTINCT FROM OLD.secret_time THEN
+            NEW.reminder_wake := NEW.update_time;
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER tokens_wake_reminders BEFORE INSERT OR UPDATE OF expire_time, secret_time
+        ON tokens FOR EACH ROW EXECUTE FUNCTION tokens_wake_reminders();
+    CREATE TABLE reminder_plan (
+        id             integer PRIMARY KEY CHECK (id = 1),
+        max_secret_age bigint
+    );
+    """,
+    # 6: the admin family's whole list of service tokens is by name: paged by a
     # (name, id) keyset along this index. Partial, so personal tokens (nearly
     # every row, and every create at scale) do not pay for it.
     """

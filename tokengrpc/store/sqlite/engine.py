@@ -22,6 +22,7 @@ from tokengrpc.store import outbox, statements
 from tokengrpc.store.base import (
     NO_ACTOR,
     PREVIOUS_SECRET,
+    REASON_INACTIVE,
     Actor,
     EventAction,
     EventQuery,
@@ -30,6 +31,8 @@ from tokengrpc.store.base import (
     NameTaken,
     NewToken,
     Outgoing,
+    ReminderState,
+    ReminderStep,
     Rotation,
     StoreNotEmpty,
     TokenChanges,
@@ -78,6 +81,36 @@ _END_GRACE = (
     f" RETURNING {_COLUMNS}"
 )
 _LIST_EVENTS = statements.list_events(_mark)
+_PAST_SECRET_AGE = statements.count_past_secret_age(_mark)
+# Unused tokens (tokengrpc/sweeper.py): found by the reader thread without the
+# write lock, then revoked by id under it, on the condition read again there.
+_ACTIVITY = "max(coalesce(last_use_time, 0), create_time, secret_time)"
+_SWEEP_BATCH = 500
+_UNUSED_IDS = (
+    f"SELECT id FROM tokens WHERE revoke_time IS NULL AND {_ACTIVITY} <= ? AND id > ?"
+    f" ORDER BY id LIMIT {_SWEEP_BATCH}"
+)
+_REVOKE_UNUSED = (
+    "UPDATE tokens SET revoke_time = ?, update_time = ?"
+    " WHERE id IN ({ids}) AND revoke_time IS NULL AND " + _ACTIVITY + " <= ?"
+    f" RETURNING {_COLUMNS}"
+)
+# Expiry reminders (tokengrpc/reminders.py): due rows through the partial index
+# on reminder_wake, inside the writer's transaction (one writer: stepped once).
+_REMINDERS_DUE = (
+    f"SELECT {_COLUMNS}, reminder_expiry, reminder_next, reminder_wake FROM tokens"
+    " WHERE reminder_wake <= ? ORDER BY reminder_wake LIMIT ?"
+)
+#: Where the reminder state follows the record's columns in a row of ``_REMINDERS_DUE``.
+_STATE = len(_COLUMNS.split(","))
+_SET_REMINDER = (
+    "UPDATE tokens SET reminder_expiry = ?, reminder_next = ?, reminder_wake = ? WHERE id = ?"
+)
+# Rows that can need no reminder: revoked, or (no maximum age) without an expiry.
+_SLEEP_REMINDERS = (
+    "UPDATE tokens SET reminder_expiry = NULL, reminder_next = NULL, reminder_wake = NULL"
+    " WHERE reminder_wake <= ? AND (revoke_time IS NOT NULL OR (? AND expire_time IS NULL))"
+)
 _DUE = outbox.due(_mark)
 _CLAIM = outbox.claim(_mark)
 _FINISH = outbox.finish(_mark)
@@ -371,6 +404,84 @@ class SqliteEngine:
         rows = await self._db.read_in_thread(statement, statements.list_events_params(query))
         return [_event(row) for row in rows]
 
+    async def revoke_unused(
+        self, cutoff: int, now: int, token_id: int | None = None
+    ) -> Sequence[TokenRecord]:
+        if token_id is not None:
+            return await self._revoke_unused([token_id], cutoff, now)
+        revoked: Sequence[TokenRecord] = ()
+        after = 0
+        while ids := [
+            row[0] for row in await self._db.read_in_thread(_UNUSED_IDS, (cutoff, after))
+        ]:
+            revoked = (*revoked, *await self._revoke_unused(ids, cutoff, now))
+            after = ids[-1]
+        return revoked
+
+    async def _revoke_unused(
+        self, ids: Sequence[int], cutoff: int, now: int
+    ) -> tuple[TokenRecord, ...]:
+        sql = _REVOKE_UNUSED.format(ids=", ".join("?" * len(ids)))
+        actor = Actor(reason=REASON_INACTIVE)
+
+        async def revoke() -> tuple[Any, ...]:
+            rows = tuple(await self._db.fetch(sql, (now, now, *ids, cutoff)))
+            await self._audit(rows, EventAction.REVOKED, now, actor, ("revoke_time",))
+            return rows
+
+        return tuple(_record(row) for row in await self._transaction(revoke))
+
+    async def next_reminder_wake(self) -> int | None:
+        rows = await self._db.read(
+            "SELECT min(reminder_wake) FROM tokens WHERE reminder_wake IS NOT NULL", ()
+        )
+        return rows[0][0] if rows else None
+
+    async def advance_reminders(
+        self, now: int, step: ReminderStep, limit: int, *, only_own_expiries: bool
+    ) -> int:
+        async def advance() -> int:
+            await self._db.execute(_SLEEP_REMINDERS, (now, only_own_expiries))
+            rows = list(await self._db.fetch(_REMINDERS_DUE, (now, limit)))
+            events = []
+            for row in rows:
+                record = _record(row)
+                state, action = step(
+                    record, ReminderState(row[_STATE], row[_STATE + 1], row[_STATE + 2])
+                )
+                params = (state.expiry, state.next_due, state.wake, record.id)
+                await self._db.execute(_SET_REMINDER, params)
+                if action is not None:
+                    events.append(
+                        _event_params(action, (record.id, record.owner), now, NO_ACTOR, ())
+                    )
+            await self._insert_events(events)
+            return len(rows)
+
+        return await self._transaction(advance)
+
+    async def plan_reminders(self, max_secret_age: int | None, now: int) -> bool:
+        async def plan() -> bool:
+            found = list(await self._db.fetch("SELECT max_secret_age FROM reminder_plan"))
+            if found and found[0][0] == max_secret_age:
+                return False
+            # A row already awake keeps its earlier wake: the time its expiry was
+            # set. Without a maximum age, a token without an expiry needs nothing
+            # (one planned under an age goes to sleep at its next reminder).
+            await self._db.execute(
+                "UPDATE tokens SET reminder_wake = min(coalesce(reminder_wake, ?), ?)"
+                " WHERE revoke_time IS NULL AND (expire_time IS NOT NULL OR ? IS NOT NULL)",
+                (now, now, max_secret_age),
+            )
+            await self._db.execute(
+                "INSERT INTO reminder_plan (id, max_secret_age) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET max_secret_age = excluded.max_secret_age",
+                (max_secret_age,),
+            )
+            return True
+
+        return await self._transaction(plan)
+
     async def add_usage(self, uses: Mapping[int, Usage]) -> None:
         if not uses:
             return
@@ -439,6 +550,11 @@ class SqliteEngine:
     async def is_empty(self) -> bool:
         rows = await self._db.reader.execute_fetchall("SELECT NOT EXISTS (SELECT 1 FROM tokens)")
         return bool(next(iter(rows))[0])
+
+    async def count_past_secret_age(self, now: int, max_secret_age: int) -> int:
+        params = (now, now - max_secret_age)
+        rows = await self._db.read_in_thread(_PAST_SECRET_AGE, params)
+        return int(rows[0][0])
 
     async def key_fingerprint(self) -> bytes | None:
         rows = await self._db.reader.execute_fetchall("SELECT fingerprint FROM secret_key")

@@ -162,7 +162,33 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO token_counts (owner, total, live)
         SELECT owner, count(*), count(*) - count(revoke_time) FROM tokens GROUP BY owner;
     """,
-    # The admin family's whole list of service tokens is by name: paged by a
+    # 7: expiry reminders (CONTRACT section 12; tokengrpc/reminders.py). Where a
+    # token's reminders stand: the expiry they count for, the next one due, and
+    # when the row asks to be looked at (indexed: finding due rows is no scan).
+    # The triggers wake a row whenever a write may move its expiry, whoever
+    # writes; reminder_plan remembers the maximum secret age they were planned
+    # under (no row: never planned, so the first start wakes every live token).
+    """
+    ALTER TABLE tokens ADD COLUMN reminder_expiry INTEGER;
+    ALTER TABLE tokens ADD COLUMN reminder_next INTEGER;
+    ALTER TABLE tokens ADD COLUMN reminder_wake INTEGER;
+    CREATE INDEX tokens_reminder_wake ON tokens (reminder_wake) WHERE reminder_wake IS NOT NULL;
+    CREATE TRIGGER tokens_wake_reminders_on_insert AFTER INSERT ON tokens
+    BEGIN
+        UPDATE tokens SET reminder_wake = NEW.create_time WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER tokens_wake_reminders_on_change AFTER UPDATE OF expire_time, secret_time
+    ON tokens
+    WHEN NEW.expire_time IS NOT OLD.expire_time OR NEW.secret_time IS NOT OLD.secret_time
+    BEGIN
+        UPDATE tokens SET reminder_wake = NEW.update_time WHERE id = NEW.id;
+    END;
+    CREATE TABLE reminder_plan (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        max_secret_age INTEGER
+    );
+    """,
+    # 8: the admin family's whole list of service tokens is by name: paged by a
     # (name, id) keyset along this index. Partial, so personal tokens (nearly
     # every row, and every create at scale) do not pay for it.
     """
