@@ -26,7 +26,7 @@ from bench.harness import (
     serve_args,
     server,
 )
-from bench.scale import scale_reads
+from bench.scale import STREAMED_UP_TO, scale_reads
 from bench.seed import Group, seed_sync
 from tests.postgres import PgServer, remove_server, start_server
 from tokengrpc.sealing import KEY_FILE
@@ -127,11 +127,12 @@ def _notify(url: str) -> Callable[[], None]:
 def _scale_rows(rows: list[Row], work: Path, pg: PgServer, size: int) -> None:
     url = pg.new_database()
     data = work / f"pg-scale-{size}"
-    seeded = seed_sync(data, [Group("scale", size)], database_url=url)
+    whole = size if size <= STREAMED_UP_TO else 0  # as many service tokens, for GET /_/token
+    seeded = seed_sync(data, [Group("scale", size)], database_url=url, service_tokens=whole)
     rows.append(Row("PostgreSQL", f"{size:,} tokens: seeding (bulk SQL, one transaction)",
                     note=f"{seeded.seconds:.1f} s"))  # fmt: skip
     with server(_pg_args(data, url, http=True), ["grpc", "http"]) as svc:
-        reads = scale_reads(svc, data, seeded.callers["scale"], size, _notify(url))
+        reads = scale_reads(svc, data, seeded, size, _notify(url))
         rss = svc.rss_mb()
     rows += [Row("PostgreSQL", f"{size:,} tokens: {what}", note=note) for what, note in reads]
     rows.append(Row("PostgreSQL", f"{size:,} tokens: server RSS", note=f"{rss:.0f} MB"))

@@ -34,7 +34,7 @@ from bench.harness import (
 )
 from bench.hotpath import compared, figure_name, on_and_off, policies_section
 from bench.postgres import postgres_section
-from bench.scale import scale_reads
+from bench.scale import STREAMED_UP_TO, scale_reads
 from bench.seed import Group, seed_sync
 from bench.services import services_section
 from bench.stats import Figure
@@ -168,14 +168,15 @@ def http_section(rows: list[Row], work: Path, runs: int, seconds: float) -> None
 
 def _scale_one(rows: list[Row], work: Path, size: int) -> None:
     data = work / f"scale-{size}"
-    seeded = seed_sync(data, [Group("scale", size)])
+    whole = size if size <= STREAMED_UP_TO else 0  # as many service tokens, for GET /_/token
+    seeded = seed_sync(data, [Group("scale", size)], service_tokens=whole)
     what = f"{size:,} tokens: seeding (bulk SQL, one transaction)"
     rows.append(Row("Scale", what, note=f"{seeded.seconds:.1f} s"))
     # Each timed read follows a write announced by another process (this one),
     # so the server's read cache cannot answer it: these are SQLite's figures.
     generation = Generation(data / GENERATION_FILE)
     with server(serve_args(data, http=True), ["grpc", "http"]) as svc:
-        reads = scale_reads(svc, data, seeded.callers["scale"], size, generation.bump)
+        reads = scale_reads(svc, data, seeded, size, generation.bump)
         rss = svc.rss_mb()
     generation.close_now()
     db_mb = sum(p.stat().st_size for p in data.glob("tokens.db*")) / 1e6

@@ -20,6 +20,7 @@ import grpc
 import httpx
 
 from bench.harness import Server, timed_ms
+from bench.seed import Seeded
 from tokengrpc import pagetokens
 from tokengrpc.sealing import KEY_FILE, Sealer, decode_key
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -30,14 +31,16 @@ STREAMED_UP_TO = 100_000
 
 
 def scale_reads(
-    svc: Server, data: Path, caller: str, size: int, cold: Callable[[], object]
+    svc: Server, data: Path, seeded: Seeded, size: int, cold: Callable[[], object]
 ) -> list[tuple[str, str]]:
     """(what, note) of every read figure at ``size`` tokens of the caller's owner.
 
     The caller's owner is ``scale``; its tokens are ids 3 to ``size + 2``
     (after the bootstrap token and the introspector), each with its CREATED
-    event, the only events of that owner.
+    event, the only events of that owner. Up to STREAMED_UP_TO, as many
+    service tokens follow them, for the admin family's whole list.
     """
+    caller = seeded.callers["scale"]
     before = cold
     metadata = (("authorization", f"Bearer {caller}"),)
     sealer = Sealer(decode_key((data / KEY_FILE).read_text()))
@@ -79,15 +82,18 @@ def scale_reads(
             " target: page 1 ≤ 20 ms, last ≤ ×2)",
         ))  # fmt: skip
         if size <= STREAMED_UP_TO:
-            rows.append(_whole_list(client, svc, headers, size))
+            rows.append(_whole_list(client, svc, "/api/token", headers, size))
+            admin = {"Authorization": f"Bearer {seeded.admin}"}
+            rows.append(_whole_list(client, svc, "/_/token", admin, size))
     return rows
 
 
 def _whole_list(
-    client: httpx.Client, svc: Server, headers: dict[str, str], size: int
+    client: httpx.Client, svc: Server, path: str, headers: dict[str, str], size: int
 ) -> tuple[str, str]:
-    """GET /api/token read at full speed (timed), then read slowly, while the
-    server's peak RSS is watched: the list is sent as it is read, never held."""
+    """A whole list (GET /api/token, GET /_/token) read at full speed (timed), then
+    read slowly, while the server's peak RSS is watched: the list is sent as it is
+    read, never held."""
     baseline = peak = svc.rss_mb()
     done = threading.Event()
 
@@ -101,17 +107,17 @@ def _whole_list(
     watcher.start()
     try:
         started = time.perf_counter()
-        whole = client.get("/api/token", headers=headers)
+        whole = client.get(path, headers=headers)
         seconds = time.perf_counter() - started
         assert whole.status_code == 200
-        with client.stream("GET", "/api/token", headers=headers) as slow:
+        with client.stream("GET", path, headers=headers) as slow:
             for _ in slow.iter_raw(16_384):
                 time.sleep(0.001)  # a slow reader: the server waits, it does not buffer
     finally:
         done.set()
         watcher.join()
     return (
-        f"GET /api/token, all {size:,} tokens ({len(whole.content) / 1e6:.1f} MB of JSON)",
+        f"GET {path}, all {size:,} tokens ({len(whole.content) / 1e6:.1f} MB of JSON)",
         f"{seconds * 1000:.0f} ms; server RSS +{peak - baseline:.1f} MB at most, read at full"
         " speed then slowly (target: socket buffers, not the list)",
     )

@@ -49,9 +49,11 @@ async def seed(
     filler_owners: int = 0,
     filler: int = 0,
     database_url: str = "",
+    service_tokens: int = 0,
 ) -> Seeded:
-    """Create the groups (the first token of each is a writer caller) and filler rows
-    (in the data dir's SQLite, or in the PostgreSQL database ``database_url`` names)."""
+    """Create the groups (the first token of each is a writer caller), filler rows
+    and ``service_tokens`` service tokens ``s0``, ``s1``, … after them (in the data
+    dir's SQLite, or in the PostgreSQL database ``database_url`` names)."""
     core = await Core.open(Settings(data_dir=data_dir, database_url=database_url))
     try:
         admin = (data_dir / "bootstrap-token").read_text().strip()
@@ -80,6 +82,7 @@ async def seed(
             await _bulk(data_dir, database_url, group.owner, "t", group.samples + 1,
                         group.count, 0, now)  # fmt: skip
         await _bulk(data_dir, database_url, "user:", "f", 0, filler, max(filler_owners, 1), now)
+        await _bulk(data_dir, database_url, "", "s", 0, service_tokens, 0, now)
 
         def shown(row: int) -> str:
             return plaintext.join(ids[row], secrets[row])
@@ -161,5 +164,6 @@ def seed_sync(
     filler_owners: int = 0,
     filler: int = 0,
     database_url: str = "",
+    service_tokens: int = 0,
 ) -> Seeded:
-    return asyncio.run(seed(data_dir, groups, filler_owners, filler, database_url))
+    return asyncio.run(seed(data_dir, groups, filler_owners, filler, database_url, service_tokens))

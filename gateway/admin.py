@@ -128,11 +128,15 @@ class Admin:
         return json_response(201, {**described(created.token), "value": created.plaintext})
 
     async def list(self, request: Request, _: dict[str, str]) -> Response:
-        tokens = await legacy.all_tokens(
-            self._upstream, request, pb.ListTokensRequest(service_tokens=True)
+        # By name from the service, page by page, never held whole.
+        return await legacy.streamed_tokens(
+            self._upstream,
+            request,
+            pb.ListTokensRequest(service_tokens=True, order_by="name"),
+            described,
+            b"[",
+            b"]",
         )
-        tokens.sort(key=lambda t: (t.name, t.id))
-        return json_response(200, [described(t) for t in tokens])
 
     async def update(self, request: Request, _: dict[str, str]) -> Response:
         fields = _Fields(await request.json_object())

@@ -196,13 +196,6 @@ async def token_pages(
             return
 
 
-async def all_tokens(
-    upstream: Upstream, request: Request, list_request: pb.ListTokensRequest
-) -> list[pb.Token]:
-    """Every token of a listing, held at once (for an answer in another order)."""
-    return [token async for page in token_pages(upstream, request, list_request) for token in page]
-
-
 async def streamed_tokens(
     upstream: Upstream,
     request: Request,

@@ -190,6 +190,10 @@ class MemoryEngine:
         ]
 
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
+        if query.after_name is not None:
+            key = (query.after_name, query.after_id)
+            named = sorted(self._owned(query), key=lambda t: (t.name, t.id))
+            return [t for t in named if (t.name, t.id) > key][: query.limit]
         after = [t for t in self._owned(query) if t.id > query.after_id]
         return after[query.offset : query.offset + query.limit]
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import pytest
 
+from gateway.admin import described
 from tests.fixtures import seeds
-from tests.helpers import LiveGateway
+from tests.helpers import LiveGateway, bearer
+from tokengrpc.store import NewToken
+from tokengrpc.v1 import tokens_pb2 as pb
 
 FUTURE_MS = (int(time.time()) + 86_400 * 365) * 1000
 
@@ -147,3 +152,52 @@ async def test_bad_requests(
     assert response.json()["error"]
     assert gateway.service.snapshot() == before
     await gateway.healthy()
+
+
+async def test_the_list_is_streamed_by_name_byte_for_byte_as_the_whole_answer(
+    gateway: LiveGateway,
+) -> None:
+    """Past one page of the service, GET /_/token is sent page by page in the
+    service's name order, exactly the bytes of the list sorted and sent whole."""
+    service = gateway.service
+    now = time.time_ns() // 1000
+    # Names whose id order, code point order and a locale's order all differ.
+    names = [f"{'ÄaZé☃'[n % 5]}{(n * 7919) % 450} tök" for n in range(450)]
+    ids = await service.core.store.insert_many(
+        [NewToken("", name, os.urandom(32), ("write",), True, None, (), now + n)
+         for n, name in enumerate(names)]
+    )  # fmt: skip
+    for revoked in (ids[0], ids[199], ids[-1]):
+        await service.stub.RevokeToken(
+            pb.RevokeTokenRequest(id=revoked), metadata=bearer(service.admin_token)
+        )
+    async with gateway.client.stream("GET", "/_/token", headers=gateway.admin) as got:
+        assert got.status_code == 200
+        assert got.headers["content-type"] == "application/json"
+        assert "content-length" not in got.headers
+        body = await got.aread()
+    # What the gateway answered before it streamed: every page by id, sorted.
+    whole = await service.stub.ListTokens(
+        pb.ListTokensRequest(service_tokens=True, page_size=1000),
+        metadata=bearer(service.admin_token),
+    )
+    assert len(whole.tokens) == 447
+    expected = [described(t) for t in sorted(whole.tokens, key=lambda t: (t.name, t.id))]
+    assert body == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
+
+    # One page: answered whole, with its length, as before.
+    for token_id in [*ids[1:199], *ids[200:250]]:
+        await service.stub.RevokeToken(
+            pb.RevokeTokenRequest(id=token_id), metadata=bearer(service.admin_token)
+        )
+    small = await gateway.client.get("/_/token", headers=gateway.admin)
+    assert small.headers["content-length"] == str(len(small.content))
+    kept = [t for t in whole.tokens if t.id not in ids[1:250]]
+    assert (
+        small.content
+        == json.dumps(
+            [described(t) for t in sorted(kept, key=lambda t: (t.name, t.id))],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+    )

@@ -101,6 +101,7 @@ def test_canonical_operations_follow_the_http_annotations(spec: Document) -> Non
         "owner": {"type": "string"},
         "serviceTokens": {"type": "boolean"},
         "showRevoked": {"type": "boolean"},
+        "orderBy": {"type": "string"},
     }
     update = paths["/v1/tokens/{id}"]["patch"]
     assert [(p["name"], p["in"]) for p in update["parameters"]] == [

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tokengrpc import plaintext
-from tokengrpc.pagetokens import decode_page_token, encode_page_token
+from tokengrpc.pagetokens import (
+    decode_name_page_token,
+    decode_page_token,
+    encode_name_page_token,
+    encode_page_token,
+)
 
 KEY = bytes(range(32))
 
@@ -38,3 +43,20 @@ def test_a_signed_position_past_the_largest_id_is_refused() -> None:
     assert decode_page_token(KEY, token, "alice", False) is None
     last = encode_page_token(KEY, plaintext.MAX_ID, "alice", False)
     assert decode_page_token(KEY, last, "alice", False) == plaintext.MAX_ID
+
+
+@pytest.mark.parametrize("name", ["a", "tök ☃ \U0001f511", "n" * 255, "\U0001f511" * 255])
+def test_a_name_position_comes_back_whole_to_its_own_listing(name: str) -> None:
+    token = encode_name_page_token(KEY, 41, name, "", False)
+    assert decode_name_page_token(KEY, token, "", False) == (name, 41)
+    for key, owner, include_revoked in ((bytes(32), "", False), (KEY, "x", False), (KEY, "", True)):
+        assert decode_name_page_token(key, token, owner, include_revoked) is None
+
+
+def test_a_name_position_is_not_an_id_position_nor_a_tampered_one() -> None:
+    token = encode_name_page_token(KEY, 41, "svc", "", False)
+    assert decode_page_token(KEY, token, "", False) is None
+    assert decode_name_page_token(KEY, encode_page_token(KEY, 41, "", False), "", False) is None
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for text in ("", "A", token[:-1], token + "A", token + "AAAA", "é" * 40, flipped, "A" * 2000):
+        assert decode_name_page_token(KEY, text, "", False) is None, text

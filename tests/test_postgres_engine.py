@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,15 @@ import pytest
 
 from tests.postgres import PASSWORD, remove_server, start_server
 from tokengrpc.errors import Unavailable
-from tokengrpc.store.base import EventQuery, NameTaken, NewToken, StoreNotEmpty, TokenRecord, Usage
+from tokengrpc.store.base import (
+    Actor,
+    EventQuery,
+    NameTaken,
+    NewToken,
+    StoreNotEmpty,
+    TokenRecord,
+    Usage,
+)
 from tokengrpc.store.postgres.changes import BOUND, CHANNEL, LISTENER_APPLICATION, Notifications
 from tokengrpc.store.postgres.dsn import BadDatabaseUrl, is_postgres, redacted, scrub
 from tokengrpc.store.postgres.engine import _LIST_EVENTS, PostgresEngine
@@ -276,12 +285,28 @@ async def test_concurrent_creations_share_one_transaction_and_one_notify(
     listener = await asyncpg.connect(database_url)
     try:
         await listener.add_listener(CHANNEL, listened)
-        news = [_new(f"t{n}") for n in range(40)]
+        news = [
+            dataclasses.replace(
+                _new(f"t{n}"), now=1000 + n, actor=Actor(n, f"by {n}", f"10.0.0.{n}", "r", f"d{n}")
+            )
+            for n in range(40)
+        ]
         records = await asyncio.gather(*(engine.insert(new) for new in news))
         assert [record.name for record in records] == [new.name for new in news]
         assert len({record.id for record in records}) == 40
         for record in records:
             assert await other.get(record.id) == record
+        # Each token's one CREATED event carries its own caller's actor and time.
+        events = await listener.fetch(
+            "SELECT token_id, event_time, action, actor_token_id, actor_owner, client_ip,"
+            " reason, detail FROM token_events WHERE token_id = ANY($1::bigint[]) ORDER BY id",
+            [record.id for record in records],
+        )
+        assert [tuple(row) for row in events] == [
+            (r.id, 1000 + n, 1, n, f"by {n}", f"10.0.0.{n}", "r", f"d{n}")
+            for n, r in sorted(enumerate(records), key=lambda pair: pair[1].id)
+        ]
+        assert [r.create_time for r in records] == [1000 + n for n in range(40)]
         # One duplicate service name fails alone; the others land.
         await engine.insert(_new("deploy", owner=""))
         mixed = [_new("a"), _new("deploy", owner=""), _new("b")]
@@ -425,3 +450,21 @@ async def test_stored_secrets_date_from_their_last_rotation_after_the_upgrade(
     finally:
         await changes.close()
         await engine.close()
+
+
+async def test_a_released_connection_costs_no_reset_query(
+    instances: list[tuple[PostgresEngine, Notifications]],
+) -> None:
+    """The engine leaves no session state, so the pool's release sends nothing
+    (asyncpg's default reset is a query, a round trip on every read and write)."""
+    engine, _ = instances[0]
+    sent: list[str] = []
+    record = await engine.insert(_new("t"))
+    connection = await engine._pool.acquire()
+    connection.add_query_logger(lambda logged: sent.append(logged.query))
+    await connection.fetchval("SELECT 1")
+    await engine._pool.release(connection)
+    assert sent == ["SELECT 1"]
+    # And the connection, released without one, serves the next reads and writes.
+    assert await engine.get(record.id) == record
+    assert await engine.revoke(record.id, 5) is not None

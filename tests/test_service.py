@@ -226,6 +226,69 @@ async def test_pagination_keyset_and_page_numbers(service: LiveService) -> None:
     assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_service_tokens_by_name_page_by_name_and_id(service: LiveService) -> None:
+    """order_by "name": pages by a signed (name, id) position, so a token
+    renamed between two pages moves no other token across the cut."""
+    admin = bearer(service.admin_token)
+    for name in ("m", "c", "x", "a", "k", "e"):
+        await service.create(name, service_token=True)
+
+    async def names(token: str = "", size: int = 2) -> tuple[list[str], str]:
+        page = await service.stub.ListTokens(
+            pb.ListTokensRequest(
+                service_tokens=True, order_by="name", page_size=size, page_token=token
+            ),
+            metadata=admin,
+        )
+        return [t.name for t in page.tokens], page.next_page_token
+
+    everything, _ = await names(size=100)
+    assert everything == sorted(everything)
+    assert {"a", "c", "e", "k", "m", "x"} <= set(everything)
+    first, after_first = await names()
+    # The last token of the first page renamed to the end: the next page
+    # starts after its old name, as if nothing moved.
+    last = await service.stub.GetToken(pb.GetTokenRequest(name=first[-1]), metadata=admin)
+    await service.stub.UpdateToken(
+        pb.UpdateTokenRequest(
+            token=pb.Token(id=last.token.id, name="zz"),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        ),
+        metadata=admin,
+    )
+    rest: list[str] = []
+    token = after_first
+    while token:
+        page, token = await names(token)
+        rest += page
+    assert first + rest == [*everything, "zz"]
+
+    refused = {
+        "order_by": pb.ListTokensRequest(service_tokens=True, order_by="create_time"),
+        "order_by ": pb.ListTokensRequest(order_by="name"),
+        "page": pb.ListTokensRequest(service_tokens=True, order_by="name", page=2),
+        "page_token": pb.ListTokensRequest(
+            service_tokens=True, order_by="name", page_token=(
+                await service.stub.ListTokens(
+                    pb.ListTokensRequest(service_tokens=True, page_size=1), metadata=admin
+                )
+            ).next_page_token
+        ),
+    }  # fmt: skip
+    for field, request in refused.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await service.stub.ListTokens(request, metadata=admin)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert set(field_violations(caught.value)) == {field.strip()}, field
+        assert "create_time" not in (caught.value.details() or "")
+    # An id-order token does not continue a name-order listing, nor the reverse.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.stub.ListTokens(
+            pb.ListTokensRequest(service_tokens=True, page_token=after_first), metadata=admin
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_owners_see_only_their_own_tokens(service: LiveService) -> None:
     _, alice = await service.create("alice main", owner="alice", scopes=["write"])
     bob_id, _ = await service.create("bob's", owner="bob")

@@ -19,7 +19,7 @@ from tokengrpc.store import EventQuery, ListQuery, NameTaken, NewToken, TokenRec
 from tokengrpc.store.counting import CountingStore
 from tokengrpc.store.open import layered
 from tokengrpc.store.sqlite import Generation, SqliteEngine, migrations, open_sqlite
-from tokengrpc.store.sqlite.engine import _COUNT, _GET, _LIST, _LIST_EVENTS, _PAGED
+from tokengrpc.store.sqlite.engine import _BY_NAME, _COUNT, _GET, _LIST, _LIST_EVENTS, _PAGED
 from tokengrpc.store.sqlite.migrations import MIGRATIONS, _statements
 
 Run = Callable[[], Awaitable[Any]]
@@ -84,6 +84,12 @@ async def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         assert "TEMP B-TREE" not in plan, plan
     for sql in _COUNT.values():
         assert "SEARCH token_counts USING PRIMARY KEY" in _plan(db, sql, ("o",))
+    for sql in _BY_NAME.values():
+        # A fresh store has no statistics: unhinted, SQLite would walk the
+        # owner's index and sort every service token for each page.
+        plan = _plan(db, sql, ("s", 5, 201))
+        assert "SEARCH tokens USING INDEX tokens_service_by_name" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 async def test_kept_counts_stay_exact_under_concurrent_writers(

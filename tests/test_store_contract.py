@@ -63,6 +63,38 @@ async def test_list_and_count(open_store: StoreFactory) -> None:
     assert [r.id for r in await store.list(paged)] == ids[3:5]
 
 
+async def test_service_tokens_page_by_name_in_code_point_order(open_store: StoreFactory) -> None:
+    """A (name, id) keyset over service tokens alone: code point order (as
+    Python sorts, whatever the database's collation), ties oldest first."""
+    store = await open_store()
+    names = ["b", "Z", "a b", "é", "Ä", "\U0001f511", "a", "ab", "B", "a\u0301", "10", "9"]
+    records = [await store.insert(_new(name, owner="")) for name in names]
+    await store.insert_many([_new(name, owner="o") for name in ("0", "A", "zz")])  # personal
+    await store.revoke(records[0].id, 5)  # "b" revoked, then made again, and "a" revoked
+    records.append(await store.insert(_new("b", owner="")))
+    await store.revoke(records[6].id, 5)
+    for include_revoked in (False, True):
+        every = [
+            (r.name, r.id)
+            for r in records
+            if include_revoked or r.id not in (records[0].id, records[6].id)
+        ]
+        expected = sorted(every)
+        for limit in (1, 2, 5, 20):
+            seen: list[tuple[str, int]] = []
+            after: tuple[str, int] = ("", 0)
+            while True:
+                name, after_id = after
+                query = ListQuery("", include_revoked, limit, after_id=after_id, after_name=name)
+                page = [(r.name, r.id) for r in await store.list(query)]
+                assert len(page) <= limit
+                seen += page
+                if len(page) < limit:
+                    break
+                after = page[-1]
+            assert seen == expected, (include_revoked, limit)
+
+
 async def test_every_numbered_page_is_the_slice_from_either_end(open_store: StoreFactory) -> None:
     """A deep page is walked back from the last token: the same rows as a slice."""
     store = await open_store()

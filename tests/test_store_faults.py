@@ -182,3 +182,52 @@ async def test_a_removed_store_file_refuses_writes_instead_of_losing_them(
     code, output = await running.stop()
     assert code == 0, output[-3000:]
     assert "Traceback" not in output
+
+
+async def test_a_list_cut_off_by_the_store_mid_stream_cuts_the_connection(
+    running: Serving, tmp_path: Path
+) -> None:
+    """GET /_/token past its first page: the status is sent, then the store
+    fails. The client must see a broken answer, never a short list in valid JSON."""
+    data = tmp_path / "data"
+    admin = (data / "bootstrap-token").read_text().strip()
+    async with (
+        grpc.aio.insecure_channel(running.address("grpc")) as channel,
+        httpx.AsyncClient(base_url=f"http://{running.address('http')}", timeout=30) as client,
+    ):
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        for start in range(0, 300, 100):
+            await asyncio.gather(*(
+                stub.CreateToken(pb.CreateTokenRequest(name=f"svc {n:03}", service_token=True),
+                                 metadata=bearer(admin))
+                for n in range(start, start + 100)
+            ))  # fmt: skip
+        # The gateway's first page, read once here, is then the read cache's:
+        # the answer begins from it, and its second page meets the spoilt file.
+        await stub.ListTokens(
+            pb.ListTokensRequest(service_tokens=True, order_by="name", page_size=200),
+            metadata=bearer(admin),
+        )
+        _spoil(data, "truncated")
+        # And SQLite's shared index (mapped: overwritten, never shrunk), so the
+        # readers' own page caches are stale and the next page meets the file.
+        shm = data / "tokens.db-shm"
+        with shm.open("r+b") as handle:
+            handle.write(os.urandom(shm.stat().st_size))
+        received = bytearray()
+
+        async def read_all() -> None:
+            async with client.stream(
+                "GET", "/_/token", headers={"Authorization": f"Bearer {admin}"}
+            ) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    received.extend(chunk)
+
+        with pytest.raises(httpx.RemoteProtocolError):
+            await read_all()
+        assert received.startswith(b'[{"name":"svc 000",'), received[:300]
+        assert not received.endswith(b"]")
+    code, output = await running.stop()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output

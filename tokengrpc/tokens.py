@@ -17,8 +17,11 @@ from tokengrpc.errors import AlreadyExists, FailedPrecondition, NotFound, Permis
 from tokengrpc.lifetime import effective_expiry
 from tokengrpc.pagetokens import (
     EVENT_PAGE_TOKEN_LABEL,
+    NAME_PAGE_TOKEN_LABEL,
     PAGE_TOKEN_LABEL,
+    decode_name_page_token,
     decode_page_token,
+    encode_name_page_token,
     encode_page_token,
 )
 from tokengrpc.rules import Violations
@@ -40,6 +43,8 @@ from tokengrpc.v1 import tokens_pb2 as pb
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: The one ``order_by`` besides the default (AIP-132): service tokens by name.
+ORDER_BY_NAME = "name"
 UPDATABLE = ("name", "scopes", "active", "expire_time", "allowed_ips", "not_before")
 _TOKEN_FIELDS = frozenset(pb.Token.DESCRIPTOR.fields_by_name)
 #: More than the updatable fields, so repeats are tolerated; a bound on the work.
@@ -106,6 +111,7 @@ class TokenManager:
         self._prefix = prefix
         self._page_key = sealer.derive(PAGE_TOKEN_LABEL)
         self._event_page_key = sealer.derive(EVENT_PAGE_TOKEN_LABEL)
+        self._name_page_key = sealer.derive(NAME_PAGE_TOKEN_LABEL)
         #: Microseconds a secret authenticates after it was issued (``lifetime``).
         self._max_age = max_secret_age
         self._max_age_text = "" if max_secret_age is None else format_duration(max_secret_age)
@@ -205,13 +211,30 @@ class TokenManager:
             problems.add("page", "must not be negative")
         if request.page and request.page_token:
             problems.add("page", "give either page or page_token, not both")
-        after_id = 0
+        by_name = request.order_by == ORDER_BY_NAME
+        if request.order_by and not by_name:
+            problems.add("order_by", f"must be empty or {ORDER_BY_NAME}")
+        elif by_name and not request.service_tokens:
+            # Only service tokens have a name index; an owner's tokens by name
+            # would be a sort of all of them on every page.
+            problems.add("order_by", f"{ORDER_BY_NAME} is offered for service tokens only")
+        elif by_name and request.page:
+            problems.add("page", f"is not offered with order_by {ORDER_BY_NAME}")
+        after_id, after_name = 0, "" if by_name else None
         if request.page_token:
-            found = decode_page_token(
-                self._page_key, request.page_token, owner, request.show_revoked
-            )
+            found: int | tuple[str, int] | None
+            if by_name:
+                found = decode_name_page_token(
+                    self._name_page_key, request.page_token, owner, request.show_revoked
+                )
+            else:
+                found = decode_page_token(
+                    self._page_key, request.page_token, owner, request.show_revoked
+                )
             if found is None:
                 problems.add("page_token", "is not a page token of this listing")
+            elif isinstance(found, tuple):
+                after_name, after_id = found
             else:
                 after_id = found
         problems.raise_if_any()
@@ -227,6 +250,7 @@ class TokenManager:
             limit=size + 1,
             after_id=after_id,
             offset=offset,
+            after_name=after_name,
         )
         records = await self._store.list(query)
         now = caller.now
@@ -234,8 +258,13 @@ class TokenManager:
         for record in records[:size]:
             response.tokens.add(**token_fields(record, now, self._max_age))
         if len(records) > size:
-            response.next_page_token = encode_page_token(
-                self._page_key, records[size - 1].id, owner, request.show_revoked
+            last = records[size - 1]
+            response.next_page_token = (
+                encode_page_token(self._page_key, last.id, owner, request.show_revoked)
+                if after_name is None
+                else encode_name_page_token(
+                    self._name_page_key, last.id, last.name, owner, request.show_revoked
+                )
             )
         if request.page:
             response.total_size = await self._store.count(query)

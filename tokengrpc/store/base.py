@@ -231,13 +231,17 @@ class TokenChanges:
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """One owner's tokens (SERVICE_OWNER for service tokens), by ascending id."""
+    """One owner's tokens (SERVICE_OWNER for service tokens), by ascending id,
+    or, when ``after_name`` is set, service tokens by ascending (name, id)."""
 
     owner: str
     include_revoked: bool
     limit: int
     after_id: int = 0
     offset: int = 0
+    #: Name order, after (after_name, after_id); "" starts at the first name.
+    #: Only for SERVICE_OWNER (the one listing indexed by name) and no offset.
+    after_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ of usage counts: ``CountingStore`` (``counting.py``) is the layer over it
 that does, and ``open.py`` puts the two together (docs/store.md).
 
 Keys are operations, not SQL: ``(TOKEN, id)``, ``(SERVICE, name)``,
-``(PAGE, owner, include_revoked, after_id, limit)``, ``(COUNT, owner,
+``(PAGE, owner, include_revoked, after_id, limit, after_name)``, ``(COUNT, owner,
 include_revoked)``. The layer above probes ``cache.get`` with the first three
 before it awaits anything: a cache hit is a plain call.
 """
@@ -50,7 +50,14 @@ _CACHED_PAGE = 201
 def page_key(query: ListQuery) -> Hashable | None:
     """The key of a page the cache keeps; None for one it does not."""
     if query.offset == 0 and query.limit <= _CACHED_PAGE:
-        return (PAGE, query.owner, query.include_revoked, query.after_id, query.limit)
+        return (
+            PAGE,
+            query.owner,
+            query.include_revoked,
+            query.after_id,
+            query.limit,
+            query.after_name,
+        )
     return None
 
 

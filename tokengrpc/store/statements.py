@@ -134,6 +134,25 @@ def list_tokens(mark: Marker) -> dict[tuple[bool, bool], str]:
     }
 
 
+def service_tokens_by_name(mark: Marker, collate: str = "", hint: str = "") -> dict[bool, str]:
+    """Service tokens after a (name, id), by include_revoked; parameters: name,
+    id, limit. A walk of ``tokens_service_by_name`` from the keyset: the literal
+    ``owner = ''`` lets the planner match that partial index. ``collate`` makes
+    the order code points (UTF-8 bytes), as the index is built. ``hint`` names
+    the index where a planner without statistics would rather walk the owner's
+    index and sort every service token for each page (SQLite's ``INDEXED BY``)."""
+    name = f"name{collate}"
+    return {
+        include_revoked: (
+            f"SELECT {TOKEN_COLUMNS} FROM tokens{hint} WHERE owner = ''"
+            f" AND ({name}, id) > ({mark(1)}{collate}, {mark(2)})"
+            + ("" if include_revoked else " AND revoke_time IS NULL")
+            + f" ORDER BY {name}, id LIMIT {mark(3)}"
+        )
+        for include_revoked in (False, True)
+    }
+
+
 def numbered_question_mark(n: int) -> str:
     """SQLite's numbered marker, for a statement that uses a parameter twice."""
     return f"?{n}"

@@ -361,6 +361,7 @@ class ListTokensRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     SERVICE_TOKENS_FIELD_NUMBER: _builtins.int
     SHOW_REVOKED_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of tokens to return; 0 means 50, at most 1000."""
     page_token: _builtins.str
@@ -377,6 +378,11 @@ class ListTokensRequest(_message.Message):
     """List service tokens instead of personal ones. Needs `admin`."""
     show_revoked: _builtins.bool
     """Include revoked tokens."""
+    order_by: _builtins.str
+    """The order of the listing (AIP-132): empty for oldest first, or "name"
+    for ascending name (code point order; ties oldest first), offered for
+    service tokens only and not with `page`.
+    """
     def __init__(
         self,
         *,
@@ -386,10 +392,11 @@ class ListTokensRequest(_message.Message):
         owner: _builtins.str = ...,
         service_tokens: _builtins.bool = ...,
         show_revoked: _builtins.bool = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "service_tokens", b"service_tokens", "show_revoked", b"show_revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "owner", b"owner", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "service_tokens", b"service_tokens", "show_revoked", b"show_revoked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -91,6 +91,8 @@ _INSERT_EVENT = statements.insert_events(_mark)
 _INSERT_BATCH = 500
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(_mark)
+#: In code-point order, as the index is built (the database's collation may differ).
+_BY_NAME = statements.service_tokens_by_name(_mark, collate=' COLLATE "C"')
 _COUNT = statements.count_tokens(_mark)
 #: An owner as a one-element array (see ``statements.list_events``).
 _LIST_EVENTS = statements.list_events(_mark, lambda marker: f"owner = ANY({marker}::text[])")
@@ -188,6 +190,7 @@ class PostgresEngine:
             timeout=5,
             command_timeout=30,
             server_settings={"application_name": APPLICATION},
+            reset=_keep_session,
         )
         return cls(pool, instance_id)
 
@@ -262,7 +265,10 @@ class PostgresEngine:
         """A group commit's rows in one transaction and one ``NOTIFY``; if one
         name is taken, which fails the whole transaction, one by one."""
         try:
-            records = await self._write(functools.partial(_insert_with_events, rows=news))
+            if len(news) <= _INSERT_BATCH:
+                records = await self._insert_together(news)
+            else:
+                records = await self._write(functools.partial(_insert_with_events, rows=news))
         except NameTaken as taken:
             if len(news) == 1:
                 return [taken]
@@ -271,6 +277,29 @@ class PostgresEngine:
             return [error] * len(news)
         self._health.healed()
         return list(records)
+
+    async def _insert_together(self, news: Sequence[NewToken]) -> list[TokenRecord]:
+        """``news``, their CREATED events and the ``NOTIFY`` as one statement
+        (``_insert_group``), in its own implicit transaction. Shielded as
+        ``_write`` is."""
+        params = [
+            value
+            for ordinal, new in enumerate(news)
+            for value in (ordinal, *_insert_params(new), *_actor_params(new.actor))
+        ]
+
+        async def run() -> list[TokenRecord]:
+            with self._engine_errors(writing=True):
+                async with self._connection() as connection:
+                    try:
+                        rows = await connection.fetch(
+                            _insert_group(len(news)), *params, CHANNEL, self._instance_id
+                        )
+                    except asyncpg.UniqueViolationError:
+                        raise NameTaken(news[0].name if len(news) == 1 else "") from None
+            return [_record(row) for row in rows]
+
+        return await asyncio.shield(run())
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
         """Many rows in one transaction with consecutive ids (imports, benchmarks)."""
@@ -317,9 +346,12 @@ class PostgresEngine:
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         if _unstorable(query.owner):
             return []
-        if query.offset and query.after_id == 0:
+        if query.after_name is not None:
+            statement = _BY_NAME[query.include_revoked]
+            params: tuple[object, ...] = (query.after_name, query.after_id, query.limit)
+        elif query.offset and query.after_id == 0:
             statement = _PAGED[query.include_revoked]
-            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+            params = (query.owner, query.offset, query.limit)
         else:
             statement = _LIST[query.include_revoked, query.offset == 0]
             params = statements.list_tokens_params(query)
@@ -604,6 +636,69 @@ class PostgresEngine:
 def _insert_ids(rows: int) -> str:
     """An insert of ``rows`` tokens returning only their ids."""
     return statements.insert_tokens(_mark, rows).partition(" RETURNING")[0] + " RETURNING id"
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: nothing to undo, so no query.
+
+    The engine leaves no session state on a pooled connection: no ``LISTEN``
+    (``changes.py`` has its own connection), ``SET``, cursor or session lock
+    (its advisory locks end with their transaction); asyncpg still rolls back
+    a transaction left open before calling this. asyncpg's default reset sends
+    a query on every release: a round trip for each read and write.
+    """
+
+
+#: A row of ``_insert_group``: its ordinal, the token's twelve insert
+#: parameters (``statements.insert_params``), its event's actor (``_actor_params``).
+_GROUP_COLUMNS = (
+    ("ord", "int"), ("owner", "text"), ("name", "text"), ("secret_hash", "bytea"),
+    ("scopes", "text[]"), ("active", "boolean"), ("expire_time", "bigint"),
+    ("allowed_ips", "text[]"), ("create_time", "bigint"), ("update_time", "bigint"),
+    ("sealed_value", "bytea"), ("not_before", "bigint"), ("secret_time", "bigint"),
+    ("actor_token_id", "bigint"), ("actor_owner", "text"), ("client_ip", "text"),
+    ("reason", "text"), ("detail", "text"),
+)  # fmt: skip
+_TOKEN_INSERT_COLUMNS = ", ".join(name for name, _ in _GROUP_COLUMNS[1:13])
+
+
+def _actor_params(actor: Actor) -> tuple[object, ...]:
+    return (actor.token_id, actor.owner, actor.client_ip, actor.reason, actor.detail)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_group(rows: int) -> str:
+    """A group commit of ``rows`` tokens as one statement: the tokens, their
+    CREATED events (each with its own caller's actor) and the ``NOTIFY``,
+    returning the tokens by id. The write is one round trip, where a
+    transaction of them took five (BEGIN, two inserts, NOTIFY, COMMIT), each
+    a wait for the busy event loop while the write lock is held.
+
+    Ids ascend in ``ord`` order (the rows reach the insert sorted), so the
+    n-th id's event is the n-th row's.
+    """
+    width = len(_GROUP_COLUMNS)
+    values = ", ".join(
+        "(" + ", ".join(f"${row * width + n + 1}::{kind}"
+                        for n, (_, kind) in enumerate(_GROUP_COLUMNS)) + ")"
+        for row in range(rows)
+    )  # fmt: skip
+    names = ", ".join(name for name, _ in _GROUP_COLUMNS)
+    channel, instance = rows * width + 1, rows * width + 2
+    return (
+        f"WITH v ({names}) AS (VALUES {values}),"
+        f" inserted AS (INSERT INTO tokens ({_TOKEN_INSERT_COLUMNS})"
+        f" SELECT {_TOKEN_INSERT_COLUMNS} FROM v ORDER BY ord"
+        f" RETURNING {statements.TOKEN_COLUMNS}),"
+        " numbered AS (SELECT *, row_number() OVER (ORDER BY id) - 1 AS ord FROM inserted),"
+        " events AS (INSERT INTO token_events (event_time, action, token_id, owner,"
+        " actor_token_id, actor_owner, client_ip, changed_fields, reason, detail)"
+        f" SELECT v.create_time, {int(EventAction.CREATED)}, numbered.id, numbered.owner,"
+        " v.actor_token_id, v.actor_owner, v.client_ip, '{}', v.reason, v.detail"
+        " FROM numbered JOIN v ON v.ord = numbered.ord ORDER BY numbered.id),"
+        f" notified AS (SELECT pg_notify(${channel}, ${instance}))"
+        f" SELECT {statements.TOKEN_COLUMNS} FROM numbered, notified ORDER BY id"
+    )
 
 
 async def _insert_with_events(

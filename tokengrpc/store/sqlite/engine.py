@@ -117,6 +117,7 @@ _FINISH = outbox.finish(_mark)
 _RETRY = outbox.retry(_mark)
 _LIST = statements.list_tokens(_mark)
 _PAGED = statements.paged_tokens(statements.numbered_question_mark)
+_BY_NAME = statements.service_tokens_by_name(_mark, hint=" INDEXED BY tokens_service_by_name")
 #: A kept count: one row, read on the loop thread.
 _COUNT = statements.count_tokens(_mark)
 #: Pages up to this size (plus the one row that tells whether more follow)
@@ -305,12 +306,18 @@ class SqliteEngine:
 
     async def list(self, query: ListQuery) -> Sequence[TokenRecord]:
         keyset = query.offset == 0
+        if query.after_name is not None:
+            statement = _BY_NAME[query.include_revoked]
+            params: tuple[object, ...] = (query.after_name, query.after_id, query.limit)
+            if query.limit <= _INLINE_PAGE + 1:
+                return await self._records(statement, params)
+            return [_record(row) for row in await self._db.read_in_thread(statement, params)]
         if keyset and query.limit <= _INLINE_PAGE + 1:
             statement = _LIST[query.include_revoked, keyset]
             return await self._records(statement, statements.list_tokens_params(query))
         if query.after_id == 0 and not keyset:
             statement = _PAGED[query.include_revoked]
-            params: tuple[object, ...] = (query.owner, query.offset, query.limit)
+            params = (query.owner, query.offset, query.limit)
         else:
             statement = _LIST[query.include_revoked, keyset]
             params = statements.list_tokens_params(query)
