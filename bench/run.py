@@ -236,17 +236,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument(
         "--only",
-        choices=[
-            "grpc",
-            "http",
-            "metrics",
-            "policies",
-            "scale",
-            "services",
-            "forward",
-            "postgres",
-            "tracing",
-        ],
+        choices=SECTIONS,
         action="append",
     )
     parser.add_argument(
