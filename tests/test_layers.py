@@ -198,35 +198,3 @@ def test_the_read_cache_is_bounded_even_for_empty_answers() -> None:
     assert [cache.get(("get", i)) for i in range(5)] == [(), (), (), None, None]
     asyncio.run(changes.announce())  # any write empties it
     assert cache.get(("get", 0)) is None
-
-
-async def test_an_insert_keeps_the_tokens_held_and_drops_what_it_can_change(
-    layers: Layers,
-) -> None:
-    """A create changes no stored token: the caller's own token, read again right
-    after it, is no store read. Pages, counts and "no such token" answers (the
-    new token may be one of them) are read again."""
-    store = await layers.open()
-    first = await store.insert(_new("first"))
-    held = await store.get(first.id)
-    page = ListQuery(owner="o", include_revoked=False, limit=10)
-    assert [t.id for t in await store.list(page)] == [first.id]
-    assert await store.count(page) == 1
-    assert await store.get(first.id + 1) is None  # the id the next token takes
-    reads: list[int] = []
-    engine: Any = store.engine
-    read_one = engine.get
-
-    async def counted(token_id: int) -> Any:
-        reads.append(token_id)
-        return await read_one(token_id)
-
-    engine.get = counted
-    second = await store.insert(_new("second"))
-    assert second.id == first.id + 1
-    assert await store.get(first.id) is held  # the same record: no read
-    assert reads == []
-    assert await store.get(second.id) == second  # the cached miss was dropped
-    assert reads == [second.id]
-    assert [t.id for t in await store.list(page)] == [first.id, second.id]
-    assert await store.count(page) == 2

@@ -73,20 +73,6 @@ class ReadCache:
         if before == self._valid_at:
             self._valid_at = before + 1
 
-    def insert_announced(self, before: int, holds_row: Callable[[Hashable, Rows], bool]) -> None:
-        """This process's insert moved the counter from ``before``. An insert
-        changes no row already stored, so entries ``holds_row`` says hold one
-        stay true; every other entry (pages, counts, answers of "no such
-        token", which the new one may now be) is dropped. If anything else was
-        announced meanwhile, the next ``get`` empties them all as usual."""
-        if before != self._valid_at:
-            return
-        kept = {key: entry for key, entry in self._entries.items() if holds_row(key, entry[0])}
-        self._entries = kept
-        self._counts.clear()
-        self._rows = sum(len(rows) or 1 for rows, _ in kept.values())
-        self._valid_at = before + 1
-
     def forget(self) -> None:
         """Drop every entry (they hold an amendment whose write did not land)."""
         self._empty()

@@ -47,11 +47,6 @@ COUNT = "count"
 _CACHED_PAGE = 201
 
 
-def _holds_token(key: Hashable, rows: Rows) -> bool:
-    """An entry an insert leaves true: a token found by id."""
-    return isinstance(key, tuple) and key[0] == TOKEN and bool(rows)
-
-
 def page_key(query: ListQuery) -> Hashable | None:
     """The key of a page the cache keeps; None for one it does not."""
     if query.offset == 0 and query.limit <= _CACHED_PAGE:
@@ -139,11 +134,7 @@ class CachingStore:
     # Writes.
 
     async def _write(
-        self,
-        work: Callable[[], Awaitable[T]],
-        amendment: Amendment | None = None,
-        *,
-        inserts: bool = False,
+        self, work: Callable[[], Awaitable[T]], amendment: Amendment | None = None
     ) -> T:
         """Run a write to its end, then announce it to every process's cache."""
         self._cache.begin_write()  # now, not when the task first runs
@@ -163,10 +154,6 @@ class CachingStore:
                     before = await self._changes.announce()
                     if done and amendment is not None:
                         self._cache.amended_write_announced(before)
-                    elif done and inserts:
-                        # The writer's own token, read again right after its
-                        # create, stays a hit (docs/store.md).
-                        self._cache.insert_announced(before, _holds_token)
                 finally:
                     self._cache.end_write()
 
@@ -180,10 +167,10 @@ class CachingStore:
         return await self._write(work, amendment)
 
     async def insert(self, new: NewToken) -> TokenRecord:
-        return await self._write(functools.partial(self.engine.insert, new), inserts=True)
+        return await self._write(functools.partial(self.engine.insert, new))
 
     async def insert_many(self, news: Sequence[NewToken]) -> range:
-        return await self._write(functools.partial(self.engine.insert_many, news), inserts=True)
+        return await self._write(functools.partial(self.engine.insert_many, news))
 
     async def update(
         self, token_id: int, changes: TokenChanges, now: int, actor: Actor
