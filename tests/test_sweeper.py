@@ -100,6 +100,13 @@ async def test_an_unused_token_is_refused_when_presented_and_its_revocation_reco
         (revoked,) = inactive_revocations(await events_of(live, token_id))
         assert (revoked.actor_token_id, revoked.actor_owner) == (0, "")
         assert revoked.changed_fields == ("revoke_time",)
+        # Presented again, revoked: refused with no write (a stranger holding an old
+        # secret must not make every request take the write lock).
+        writes = _count_unused_writes(live)
+        for _ in range(3):
+            assert not await authenticates(live, plaintext)
+        await live.core.authenticator.settle()
+        assert writes == []
         # Presented, not swept: the other unused token (the bootstrap's) is untouched.
         bootstrap_id = int(live.admin_token.partition("|")[0])
         assert inactive_revocations(await events_of(live, bootstrap_id)) == []
@@ -120,9 +127,11 @@ async def test_a_token_at_its_limit_is_refused_without_a_write_in_the_way(
         await by_hand(live)
         token_id, plaintext = await create(live, "edge")
         live.clock.advance(3600 + 0.5)
+        writes = _count_unused_writes(live)
         assert not await authenticates(live, plaintext)
         await live.core.authenticator.settle()
         assert inactive_revocations(await events_of(live, token_id)) == []
+        assert writes == []  # within the margin no write is even tried
         live.clock.advance(60)
         assert not await authenticates(live, plaintext)
         await live.core.authenticator.settle()
@@ -287,3 +296,17 @@ async def _after_restart(data: Path, url: str, offset: int, token_id: int) -> li
         assert live.core.sweeper is not None
         await live.core.sweeper.run_due()
         return await events_of(live, token_id)
+
+
+def _count_unused_writes(live: LiveService) -> list[int | None]:
+    """From now on, each ``revoke_unused`` write the service starts (its token id)."""
+    store: Any = live.core.store
+    write = store.revoke_unused
+    started: list[int | None] = []
+
+    async def counted(cutoff: int, now: int, token_id: int | None = None) -> Any:
+        started.append(token_id)
+        return await write(cutoff, now, token_id)
+
+    store.revoke_unused = counted
+    return started

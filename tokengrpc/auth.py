@@ -30,7 +30,7 @@ from tokengrpc.clock import now_us
 from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
-from tokengrpc.rules import ADMIN, WRITE, Status, status_of, unused_too_long
+from tokengrpc.rules import ADMIN, WRITE, Status, last_activity, status_of, unused_too_long
 from tokengrpc.store import Actor, TokenRecord, TokenStore
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Authenticator:
         # token's revocation is recorded off the request's path).
         if (
             self._unused_after is not None
+            and record.revoke_time is None  # a revoked one is refused below, with no write
             and unused_too_long(record, now, self._unused_after)
             and await self._unused(record, now)
         ):
@@ -187,8 +188,12 @@ class Authenticator:
         counted = await self._store.get(record.id)
         if counted is None or not unused_too_long(counted, now, self._unused_after):
             return False
-        if record.id not in self._recording and self._unused_after is not None:
-            cutoff = now - self._unused_after - self._unused_margin
+        if self._unused_after is None:
+            return False
+        cutoff = now - self._unused_after - self._unused_margin
+        # Within the margin it is refused but not yet revoked: the store's
+        # condition would match nothing, so no write is started for it.
+        if record.id not in self._recording and last_activity(counted) <= cutoff:
             task: asyncio.Task[object] = asyncio.create_task(
                 self._store.revoke_unused(cutoff, now, record.id), name="revoke-unused"
             )
