@@ -94,10 +94,23 @@ class Core:
             )
         store = await open_store(settings, create=create)
         try:
-            key = await checked_key(store, settings.data_dir, settings.secret_key, make_dir=create)
-        except BaseException:
+            return await cls._assemble(store, settings, bootstrap, metrics, create, clock)
+        except BaseException:  # a start that fails half-way leaves no connection open
             await store.close()
             raise
+
+    @classmethod
+    async def _assemble(
+        cls,
+        store: TokenStore,
+        settings: Settings,
+        bootstrap: bool,
+        metrics: Metrics | None,
+        create: bool,
+        clock: Callable[[], int],
+    ) -> Core:
+        """Everything over an open store; ``open`` closes it if this fails."""
+        key = await checked_key(store, settings.data_dir, settings.secret_key, make_dir=create)
         usage = UsageRecorder(store, settings.usage_flush_interval)
         margin = unwritten_bound(settings.usage_flush_interval)
         authenticator = Authenticator(
