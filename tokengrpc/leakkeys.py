@@ -32,6 +32,9 @@ MAX_DOCUMENT = 256 * 1024
 MAX_KEYS = 100
 #: Seconds to connect, and between bytes, when fetching the document.
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: Seconds for a whole fetch: a source that trickles bytes must not hold the
+#: refetch (and every report with an unknown key id waiting on it) for longer.
+FETCH_DEADLINE = 15.0
 
 PublicKey = ec.EllipticCurvePublicKey
 
@@ -71,6 +74,14 @@ def parse_keys(raw: bytes) -> dict[str, PublicKey]:
 
 
 async def _fetch(url: str) -> bytes:
+    try:
+        async with asyncio.timeout(FETCH_DEADLINE):
+            return await _fetch_within(url)
+    except TimeoutError:
+        raise SourceUnusable("the key source did not answer in time") from None
+
+
+async def _fetch_within(url: str) -> bytes:
     try:
         async with (
             httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True) as client,
