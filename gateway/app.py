@@ -25,8 +25,19 @@ from gateway.admin import Admin
 from gateway.canonical import Canonical
 from gateway.connections import ConnectionLimits, protocol_for
 from gateway.family import Family, Route, guard
+from gateway.forwardauth import PATH as FORWARD_PATH
 from gateway.forwardauth import ForwardAuth
-from gateway.http import ClientGone, Receive, Request, Response, Scope, Send, Trust, json_response
+from gateway.http import (
+    ClientGone,
+    Message,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    Trust,
+    json_response,
+)
 from gateway.leaks import LeakReports
 from gateway.me import Me
 from gateway.oauth import Introspection, Revocation
@@ -150,6 +161,31 @@ class Gateway:
         begun = self._observer.begin(request)
         response, route = await self._respond(request)
         await response.send(send)
+        self._observed(begun, started, request, response, route)
+
+    def answers_head(self, path: bytes) -> bool:
+        """Whether a request for ``path`` that has no body is answered from its
+        head alone (``answer_head``): forward auth's checks, whose answers are a
+        few headers and which come before every request a proxy passes on."""
+        return path == _FORWARD_PATH or path.startswith(_FORWARD_SUBTREE)
+
+    async def answer_head(self, scope: Scope) -> Response:
+        """The response to a request with no body, for the connection to write
+        itself (``gateway.connections``): the same routing, guard and observer
+        as ``__call__``, without ASGI's messages."""
+        request = Request.from_scope(scope, _no_body, self._trust)
+        if self._observer is None:
+            return (await self._respond(request))[0]
+        started = time.perf_counter()
+        begun = self._observer.begin(request)
+        response, route = await self._respond(request)
+        self._observed(begun, started, request, response, route)
+        return response
+
+    def _observed(
+        self, begun: Any, started: float, request: Request, response: Response, route: str | None
+    ) -> None:
+        assert self._observer is not None
         self._observer.end(
             begun,
             method=request.method,
@@ -190,6 +226,15 @@ class Gateway:
             log.exception("unexpected error on a %s request", request.method)
             response = json_response(500, {"code": 13, "message": "internal error", "details": []})
         return response, route
+
+
+_FORWARD_PATH = FORWARD_PATH.encode()
+_FORWARD_SUBTREE = _FORWARD_PATH + b"/"
+
+
+async def _no_body() -> Message:
+    """``receive`` for a request answered from its head: it has no body."""
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _trace_id(response: Response) -> str | None:
@@ -288,7 +333,7 @@ async def start_http(
         lifespan="off",
         server_header=False,
         ws="none",
-        http=protocol_for(limits),
+        http=protocol_for(limits, app),
         timeout_keep_alive=limits.keep_alive_timeout,
         ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
     )

@@ -10,6 +10,12 @@ begun), answers 431 once a head passes ``max_head_bytes``, and closes new
 connections at once past ``max_connections`` instead of running the process
 out of descriptors. (Idle keep-alive connections are uvicorn's own
 ``timeout_keep_alive``.)
+
+It also answers some requests itself: one with no body that the app says it
+answers from the head alone (``HeadAnswers``: forward auth's checks) is
+written here, without uvicorn's ASGI cycle, task and messages, which cost
+more than the check. Everything else about the connection (keep-alive,
+pipelining, shutdown) stays uvicorn's: the answer stands in for its cycle.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from gateway.http import Response, Scope
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +86,57 @@ _RESPONSE_431 = _answer(b"431 Request Header Fields Too Large", 3, "request head
 _RESPONSE_408 = _answer(b"408 Request Timeout", 4, "the request body did not arrive in time")
 
 
+class HeadAnswers(Protocol):
+    """An app that answers some requests without a body from their head (``gateway.app``)."""
+
+    def answers_head(self, path: bytes) -> bool: ...
+
+    def answer_head(self, scope: Scope) -> Coroutine[Any, Any, Response]: ...
+
+
+class _NoEvent:
+    """The cycle's ``message_event`` for an answer that reads no body: nobody waits on it."""
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class HeadAnswer:
+    """Stands in for uvicorn's cycle while a request is answered from its head.
+
+    uvicorn reads these fields to queue a pipelined request behind this one,
+    to end the connection at shutdown or when the client leaves, and to drop
+    body bytes after an answer; they mean here what they mean there.
+    """
+
+    __slots__ = ("body", "disconnected", "keep_alive", "message_event", "more_body",
+                 "response_complete", "response_started")  # fmt: skip
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.more_body = False
+        self.body = bytearray()
+        self.message_event = _NO_EVENT
+
+
+#: What uvicorn answers when its app fails before answering.
+_NO_ANSWER = Response(
+    500, b"Internal Server Error", [(b"content-type", b"text/plain; charset=utf-8")]
+)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; see ``protocol_for``."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    #: The app, when it answers some requests from their head.
+    heads: ClassVar[HeadAnswers | None] = None
     #: Shared by the connections of one server: one line per interval, however many come.
     refusals: ClassVar[RateLimitedLog] = RateLimitedLog()
 
@@ -91,7 +147,13 @@ class GuardedProtocol(HttpToolsProtocol):
         #: Between a request's first byte (or the connection's start) and its complete head.
         self._in_head = True
         self._head_bytes = 0
+        #: When the head being waited for began (loop time), and the one timer
+        #: watching heads: armed once, moved on when it fires early, so that a
+        #: request costs no timer of its own.
+        self._head_since = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
+        #: The size of the chunk being parsed.
+        self._chunk = 0
         #: Between a complete head and the end of its body.
         self._in_body = False
         self._body_timer: asyncio.TimerHandle | None = None
@@ -110,7 +172,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._turned_away:
             return
-        self._disarm_head_timer()
+        self._stop_head_timer()
         self._disarm_body_timer()
         super().connection_lost(exc)
 
@@ -118,6 +180,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._discarding or self.transport.is_closing():
             return
         self._unset_keepalive_if_required()
+        self._chunk = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -145,15 +208,77 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
-        self._disarm_head_timer()
-        # The exact size of what was parsed, for a big head that came in one chunk with its body.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.limits.max_head_bytes:
-            self._refuse_head()
-            raise _HeadTooLarge  # stops the parser; data_received sees a refused connection
+        seen, self._head_bytes = self._head_bytes + self._chunk, 0
+        # The exact size of what was parsed, for a big head that came in one
+        # chunk with its body (only then: fewer bytes than the limit came).
+        if seen > self.limits.max_head_bytes:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > self.limits.max_head_bytes:
+                self._refuse_head()
+                raise _HeadTooLarge  # stops the parser; data_received sees a refused connection
         self._in_body = True
+        if self.heads is not None and self._answer_from_head(self.heads):
+            return
         super().on_headers_complete()
+
+    def _answer_from_head(self, heads: HeadAnswers) -> bool:
+        """Answer the request now if the app takes it from its head; False if not."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # one is being answered: this one queues behind it, as uvicorn does
+        for name, value in self.headers:
+            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return False
+        if self.parser.should_upgrade():
+            return False
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            return False  # uvicorn answers it
+        if not heads.answers_head(url.path):
+            return False
+        scope: Scope = self.scope  # type: ignore[assignment]
+        method = self.parser.get_method().decode("ascii")
+        version = self.parser.get_http_version()
+        scope["method"] = method
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = url.path.decode("latin-1")
+        scope["raw_path"] = url.path
+        scope["query_string"] = url.query or b""
+        answer = HeadAnswer(keep_alive=version != "1.0" and self.parser.should_keep_alive())
+        self.cycle = answer  # type: ignore[assignment]
+        task = self.loop.create_task(self._answer(heads.answer_head(scope), answer, method))
+        self.tasks.add(task)  # shutdown waits for it, as for uvicorn's own
+        return True
+
+    async def _answer(
+        self, answering: Coroutine[Any, Any, Response], answer: HeadAnswer, method: str
+    ) -> None:
+        """Write what ``answer_head`` makes of the request, once it has."""
+        try:
+            got = await answering
+        except BaseException as error:  # as uvicorn does for its app: a 500, then close
+            if not isinstance(error, asyncio.CancelledError):
+                log.error("answering a request from its head failed", exc_info=error)
+            answer.keep_alive = False
+            got = _NO_ANSWER
+        finally:
+            # Here, not in a done callback: that would cost the loop another step.
+            self.tasks.discard(asyncio.current_task())
+        if answer.disconnected or self.transport.is_closing():
+            return
+        if got.more is not None:  # answers from a head are whole, never streamed
+            log.error("an answer from a head came streamed")
+            answer.keep_alive = False
+            got = _NO_ANSWER
+        answer.response_started = answer.response_complete = True
+        self.transport.write(
+            _written(got, self.server_state.default_headers, answer.keep_alive, method == "HEAD")
+        )
+        if not answer.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -175,7 +300,7 @@ class GuardedProtocol(HttpToolsProtocol):
             )
 
     def _refuse_head(self) -> None:
-        self._disarm_head_timer()
+        self._stop_head_timer()
         self._answer_and_close(_RESPONSE_431)
 
     def _answer_and_close(self, response: bytes) -> None:
@@ -189,17 +314,24 @@ class GuardedProtocol(HttpToolsProtocol):
         self.loop.call_later(_LINGER, self.transport.close)
 
     def _arm_head_timer(self) -> None:
+        """A head begins now (the timer, if armed for an earlier one, moves on when it fires)."""
+        self._head_since = self.loop.time()
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_late)
 
-    def _disarm_head_timer(self) -> None:
+    def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_late(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        if not self._in_head or self.transport.is_closing():
+            return  # no head is awaited: the next one arms the timer again
+        left = self._head_since + self.limits.head_timeout - self.loop.time()
+        if left > 0:  # armed for an earlier head: this one has time left
+            self._head_timer = self.loop.call_later(left, self._head_late)
+        else:
             self.transport.close()
 
     def _disarm_body_timer(self) -> None:
@@ -224,12 +356,36 @@ class GuardedProtocol(HttpToolsProtocol):
         self._answer_and_close(_RESPONSE_408)
 
 
+def _written(
+    response: Response, defaults: list[tuple[bytes, bytes]], keep_alive: bool, head_only: bool
+) -> bytes:
+    """The bytes uvicorn would write for ``response``: its default headers
+    first, the length, ``connection: close`` when the connection ends."""
+    parts = [STATUS_LINE[response.status]]
+    for name, value in defaults:
+        parts += (name, b": ", value, b"\r\n")
+    for name, value in response.headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"content-length: ", str(len(response.body)).encode(), b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if not head_only:
+        parts.append(response.body)
+    return b"".join(parts)
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
-def protocol_for(limits: ConnectionLimits) -> type[GuardedProtocol]:
-    """A protocol class carrying ``limits`` (uvicorn instantiates the class itself)."""
+def protocol_for(
+    limits: ConnectionLimits, heads: HeadAnswers | None = None
+) -> type[GuardedProtocol]:
+    """A protocol class carrying ``limits`` and the app answering from heads
+    (uvicorn instantiates the class itself)."""
     return type(
-        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "refusals": RateLimitedLog()}
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {"limits": limits, "refusals": RateLimitedLog(), "heads": heads},
     )

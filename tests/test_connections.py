@@ -218,6 +218,22 @@ async def test_an_idle_keep_alive_connection_is_closed(http: HttpServer) -> None
     writer.close()
 
 
+async def test_a_later_head_gets_its_own_full_time(http: HttpServer) -> None:
+    """One timer watches a connection's heads: a head that begins just before it
+    fires (it was armed for the request before) still gets the whole timeout."""
+    for pause in (0.4, 0.7):  # before the first arming fires (0.5 s), and after
+        reader, writer = await _open(http)
+        writer.write(_head())
+        assert await _status(reader) == 200
+        await reader.readuntil(b'{"status":"ok"}')
+        await asyncio.sleep(pause)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
+        slow = await _closed_within(reader, 5)
+        print(f"a head begun {pause} s after the connection was closed {slow:.2f} s later")
+        assert 0.4 <= slow < 1.5
+        writer.close()
+
+
 async def test_connections_past_the_limit_are_refused_and_logged_once(
     http: HttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,114 @@
+"""``/auth/check`` answered from the request head, by the connection itself
+(``gateway.connections``): byte for byte what the ASGI path answers, and
+uvicorn's rules kept for what comes around it (pipelining, ``HEAD``,
+HTTP/1.0, a store read in the middle, a client that leaves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from tests.helpers import LiveGateway
+
+_DATE = re.compile(rb"\r\ndate: [^\r]*")
+
+
+async def _exchange(gateway: LiveGateway, raw: bytes, answers: int = 1) -> list[bytes]:
+    """Send ``raw`` in one write; read ``answers`` whole responses (each with a length)."""
+    host, _, port = gateway.http.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(raw)
+        got = []
+        for _ in range(answers):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            body = b"" if raw.startswith(b"HEAD") else await reader.readexactly(length)
+            got.append(head + body)
+        return got
+    finally:
+        writer.close()
+
+
+def _undated(response: bytes) -> bytes:
+    """The response without its ``date`` line (two answers may straddle a second)."""
+    assert _DATE.search(response), response
+    return _DATE.sub(b"", response)
+
+
+def _request(target: str, *lines: str, body: bytes = b"", method: str = "GET") -> bytes:
+    head = [f"{method} {target} HTTP/1.1", "Host: t", *lines]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_the_head_answer_is_the_asgi_answer_byte_for_byte(gateway: LiveGateway) -> None:
+    token_id, token = await gateway.service.create("héad", owner="alice", scopes=["read"])
+    cases = [
+        ("/auth/check", f"Authorization: Bearer {token}"),
+        ("/auth/check/app?x=1", f"Authorization: Bearer {token}"),
+        ("/auth/check?scope=write", f"Authorization: Bearer {token}"),
+        ("/auth/check", "Authorization: Bearer nope"),
+    ]
+    for target, line in cases:
+        # A request with a body is not answered from its head: it takes the ASGI cycle.
+        (from_head,) = await _exchange(gateway, _request(target, line))
+        (from_asgi,) = await _exchange(gateway, _request(target, line, body=b"ab"))
+        assert _undated(from_head) == _undated(from_asgi), target
+    (allowed,) = await _exchange(gateway, _request("/auth/check", f"Authorization: Bearer {token}"))
+    assert allowed.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"\r\nx-token-id: {token_id}\r\n".encode() in allowed
+    assert b"\r\nx-token-name: h%C3%A9ad\r\n" in allowed
+    assert b"connection: close" not in allowed
+
+
+async def test_pipelined_requests_are_answered_in_order(gateway: LiveGateway) -> None:
+    _, token = await gateway.service.create("pipe", owner="alice", scopes=["read"])
+    # Right after a write the token is not cached: the first check reads the
+    # store, and what follows in the same write waits its turn behind it.
+    _, fresh = await gateway.service.create("fresh", owner="alice")
+    raw = b"".join([
+        _request("/auth/check", f"Authorization: Bearer {fresh}"),
+        _request("/healthz"),
+        _request("/auth/check"),
+        _request("/auth/check", f"Authorization: Bearer {token}", "X-Required-Scopes: read"),
+        _request("/auth/check", f"Authorization: Bearer {token}", "X-Required-Scopes: write"),
+    ])  # fmt: skip
+    answers = await _exchange(gateway, raw, answers=5)
+    statuses = [int(answer.split(b" ", 2)[1]) for answer in answers]
+    assert statuses == [200, 200, 401, 200, 403]
+    assert b"x-token-name: fresh" in answers[0]
+    assert b"x-token-name: pipe" in answers[3]
+
+
+async def test_head_and_http_1_0_are_answered_as_uvicorn_would(gateway: LiveGateway) -> None:
+    (head,) = await _exchange(gateway, _request("/auth/check", method="HEAD"))
+    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert head.endswith(b"\r\n\r\n")  # the length of the body it would have, and no body
+    assert b"content-length: 29\r\n" in head
+
+    host, _, port = gateway.http.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /auth/check HTTP/1.0\r\n\r\n")
+    whole = await asyncio.wait_for(reader.read(), timeout=10)  # to the end: the server closes
+    writer.close()
+    assert whole.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"\r\nconnection: close\r\n" in whole
+    assert whole.endswith(b'{"error": "Unauthenticated."}')
+
+
+async def test_a_client_that_leaves_gets_nothing_and_breaks_nothing(
+    gateway: LiveGateway,
+) -> None:
+    _, token = await gateway.service.create("gone", owner="alice")
+    host, _, port = gateway.http.address.rpartition(":")
+    for _ in range(20):  # some leave before their answer is ready (a store read after the write)
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(_request("/auth/check", f"Authorization: Bearer {token}"))
+        writer.close()
+    await asyncio.sleep(0.2)
+    allowed = await gateway.client.get("/auth/check", headers=gateway.auth(token))
+    assert allowed.status_code == 200
+    await gateway.healthy()
