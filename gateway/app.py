@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,7 +87,11 @@ def routes(
     upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
 ) -> Iterator[tuple[Route, Endpoint]]:
     """Every HTTP route, and its handler guarded by the rules all families share."""
-    for family in families(upstream, observer, leak_reports=leak_reports):
+    return _guarded(upstream, families(upstream, observer, leak_reports=leak_reports))
+
+
+def _guarded(upstream: Upstream, found: list[Family]) -> Iterator[tuple[Route, Endpoint]]:
+    for family in found:
         for route in family.routes():
             yield route, guard(upstream, family, route)
 
@@ -95,8 +99,12 @@ def routes(
 def build_router(
     upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
 ) -> Router:
+    return _router(_guarded(upstream, families(upstream, observer, leak_reports=leak_reports)))
+
+
+def _router(guarded: Iterable[tuple[Route, Endpoint]]) -> Router:
     router = Router()
-    for route, endpoint in routes(upstream, observer, leak_reports=leak_reports):
+    for route, endpoint in guarded:
         router.add(route.method, route.template, endpoint, subtree=route.subtree)
     return router
 
@@ -145,7 +153,10 @@ class Gateway:
     ) -> None:
         """``leak_reports``: serve ``/v1/leaks/github`` (the service has a key source)."""
         self.upstream = upstream
-        self._router = build_router(upstream, observer, leak_reports=leak_reports)
+        found = families(upstream, observer, leak_reports=leak_reports)
+        self._router = _router(_guarded(upstream, found))
+        #: Answers checks from their head (``answer_head``).
+        self._forward = next(family for family in found if isinstance(family, ForwardAuth))
         self._trust = Trust.of(trusted_proxies)
         self._observer = observer
 
@@ -169,17 +180,28 @@ class Gateway:
         few headers and which come before every request a proxy passes on."""
         return path == _FORWARD_PATH or path.startswith(_FORWARD_SUBTREE)
 
-    async def answer_head(self, scope: Scope) -> Response:
+    def answer_head(self, scope: Scope) -> Response | Coroutine[Any, Any, Response]:
         """The response to a request with no body, for the connection to write
-        itself (``gateway.connections``): the same routing, guard and observer
-        as ``__call__``, without ASGI's messages."""
+        itself (``gateway.connections``): at once when the check needs no wait
+        (the token in memory), else the coroutine that makes it. The same
+        family, guard rules and observer as ``__call__``, without ASGI's messages."""
         request = Request.from_scope(scope, _no_body, self._trust)
-        if self._observer is None:
-            return (await self._respond(request))[0]
         started = time.perf_counter()
-        begun = self._observer.begin(request)
+        begun = self._observer.begin(request) if self._observer is not None else None
+        try:
+            now = self._forward.check_now(request)
+        except Exception:
+            now = _internal_error(request)
+        if now is None:
+            return self._answer_later(request, begun, started)
+        if self._observer is not None:
+            self._observed(begun, started, request, now, FORWARD_PATH)
+        return now
+
+    async def _answer_later(self, request: Request, begun: Any, started: float) -> Response:
         response, route = await self._respond(request)
-        self._observed(begun, started, request, response, route)
+        if self._observer is not None:
+            self._observed(begun, started, request, response, route)
         return response
 
     def _observed(
@@ -221,10 +243,7 @@ class Gateway:
                 grpc.StatusCode.CANCELLED, "the request body did not arrive", http=408
             )
         except Exception:
-            # Never a traceback (or a token) to the client; the log has it.
-            # Not the path: it may hold a plaintext pasted where an id goes.
-            log.exception("unexpected error on a %s request", request.method)
-            response = json_response(500, {"code": 13, "message": "internal error", "details": []})
+            response = _internal_error(request)
         return response, route
 
 
@@ -235,6 +254,13 @@ _FORWARD_SUBTREE = _FORWARD_PATH + b"/"
 async def _no_body() -> Message:
     """``receive`` for a request answered from its head: it has no body."""
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _internal_error(request: Request) -> Response:
+    """A failure of ours: never a traceback (or a token) to the client; the log
+    has it. Not the path: it may hold a plaintext pasted where an id goes."""
+    log.exception("unexpected error on a %s request", request.method)
+    return json_response(500, {"code": 13, "message": "internal error", "details": []})
 
 
 def _trace_id(response: Response) -> str | None:

@@ -91,7 +91,9 @@ class HeadAnswers(Protocol):
 
     def answers_head(self, path: bytes) -> bool: ...
 
-    def answer_head(self, scope: Scope) -> Coroutine[Any, Any, Response]: ...
+    def answer_head(self, scope: Scope) -> Response | Coroutine[Any, Any, Response]:
+        """The response at once, or the coroutine that makes it."""
+        ...
 
 
 class _NoEvent:
@@ -248,7 +250,11 @@ class GuardedProtocol(HttpToolsProtocol):
         scope["query_string"] = url.query or b""
         answer = HeadAnswer(keep_alive=version != "1.0" and self.parser.should_keep_alive())
         self.cycle = answer  # type: ignore[assignment]
-        task = self.loop.create_task(self._answer(heads.answer_head(scope), answer, method))
+        got = heads.answer_head(scope)
+        if isinstance(got, Response):  # no wait: no task, no turn of the loop
+            self._write(got, answer, method)
+            return True
+        task = self.loop.create_task(self._answer(got, answer, method))
         self.tasks.add(task)  # shutdown waits for it, as for uvicorn's own
         return True
 
@@ -266,6 +272,9 @@ class GuardedProtocol(HttpToolsProtocol):
         finally:
             # Here, not in a done callback: that would cost the loop another step.
             self.tasks.discard(asyncio.current_task())
+        self._write(got, answer, method)
+
+    def _write(self, got: Response, answer: HeadAnswer, method: str) -> None:
         if answer.disconnected or self.transport.is_closing():
             return
         if got.more is not None:  # answers from a head are whole, never streamed

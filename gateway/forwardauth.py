@@ -130,9 +130,11 @@ class ForwardAuth:
         local = self._upstream.local_check
         # A grpc-timeout is a deadline only a call keeps: such a request takes the call.
         if local is not None and "grpc-timeout" not in request.headers:
-            got = await local(Upstream.authorization(request), request.client_host, required)
+            got = await local.check_local(
+                Upstream.authorization(request), request.client_host, required
+            )
             if isinstance(got, grpc.StatusCode):
-                raise RpcFailure(got, "", status_pb2.Status(code=got.value[0]))
+                raise _failure(got)
             answer = got
         else:
             answer = await self._upstream.call(
@@ -140,6 +142,24 @@ class ForwardAuth:
                 pb.CheckTokenRequest(required_scopes=required),
                 request,
             )
+        return self._pass(request, answer)
+
+    def check_now(self, request: Request) -> Response | None:
+        """``check``'s answer without waiting, when the in-process service has the
+        token in memory (most checks); None if it must wait (then ``check``)."""
+        local = self._upstream.local_check
+        if local is None or request.trace is not None or "grpc-timeout" in request.headers:
+            return None
+        got = local.check_local_cached(
+            Upstream.authorization(request), request.client_host, required_scopes(request)
+        )
+        if got is None:
+            return None
+        if isinstance(got, grpc.StatusCode):
+            return self.failed(request, _failure(got))
+        return self._pass(request, got)
+
+    def _pass(self, request: Request, answer: pb.CheckTokenResponse) -> Response:
         if self._decided is not None:
             self._decided(ENDPOINT, "allowed")
         if request.trace is not None:
@@ -155,6 +175,11 @@ class ForwardAuth:
             self._headers.clear()
         self._headers[id(answer)] = (answer, headers)
         return headers
+
+
+def _failure(code: grpc.StatusCode) -> RpcFailure:
+    """The failure a call ending with ``code`` raises (no message: none is shown)."""
+    return RpcFailure(code, "", status_pb2.Status(code=code.value[0]))
 
 
 def _token_id(answer: pb.CheckTokenResponse) -> int:

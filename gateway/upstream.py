@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -105,13 +105,21 @@ def parse_timeout(value: str | None) -> float | None:
     return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_TIMEOUT)
 
 
-#: ``CheckToken`` called directly by a gateway in the service's process (no
-#: channel, metadata or context): the ``authorization`` the call would carry,
-#: the client address, the scopes demanded -> the answer, or the call's code.
-LocalCheck = Callable[
-    [str | None, str | None, Sequence[str]],
-    Awaitable["tokens_pb2.CheckTokenResponse | grpc.StatusCode"],
-]
+class LocalCheck(Protocol):
+    """``CheckToken`` called directly by a gateway in the service's process (no
+    channel, metadata or context; ``tokengrpc.servicer.TokenServicer``): the
+    ``authorization`` the call would carry, the client address, the scopes
+    demanded -> the answer, or the code the call would end with."""
+
+    async def check_local(
+        self, authorization: str | None, client: str | None, required: Sequence[str]
+    ) -> tokens_pb2.CheckTokenResponse | grpc.StatusCode: ...
+
+    def check_local_cached(
+        self, authorization: str | None, client: str | None, required: Sequence[str]
+    ) -> tokens_pb2.CheckTokenResponse | grpc.StatusCode | None:
+        """The same without waiting; None when it would have to (a store read)."""
+        ...
 
 
 class Upstream:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tests.helpers import LiveGateway
+from tests.helpers import LiveGateway, bearer
+from tokengrpc.store import Cached
+from tokengrpc.v1 import tokens_pb2 as pb
 
 _DATE = re.compile(rb"\r\ndate: [^\r]*")
 
@@ -112,3 +114,29 @@ async def test_a_client_that_leaves_gets_nothing_and_breaks_nothing(
     allowed = await gateway.client.get("/auth/check", headers=gateway.auth(token))
     assert allowed.status_code == 200
     await gateway.healthy()
+
+
+async def test_a_check_the_memory_cannot_answer_waits_for_the_store(
+    gateway: LiveGateway,
+) -> None:
+    """A check is answered at once only from a record in memory: right after a
+    write only the store can tell, and nothing is counted until it has."""
+    service = gateway.service
+    await service.core.usage.stop()  # the flush below writes the uses, not a timer
+    if service.core.sweeper is not None:  # its reminder writes would empty the cache at will
+        await service.core.sweeper.stop()
+    token_id, token = await service.create("waits", owner="alice", scopes=["read"])
+    auth = service.core.authenticator
+    assert auth.verified_cached(token, None, auth.clock()) is Cached.MISS
+    assert auth.verified_cached("1|nope", None, auth.clock()) is None  # no store needed to refuse
+    first = await gateway.client.get("/auth/check", headers=gateway.auth(token))
+    assert first.status_code == 200  # it waited for the store's read
+    found = auth.verified_cached(token, None, auth.clock())
+    assert found is not Cached.MISS
+    assert found is not None
+    assert found[0].id == token_id
+    await service.core.usage.flush()
+    got = await service.stub.GetToken(
+        pb.GetTokenRequest(id=token_id), metadata=bearer(service.admin_token)
+    )
+    assert got.token.usage_count == 2  # the check, and the answer from memory: once each

@@ -12,10 +12,12 @@ uses it, so no request is judged against two different "now"s.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from tokengrpc import plaintext
 from tokengrpc.addresses import (
@@ -31,7 +33,7 @@ from tokengrpc.errors import Unauthenticated
 from tokengrpc.logs import note_caller
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.rules import ADMIN, WRITE, Status, last_activity, status_of, unused_too_long
-from tokengrpc.store import Actor, TokenRecord, TokenStore
+from tokengrpc.store import Actor, Cached, TokenRecord, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +152,44 @@ class Authenticator:
     ) -> tuple[TokenRecord, bool] | None:
         """The record and whether ``presented`` is its replaced secret (it matched
         the hash a rotation replaced), if it may be used at ``now``; counts the use."""
-        if not presented:
-            return None
-        parsed = plaintext.parse(presented)
+        parsed = _parsed(presented)
         if parsed is None:
             return None
         record = await self._store.get(parsed.id, usage=False)
+        judged = self._judged(parsed, record, address, now)
+        if judged is _LOOKS_UNUSED and record is not None:
+            if await self._unused(record, now):
+                return None
+            judged = self._judged(parsed, record, address, now, unused_checked=True)
+        return None if judged is _LOOKS_UNUSED else judged  # not again, once checked
+
+    def verified_cached(
+        self, presented: str | None, address: IPAddress | None, now: int
+    ) -> tuple[TokenRecord, bool] | Literal[Cached.MISS] | None:
+        """``check`` (uncounted) without waiting, from the record in memory:
+        ``Cached.MISS`` when the answer needs the store (the caller then awaits
+        ``check``, which decides from scratch; nothing was counted here)."""
+        parsed = _parsed(presented)
+        if parsed is None:
+            return None
+        record = self._store.cached(parsed.id)
+        if record is Cached.MISS:
+            return Cached.MISS
+        judged = self._judged(parsed, record, address, now)
+        return Cached.MISS if judged is _LOOKS_UNUSED else judged
+
+    def _judged(
+        self,
+        parsed: plaintext.ParsedToken,
+        record: TokenRecord | None,
+        address: IPAddress | None,
+        now: int,
+        *,
+        unused_checked: bool = False,
+    ) -> tuple[TokenRecord, bool] | Literal[_Judgement.LOOKS_UNUSED] | None:
+        """Every rule, in order, on the record found; an allowed use is counted.
+        ``LOOKS_UNUSED``: the cached record says unused for too long, which only
+        the store can confirm (``_unused``); ``unused_checked``: it did not."""
         if record is None:
             return None
         if plaintext.secret_matches(parsed, record.secret_hash):
@@ -167,12 +201,12 @@ class Authenticator:
         # From the cached record alone: the policies add no store read (an unused
         # token's revocation is recorded off the request's path).
         if (
-            self._unused_after is not None
+            not unused_checked
+            and self._unused_after is not None
             and record.revoke_time is None  # a revoked one is refused below, with no write
             and unused_too_long(record, now, self._unused_after)
-            and await self._unused(record, now)
         ):
-            return None
+            return _LOOKS_UNUSED
         if status_of(record, now, self.max_secret_age) is not Status.ACTIVE:
             return None
         if record.allowed_ips and not address_allowed(address, _networks(record.allowed_ips)):
@@ -274,6 +308,17 @@ class Authenticator:
 
 #: What a secret replaced by a rotation no longer grants its caller.
 _CHANGING = frozenset({WRITE, ADMIN})
+
+
+class _Judgement(enum.Enum):
+    LOOKS_UNUSED = "looks unused"
+
+
+_LOOKS_UNUSED = _Judgement.LOOKS_UNUSED
+
+
+def _parsed(presented: str | None) -> plaintext.ParsedToken | None:
+    return plaintext.parse(presented) if presented else None
 
 
 def _previous_matches(parsed: plaintext.ParsedToken, record: TokenRecord, now: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from tokengrpc.addresses import IPAddress
@@ -19,7 +19,7 @@ from tokengrpc.auth import Authenticator, bearer
 from tokengrpc.errors import PermissionDenied, Unauthenticated
 from tokengrpc.logs import note_checked
 from tokengrpc.rules import MAX_SCOPE, MAX_SCOPES
-from tokengrpc.store import TokenRecord
+from tokengrpc.store import Cached, TokenRecord
 
 #: What the upstream learns about an allowed request; client copies never pass.
 IDENTITY_HEADERS = ("x-token-id", "x-token-owner", "x-token-name", "x-token-scopes")
@@ -116,7 +116,25 @@ async def decide(
     ``Unavailable`` from the store propagates: each surface answers it with
     its own "service unavailable", never with an allow.
     """
-    found = await auth.check(token, address, now)
+    return _decided(await auth.check(token, address, now), required)
+
+
+def decide_cached(
+    auth: Authenticator,
+    token: str | None,
+    address: IPAddress | None,
+    required: frozenset[str],
+    now: int,
+) -> TokenRecord | Refusal | Literal[Cached.MISS]:
+    """``decide`` without waiting, from the token's record in memory;
+    ``Cached.MISS`` if it needs the store (then ``decide`` it)."""
+    found = auth.verified_cached(token, address, now)
+    return Cached.MISS if found is Cached.MISS else _decided(found, required)
+
+
+def _decided(
+    found: tuple[TokenRecord, bool] | None, required: frozenset[str]
+) -> TokenRecord | Refusal:
     if found is None:
         return Refusal.UNAUTHENTICATED
     record = found[0]
@@ -147,7 +165,23 @@ async def check_presented(
     """``check_call`` once the call's ``authorization`` values and client address
     are read (the in-process gateway hands them over without metadata)."""
     token = presented_token(authorizations)
-    decided = await decide(auth, token, address, required_scopes(required), auth.clock())
+    return _passed(await decide(auth, token, address, required_scopes(required), auth.clock()))
+
+
+def check_presented_cached(
+    auth: Authenticator,
+    authorizations: Sequence[str | bytes],
+    address: IPAddress | None,
+    required: Iterable[str],
+) -> TokenRecord | Literal[Cached.MISS]:
+    """``check_presented`` without waiting; ``Cached.MISS`` if it needs the store."""
+    token = presented_token(authorizations)
+    decided = decide_cached(auth, token, address, required_scopes(required), auth.clock())
+    return Cached.MISS if decided is Cached.MISS else _passed(decided)
+
+
+def _passed(decided: TokenRecord | Refusal) -> TokenRecord:
+    """The record of a request that may pass; Unauthenticated / PermissionDenied if not."""
     if decided is Refusal.UNAUTHENTICATED:
         raise Unauthenticated()
     if decided is Refusal.FORBIDDEN:

@@ -300,7 +300,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.in_process.register(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"], servicer)
         #: ``CheckToken`` without the channel, for the in-process ``/auth/check``.
-        self.local_check = servicer.check_local
+        self.local_check = servicer
         self.in_process.register(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health)
         decided = metrics.decision if metrics is not None else None
         authz = extauthz.register(self.server, core.authenticator, decided)

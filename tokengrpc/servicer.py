@@ -16,7 +16,7 @@ from tokengrpc.inprocess import PEER
 from tokengrpc.leaks import LeakReports, UnverifiedReport
 from tokengrpc.logs import caller_metadata, note_caller
 from tokengrpc.metrics import Observation, ignore
-from tokengrpc.store import TokenRecord
+from tokengrpc.store import Cached, TokenRecord
 from tokengrpc.tokens import TokenManager
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -182,6 +182,26 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
             )
         except Exception as error:
             return _code(error)
+        return self._local_answer(record)
+
+    def check_local_cached(
+        self, authorization: str | None, client: str | None, required: Sequence[str]
+    ) -> pb.CheckTokenResponse | grpc.StatusCode | None:
+        """``check_local`` without waiting, when the token's record is in memory
+        (a check a proxy waits on need not pay for a task); None if the answer
+        needs the store: then call ``check_local``, which decides afresh."""
+        try:
+            record = forwardcheck.check_presented_cached(
+                self._auth,
+                () if authorization is None else (authorization,),
+                self._auth.resolver.resolve(PEER, client or ""),
+                required,
+            )
+        except Exception as error:
+            return _code(error)
+        return None if record is Cached.MISS else self._local_answer(record)
+
+    def _local_answer(self, record: TokenRecord) -> pb.CheckTokenResponse:
         note_caller(record.id)
         return self._checked(record)[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 SERVICE_OWNER = ""
 
@@ -288,6 +288,12 @@ class StoreNotEmpty(Exception):
     """A first token was asked for (``only_into_empty_store``), but the store holds one."""
 
 
+class Cached(enum.Enum):
+    """What ``TokenStore.cached`` answers when only a read of the store could tell."""
+
+    MISS = "miss"
+
+
 class TokenStore(Protocol):
     """What the service holds (``open_store``; docs/store.md).
 
@@ -328,6 +334,11 @@ class TokenStore(Protocol):
     async def get(self, token_id: int, *, usage: bool = True) -> TokenRecord | None:
         """``usage=False``: the usage figures may leave out uses not yet written
         (cheaper, for callers that never read them; see record identity above)."""
+        ...
+
+    def cached(self, token_id: int) -> TokenRecord | Literal[Cached.MISS] | None:
+        """``get(token_id, usage=False)`` if memory can answer it, without waiting;
+        ``Cached.MISS`` if only the store can (a check that must not wait)."""
         ...
 
     async def get_service_token(self, name: str) -> TokenRecord | None:

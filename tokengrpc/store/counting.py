@@ -22,12 +22,13 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from tokengrpc.errors import Unavailable
 from tokengrpc.store.base import (
     NO_ACTOR,
     Actor,
+    Cached,
     EventQuery,
     EventRecord,
     ListQuery,
@@ -89,6 +90,12 @@ class CountingStore:
         # Pending uses are folded in only for callers that look at the usage
         # figures: authentication never does, and gets the cached object itself.
         return self._pending.added(found[0]) if usage else found[0]
+
+    def cached(self, token_id: int) -> TokenRecord | Literal[Cached.MISS] | None:
+        found = self._cache.get((TOKEN, token_id))
+        if found is None:
+            return Cached.MISS
+        return found[0] if found else None
 
     async def get_service_token(self, name: str) -> TokenRecord | None:
         found = self._cache.get((SERVICE, name))
