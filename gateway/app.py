@@ -195,7 +195,7 @@ class Gateway:
         if now is None:
             return self._answer_later(request, begun, started)
         if self._observer is not None:
-            self._observed(begun, started, request, now, FORWARD_PATH)
+            self._observed(begun, started, request, now, FORWARD_PATH, traced=False)
         return now
 
     async def _answer_later(self, request: Request, begun: Any, started: float) -> Response:
@@ -205,8 +205,16 @@ class Gateway:
         return response
 
     def _observed(
-        self, begun: Any, started: float, request: Request, response: Response, route: str | None
+        self,
+        begun: Any,
+        started: float,
+        request: Request,
+        response: Response,
+        route: str | None,
+        *,
+        traced: bool = True,
     ) -> None:
+        """``traced``: the response may carry an ``X-Trace-Id`` (a check's has none)."""
         assert self._observer is not None
         self._observer.end(
             begun,
@@ -216,7 +224,7 @@ class Gateway:
             seconds=time.perf_counter() - started,
             client=request.client_host,
             headers=request.headers,
-            trace_id=_trace_id(response),
+            trace_id=_trace_id(response) if traced else None,
             token_id=request.caller_id,
         )
 

@@ -26,11 +26,15 @@ class PendingUses:
         self._uses: dict[int, Usage] = {}
 
     def record(self, token_id: int, when: int, address: str) -> None:
+        # ``later(use, Usage(1, when, address))``, with one record made, not two:
+        # every authentication comes here.
         use = self._uses.get(token_id)
         if use is None:
             self._uses[token_id] = Usage(1, when, address)
+        elif when >= use.last_use_time:
+            self._uses[token_id] = Usage(use.count + 1, when, address)
         else:
-            self._uses[token_id] = later(use, Usage(1, when, address))
+            self._uses[token_id] = Usage(use.count + 1, use.last_use_time, use.last_use_ip)
 
     def added(self, record: TokenRecord) -> TokenRecord:
         """``record`` as it will be once its pending uses are written."""
