@@ -156,6 +156,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         #: The size of the chunk being parsed.
         self._chunk = 0
+        #: Since when the connection waits, idle, for a next request (loop
+        #: time; None while a request is coming or being answered). uvicorn's
+        #: keep-alive timer watches it, armed once like the head timer.
+        self._idle_since: float | None = None
         #: Between a complete head and the end of its body.
         self._in_body = False
         self._body_timer: asyncio.TimerHandle | None = None
@@ -176,6 +180,9 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._stop_head_timer()
         self._disarm_body_timer()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -298,15 +305,46 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle is not None
             and cycle.response_complete
             and not self.pipeline
-            and self.timeout_keep_alive_task is None
+            and self._idle_since is None
             and not self.transport.is_closing()
         ):
             # Answered before its body ended (a stranger's 401): the body's bytes
-            # cancelled uvicorn's keep-alive timer, which only an answer sets.
-            # The connection is idle from here, and must time out as such.
+            # ended the idle wait the answer began. The connection is idle from
+            # here, and must time out as such.
+            self._idle()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive wait costs no timer per request (``_idle``)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # the next pipelined request, which waited for this answer
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle()
+
+    def _unset_keepalive_if_required(self) -> None:
+        """Bytes came: the connection is not idle (the timer, if armed, finds so)."""
+        self._idle_since = None
+
+    def _idle(self) -> None:
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
+                self.timeout_keep_alive, self._idle_late
             )
+
+    def _idle_late(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # busy: the next idle wait arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:  # armed for an earlier wait: this one has time left
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._idle_late)
+        else:
+            self.transport.close()
 
     def _refuse_head(self) -> None:
         self._stop_head_timer()

@@ -234,6 +234,25 @@ async def test_a_later_head_gets_its_own_full_time(http: HttpServer) -> None:
         writer.close()
 
 
+async def test_each_idle_wait_gets_the_whole_keep_alive_time(http: HttpServer) -> None:
+    """One timer watches a connection's idle waits: requests 0.7 s apart (the
+    timeout is 1 s) keep it open, though the timer armed after the first answer
+    fires in the middle of a later wait."""
+    reader, writer = await _open(http)
+    for _ in range(5):
+        writer.write(_head())
+        assert await _status(reader) == 200
+        await reader.readuntil(b'{"status":"ok"}')
+        await asyncio.sleep(0.7)
+    writer.write(_head())  # still open after 3.5 s: every wait was shorter than the timeout
+    assert await _status(reader) == 200
+    await reader.readuntil(b'{"status":"ok"}')
+    idle = await _closed_within(reader, 5)
+    print(f"closed {idle:.2f} s after the last answer (timeout 1 s)")
+    assert idle >= 0.5
+    writer.close()
+
+
 async def test_connections_past_the_limit_are_refused_and_logged_once(
     http: HttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
