@@ -55,6 +55,13 @@ async def _status(reader: asyncio.StreamReader) -> int:
     return int(line.split()[1])
 
 
+async def _healthy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One request on the connection, answered whole."""
+    writer.write(_head())
+    assert await _status(reader) == 200
+    await reader.readuntil(b'{"status":"ok"}')
+
+
 def _head(extra: bytes = b"") -> bytes:
     return b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n"
 
@@ -209,9 +216,7 @@ async def test_slow_bodies_cannot_hold_every_connection(http: HttpServer) -> Non
 async def test_an_idle_keep_alive_connection_is_closed(http: HttpServer) -> None:
     reader, writer = await _open(http)
     for _ in range(2):  # the connection is kept between requests
-        writer.write(_head())
-        assert await _status(reader) == 200
-        await reader.readuntil(b'{"status":"ok"}')
+        await _healthy(reader, writer)
     idle = await _closed_within(reader, 5)
     print(f"idle keep-alive connection closed after {idle:.2f} s (timeout 1 s)")
     assert idle >= 0.5
@@ -223,9 +228,7 @@ async def test_a_later_head_gets_its_own_full_time(http: HttpServer) -> None:
     fires (it was armed for the request before) still gets the whole timeout."""
     for pause in (0.4, 0.7):  # before the first arming fires (0.5 s), and after
         reader, writer = await _open(http)
-        writer.write(_head())
-        assert await _status(reader) == 200
-        await reader.readuntil(b'{"status":"ok"}')
+        await _healthy(reader, writer)
         await asyncio.sleep(pause)
         writer.write(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
         slow = await _closed_within(reader, 5)
@@ -240,13 +243,9 @@ async def test_each_idle_wait_gets_the_whole_keep_alive_time(http: HttpServer) -
     fires in the middle of a later wait."""
     reader, writer = await _open(http)
     for _ in range(5):
-        writer.write(_head())
-        assert await _status(reader) == 200
-        await reader.readuntil(b'{"status":"ok"}')
+        await _healthy(reader, writer)
         await asyncio.sleep(0.7)
-    writer.write(_head())  # still open after 3.5 s: every wait was shorter than the timeout
-    assert await _status(reader) == 200
-    await reader.readuntil(b'{"status":"ok"}')
+    await _healthy(reader, writer)  # still open after 3.5 s: each wait was shorter than 1 s
     idle = await _closed_within(reader, 5)
     print(f"closed {idle:.2f} s after the last answer (timeout 1 s)")
     assert idle >= 0.5

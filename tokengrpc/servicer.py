@@ -10,6 +10,7 @@ import grpc
 from grpc_status import rpc_status
 
 from tokengrpc import forwardcheck
+from tokengrpc.addresses import IPAddress
 from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
 from tokengrpc.inprocess import PEER
@@ -175,10 +176,7 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         call would end with (docs/performance.md)."""
         try:
             record = await forwardcheck.check_presented(
-                self._auth,
-                () if authorization is None else (authorization,),
-                self._auth.resolver.resolve(PEER, client or ""),
-                required,
+                self._auth, *self._as_called(authorization, client), required
             )
         except Exception as error:
             return _code(error)
@@ -192,14 +190,18 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         needs the store: then call ``check_local``, which decides afresh."""
         try:
             record = forwardcheck.check_presented_cached(
-                self._auth,
-                () if authorization is None else (authorization,),
-                self._auth.resolver.resolve(PEER, client or ""),
-                required,
+                self._auth, *self._as_called(authorization, client), required
             )
         except Exception as error:
             return _code(error)
         return None if record is Cached.MISS else self._local_answer(record)
+
+    def _as_called(
+        self, authorization: str | None, client: str | None
+    ) -> tuple[tuple[str, ...], IPAddress | None]:
+        """The ``authorization`` values and client address the call would carry."""
+        presented = () if authorization is None else (authorization,)
+        return presented, self._auth.resolver.resolve(PEER, client or "")
 
     def _local_answer(self, record: TokenRecord) -> pb.CheckTokenResponse:
         note_caller(record.id)
