@@ -14,8 +14,14 @@ out of descriptors. (Idle keep-alive connections are uvicorn's own
 It also answers some requests itself: one with no body that the app says it
 answers from the head alone (``HeadAnswers``: forward auth's checks) is
 written here, without uvicorn's ASGI cycle, task and messages, which cost
-more than the check. Everything else about the connection (keep-alive,
-pipelining, shutdown) stays uvicorn's: the answer stands in for its cycle.
+more than the check. The answer stands in for uvicorn's cycle, so pipelining
+and shutdown stay uvicorn's; a request that would have to wait for the
+client to read what was written takes uvicorn's path, which waits.
+
+Timers: one per connection watches request heads and one its keep-alive
+waits, each moved on when it fires early, instead of two armed and cancelled
+per request. Only a request's start ends an idle wait: bytes that start none
+(blank lines between requests) do not keep a connection.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from gateway.http import Response, Scope
 
 log = logging.getLogger(__name__)
 
+#: Requests queued behind the one being answered past which a connection is
+#: not read until they are answered (one read may still queue a chunk's worth).
+_PIPELINED = 8
 #: Seconds a refused connection is drained before it is closed.
 _LINGER = 1.0
 
@@ -43,7 +52,8 @@ _LINGER = 1.0
 class ConnectionLimits:
     #: Bytes a request line plus headers may take (431 beyond).
     max_head_bytes: int = 16 * 1024
-    #: Seconds from connection (or from a request's first byte) to a complete head.
+    #: Seconds from connection (or, after a first request, from a request's
+    #: first byte) to a complete head.
     head_timeout: float = 10.0
     #: Seconds an idle keep-alive connection is kept (whole seconds: uvicorn's unit).
     keep_alive_timeout: int = 5
@@ -141,6 +151,7 @@ class GuardedProtocol(HttpToolsProtocol):
     heads: ClassVar[HeadAnswers | None] = None
     #: Shared by the connections of one server: one line per interval, however many come.
     refusals: ClassVar[RateLimitedLog] = RateLimitedLog()
+    upgrades: ClassVar[RateLimitedLog] = RateLimitedLog()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -154,8 +165,9 @@ class GuardedProtocol(HttpToolsProtocol):
         #: request costs no timer of its own.
         self._head_since = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
-        #: The size of the chunk being parsed.
+        #: The size of the chunk being parsed, and whether a head ended in it.
         self._chunk = 0
+        self._head_ended = False
         #: Since when the connection waits, idle, for a next request (loop
         #: time; None while a request is coming or being answered). uvicorn's
         #: keep-alive timer watches it, armed once like the head timer.
@@ -188,8 +200,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding or self.transport.is_closing():
             return
-        self._unset_keepalive_if_required()
+        # Bytes alone do not end an idle wait (blank lines between requests start
+        # none, and would hold the connection for ever): a request's start does.
         self._chunk = len(data)
+        self._head_ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -200,9 +214,14 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.send_400_response("Invalid HTTP request received.")
             return
         # A head still incomplete past the limit: buffered bytes a client could grow for
-        # ever. (A chunk in which a head began counts whole: an over-count, never an under.)
+        # ever. (A chunk in which a head began counts whole: an over-count, never an
+        # under; but a chunk in which another head ended, as pipelined requests
+        # come, counts at most the limit, or a big one would refuse a small head.)
         if self._in_head:
-            self._head_bytes += len(data)
+            grown = len(data)
+            if self._head_ended:
+                grown = min(grown, self.limits.max_head_bytes)
+            self._head_bytes += grown
             if self._head_bytes > self.limits.max_head_bytes:
                 self._refuse_head()
         # Armed here, not per request: a body that came with its head (most do)
@@ -210,13 +229,20 @@ class GuardedProtocol(HttpToolsProtocol):
         elif self._in_body and self._body_timer is None:
             self._body_timer = self.loop.call_later(self.limits.head_timeout, self._body_late)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # Not uvicorn's two lines per request: a client must not write our log at will.
+        self.upgrades.warning("refused upgrade requests (this server speaks plain HTTP)")
+
     def on_message_begin(self) -> None:
-        self._in_head = True
-        self._arm_head_timer()
+        self._idle_since = None
+        if not self._in_head:  # the head before it is complete: this one counts from now
+            self._in_head = True
+            self._arm_head_timer()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_ended = True
         seen, self._head_bytes = self._head_bytes + self._chunk, 0
         # The exact size of what was parsed, for a big head that came in one
         # chunk with its body (only then: fewer bytes than the limit came).
@@ -231,10 +257,17 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _answer_from_head(self, heads: HeadAnswers) -> bool:
-        """Answer the request now if the app takes it from its head; False if not."""
+        """Answer the request now if the app takes it from its head; False if not.
+
+        Only a request that waits for none: a pipelined one behind an answer not
+        yet written, or one while the client is not reading what was written
+        (uvicorn's path then waits for it, and stops reading), is uvicorn's.
+        """
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             return False  # one is being answered: this one queues behind it, as uvicorn does
+        if self.flow.write_paused:
+            return False
         for name, value in self.headers:
             if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
                 return False
@@ -263,6 +296,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return True
         task = self.loop.create_task(self._answer(got, answer, method))
         self.tasks.add(task)  # shutdown waits for it, as for uvicorn's own
+        task.add_done_callback(self.tasks.discard)
         return True
 
     async def _answer(
@@ -276,9 +310,8 @@ class GuardedProtocol(HttpToolsProtocol):
                 log.error("answering a request from its head failed", exc_info=error)
             answer.keep_alive = False
             got = _NO_ANSWER
-        finally:
-            # Here, not in a done callback: that would cost the loop another step.
-            self.tasks.discard(asyncio.current_task())
+        if self.flow.write_paused and not answer.disconnected:
+            await self.flow.drain()  # the client reads slower than it asks
         self._write(got, answer, method)
 
     def _write(self, got: Response, answer: HeadAnswer, method: str) -> None:
@@ -318,7 +351,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        # uvicorn reads on after every answer, so a client that pipelines faster
+        # than it is answered grew the queue without end: past a few, reading
+        # waits until the queue is nearly drained (a later answer resumes it).
+        if len(self.pipeline) <= _PIPELINED:
+            self.flow.resume_reading()
         if self.pipeline:  # the next pipelined request, which waited for this answer
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -407,7 +444,13 @@ def _written(
     response: Response, defaults: list[tuple[bytes, bytes]], keep_alive: bool, head_only: bool
 ) -> bytes:
     """The bytes uvicorn would write for ``response``: its default headers
-    first, the length, ``connection: close`` when the connection ends."""
+    first, the length, ``connection: close`` when the connection ends.
+
+    Unlike uvicorn, no header is searched for bytes that would split the
+    response: the only answers written here are forward auth's, whose names
+    are fixed and whose values are percent-encoded printable ASCII
+    (``forwardcheck.identity_headers``).
+    """
     parts = [STATUS_LINE[response.status]]
     for name, value in defaults:
         parts += (name, b": ", value, b"\r\n")
@@ -434,5 +477,10 @@ def protocol_for(
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
-        {"limits": limits, "refusals": RateLimitedLog(), "heads": heads},
+        {
+            "limits": limits,
+            "refusals": RateLimitedLog(),
+            "upgrades": RateLimitedLog(),
+            "heads": heads,
+        },
     )

@@ -252,6 +252,32 @@ async def test_each_idle_wait_gets_the_whole_keep_alive_time(http: HttpServer) -
     writer.close()
 
 
+async def test_blank_lines_do_not_keep_an_idle_connection(http: HttpServer) -> None:
+    """Bytes that start no request (the blank lines allowed between requests)
+    neither end an idle wait nor hold a connection for ever."""
+    reader, writer = await _open(http)
+    await _healthy(reader, writer)
+    for _ in range(3):
+        writer.write(b"\r\n")
+        await asyncio.sleep(0.3)
+    idle = await _closed_within(reader, 5)
+    print(f"closed {idle:.2f} s after the last blank line (keep-alive 1 s, 0.9 s of lines)")
+    assert idle < 0.5
+    writer.close()
+
+
+async def test_the_first_head_counts_from_the_connection(http: HttpServer) -> None:
+    reader, writer = await _open(http)
+    await asyncio.sleep(0.35)
+    writer.write(b"G")  # a first byte late in the head timeout buys no more time
+    started = time.monotonic()
+    await _closed_within(reader, 5)
+    after = time.monotonic() - started
+    print(f"closed {after:.2f} s after a first byte sent 0.35 s in (head timeout 0.5 s)")
+    assert after < 0.4
+    writer.close()
+
+
 async def test_connections_past_the_limit_are_refused_and_logged_once(
     http: HttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 from tests.helpers import LiveGateway, bearer
 from tokengrpc.store import Cached
@@ -140,3 +141,37 @@ async def test_a_check_the_memory_cannot_answer_waits_for_the_store(
         pb.GetTokenRequest(id=token_id), metadata=bearer(service.admin_token)
     )
     assert got.token.usage_count == 2  # the check, and the answer from memory: once each
+
+
+async def test_a_client_that_does_not_read_holds_its_answers_back(gateway: LiveGateway) -> None:
+    """Checks asked faster than their answers are read: the server stops
+    reading rather than buffer answers, or queue requests, without end."""
+    _, token = await gateway.service.create("unread", owner="alice")
+    host, _, port = gateway.http.address.rpartition(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    _, writer = await asyncio.open_connection(sock=sock)
+    burst = _request("/auth/check", f"Authorization: Bearer {token}") * 50
+    sent = 0
+    held_back = False
+    deadline = asyncio.get_running_loop().time() + 20
+    while asyncio.get_running_loop().time() < deadline:
+        writer.write(burst)
+        try:
+            await asyncio.wait_for(writer.drain(), timeout=0.5)
+        except TimeoutError:
+            held_back = True  # the server stopped reading us
+            break
+        sent += len(burst)
+    connections = gateway.http.server.server_state.connections
+    buffered = max(c.transport.get_write_buffer_size() for c in connections)
+    print(f"{sent} bytes of checks sent; the server buffers {buffered} bytes of answers")
+    queued = max(len(c.pipeline) for c in connections)
+    print(f"and holds {queued} requests queued")
+    assert held_back
+    assert buffered < 512 * 1024
+    assert queued < 5000  # a read's worth of requests at most (256 KiB), not all that came
+    writer.close()
+    await gateway.healthy()
