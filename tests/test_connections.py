@@ -278,6 +278,20 @@ async def test_the_first_head_counts_from_the_connection(http: HttpServer) -> No
     writer.close()
 
 
+async def test_upgrade_requests_are_logged_once(
+    http: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    upgrade = _head(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    for _ in range(3):
+        reader, writer = await _open(http)
+        writer.write(upgrade)
+        await _closed_within(reader, 5)  # whatever the answer, the connection ends
+        writer.close()
+    lines = [r for r in caplog.records if "upgrade" in r.getMessage().lower()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
 async def test_connections_past_the_limit_are_refused_and_logged_once(
     http: HttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
