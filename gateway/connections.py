@@ -27,14 +27,16 @@ per request. Only a request's start ends an idle wait: bytes that start none
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sized
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.http import Response, Scope
@@ -94,6 +96,21 @@ def _answer(status: bytes, code: int, message: str) -> bytes:
 
 _RESPONSE_431 = _answer(b"431 Request Header Fields Too Large", 3, "request head too large")
 _RESPONSE_408 = _answer(b"408 Request Timeout", 4, "the request body did not arrive in time")
+
+
+class _CappedFlow(FlowControl):
+    """uvicorn's flow control, which resumed reading after every answer (and on
+    every body read), so a client pipelining faster than it is answered grew
+    the queue without end: past ``_PIPELINED`` waiting, reading stays paused
+    until answers bring the queue down (each answer tries again)."""
+
+    def __init__(self, transport: asyncio.Transport, pipeline: Sized) -> None:
+        super().__init__(transport)
+        self._pipeline = pipeline
+
+    def resume_reading(self) -> None:
+        if len(self._pipeline) <= _PIPELINED:
+            super().resume_reading()
 
 
 class HeadAnswers(Protocol):
@@ -185,6 +202,7 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             return
         super().connection_made(transport)
+        self.flow = _CappedFlow(transport, self.pipeline)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -290,11 +308,14 @@ class GuardedProtocol(HttpToolsProtocol):
         scope["query_string"] = url.query or b""
         answer = HeadAnswer(keep_alive=version != "1.0" and self.parser.should_keep_alive())
         self.cycle = answer  # type: ignore[assignment]
-        got = heads.answer_head(scope)
+        # A context of its own, as a task has: what the answer sets (its caller,
+        # a span) is not left behind for the connection's later requests.
+        context = contextvars.copy_context()
+        got = context.run(heads.answer_head, scope)
         if isinstance(got, Response):  # no wait: no task, no turn of the loop
             self._write(got, answer, method)
             return True
-        task = self.loop.create_task(self._answer(got, answer, method))
+        task = self.loop.create_task(self._answer(got, answer, method), context=context)
         self.tasks.add(task)  # shutdown waits for it, as for uvicorn's own
         task.add_done_callback(self.tasks.discard)
         return True
@@ -351,15 +372,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        # uvicorn reads on after every answer, so a client that pipelines faster
-        # than it is answered grew the queue without end: past a few, reading
-        # waits until the queue is nearly drained (a later answer resumes it).
-        if len(self.pipeline) <= _PIPELINED:
-            self.flow.resume_reading()
+        self.flow.resume_reading()  # unless too many wait (``_CappedFlow``)
         if self.pipeline:  # the next pipelined request, which waited for this answer
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        else:
+        elif not self._in_body:  # an answer before its body ended: idle once it has
             self._idle()
 
     def _unset_keepalive_if_required(self) -> None:

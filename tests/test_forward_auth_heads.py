@@ -10,6 +10,8 @@ import asyncio
 import re
 import socket
 
+import pytest
+
 from tests.helpers import LiveGateway, bearer
 from tokengrpc.store import Cached
 from tokengrpc.v1 import tokens_pb2 as pb
@@ -143,17 +145,27 @@ async def test_a_check_the_memory_cannot_answer_waits_for_the_store(
     assert got.token.usage_count == 2  # the check, and the answer from memory: once each
 
 
-async def test_a_client_that_does_not_read_holds_its_answers_back(gateway: LiveGateway) -> None:
-    """Checks asked faster than their answers are read: the server stops
-    reading rather than buffer answers, or queue requests, without end."""
+@pytest.mark.parametrize("asked", ["head", "body"])
+async def test_a_client_that_does_not_read_holds_its_answers_back(
+    gateway: LiveGateway, asked: str
+) -> None:
+    """Checks asked faster than their answers are read, from the head or with a
+    body the route reads: the server stops reading rather than buffer answers,
+    or queue requests, without end."""
     _, token = await gateway.service.create("unread", owner="alice")
+    line = f"Authorization: Bearer {token}"
+    one = (
+        _request("/auth/check", line)
+        if asked == "head"
+        else _request("/v1/tokens:check", line, "Content-Type: application/json", body=b"{}")
+    )
     host, _, port = gateway.http.address.rpartition(":")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
     sock.setblocking(False)
     _, writer = await asyncio.open_connection(sock=sock)
-    burst = _request("/auth/check", f"Authorization: Bearer {token}") * 50
+    burst = one * 50
     sent = 0
     held_back = False
     deadline = asyncio.get_running_loop().time() + 20
