@@ -96,12 +96,6 @@ def _guarded(upstream: Upstream, found: list[Family]) -> Iterator[tuple[Route, E
             yield route, guard(upstream, family, route)
 
 
-def build_router(
-    upstream: Upstream, observer: Observer | None = None, *, leak_reports: bool = False
-) -> Router:
-    return _router(_guarded(upstream, families(upstream, observer, leak_reports=leak_reports)))
-
-
 def _router(guarded: Iterable[tuple[Route, Endpoint]]) -> Router:
     router = Router()
     for route, endpoint in guarded:
