@@ -94,6 +94,7 @@ async def _drive_http(address: str, admin: str, secrets: list[str]) -> tuple[int
         parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         await send("GET", "/v1/tokens/1", 200, headers={**headers, "traceparent": parent})
         await send("POST", "/oauth/introspect", 200, data={"token": FORGED}, headers=headers)
+        await send("GET", "/auth/check?scope=deploy", 403, headers=headers)
         await send("GET", "/healthz", 200)
         await send("GET", "/readyz", 200)
         await send("GET", "/metrics", 200)
@@ -156,6 +157,8 @@ async def test_every_request_leaves_one_json_line_and_no_secret(tmp_path: Path) 
     listed = next(r for r in http_lines if r["route"] == "/v1/tokens")
     assert listed["trace_id"] == "req-http-1"
     assert listed["token_id"] == 1
+    forbidden = next(r for r in http_lines if r["route"] == "/auth/check")
+    assert (forbidden["status"], forbidden["token_id"]) == (403, 1)  # the token it refused
     parented = next(r for r in http_lines if r["route"] == "/v1/tokens/{id}")
     assert parented["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     for trace_id in trace_ids:

@@ -37,10 +37,15 @@ EXPECTED = {
     ("GET", "/api/v1/me/tokens", 401): None,
     ("GET", "/healthz", 200): None,  # no authentication at all
     ("PROPFIND", "/auth/check", 200): "reader",  # forward auth names the token it checked
+    ("GET", "/auth/check", 403): "reader",  # and the token it refused for a scope
     ("GET", "/auth/check", 401): None,
 }
 #: The path a request of EXPECTED goes to, where it is not its route.
-PATHS = {"/v1/tokens/{id}": "/v1/tokens/999", "/auth/check": "/auth/check/below/it?x=1"}
+PATHS = {
+    "/v1/tokens/{id}": "/v1/tokens/999",
+    "/auth/check": "/auth/check/below/it?x=1",
+    ("GET", "/auth/check", 403): "/auth/check?scope=deploy",
+}
 
 
 async def _reader(grpc_address: str, admin: str) -> tuple[int, str]:
@@ -58,7 +63,7 @@ async def _drive(http_address: str, admin: str, reader: str) -> None:
     secrets = {"admin": admin, "reader": reader, None: FORGED}
     async with httpx.AsyncClient(base_url=f"http://{http_address}") as client:
         for (method, route, status), who in EXPECTED.items():
-            path = PATHS.get(route, route)
+            path = PATHS.get((method, route, status), PATHS.get(route, route))
             headers = {} if route == "/healthz" else {"Authorization": f"Bearer {secrets[who]}"}
             body = {"name": "refused"} if method == "POST" else None
             response = await client.request(method, path, headers=headers, json=body)

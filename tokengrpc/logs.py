@@ -49,6 +49,12 @@ class CallerSlot:
     #: On ``Check``: the token the checked request presented, once judged.
     checked_id: int | None = None
 
+    @property
+    def named_id(self) -> int | None:
+        """The token an access line names: the caller's, else the one a check
+        judged (a check refused for a scope names the token it refused)."""
+        return self.token_id if self.token_id is not None else self.checked_id
+
 
 _CALLER: contextvars.ContextVar[CallerSlot | None] = contextvars.ContextVar(
     "tokengrpc_caller", default=None
@@ -74,6 +80,14 @@ def note_checked(token_id: int) -> None:
     slot = _CALLER.get()
     if slot is not None:
         slot.checked_id = token_id
+
+
+def checked_metadata() -> tuple[tuple[str, str], ...]:
+    """The trailing metadata naming the token a refused check judged, if any."""
+    slot = _CALLER.get()
+    if slot is None or slot.checked_id is None:
+        return ()
+    return caller_metadata(slot.checked_id)
 
 
 def current_caller() -> CallerSlot | None:

@@ -193,7 +193,7 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
             metadata: Iterable[tuple[str, Any]] = context.invocation_metadata() or ()
             self._access.write(
                 surface="grpc", method=method, route=None, status=code.name,
-                duration_ms=round(seconds * 1000, 3), token_id=slot.token_id,
+                duration_ms=round(seconds * 1000, 3), token_id=slot.named_id,
                 client=_address(context.peer()), trace_id=trace_id or trace_id_of(metadata),
                 request_id=request_id_of(metadata),
             )  # fmt: skip
@@ -245,7 +245,7 @@ class HttpObserver:
             self._access.write(
                 surface="http", method=method, route=label, status=status,
                 duration_ms=round(seconds * 1000, 3), client=client,
-                token_id=slot.token_id if slot.token_id is not None else token_id,
+                token_id=_named(slot, token_id),
                 trace_id=trace_id or trace_id_of(headers.items()),
                 request_id=request_id_of(headers.items()),
             )  # fmt: skip
@@ -296,5 +296,11 @@ class TracingHttpObserver(HttpObserver):
         slot: CallerSlot
         trace: HttpTrace
         slot, trace = begun
-        caller = slot.token_id if slot.token_id is not None else token_id
-        return slot, trace.finish(route, status, client, caller)
+        return slot, trace.finish(route, status, client, _named(slot, token_id))
+
+
+def _named(slot: CallerSlot, told: int | None) -> int | None:
+    """The token an HTTP line names: one judged in this process comes first,
+    else the one a separate service ``told`` (its trailing metadata)."""
+    named = slot.named_id
+    return named if named is not None else told

@@ -15,7 +15,7 @@ from tokengrpc.auth import Authenticator, Caller
 from tokengrpc.errors import DomainError, to_status
 from tokengrpc.inprocess import PEER
 from tokengrpc.leaks import LeakReports, UnverifiedReport
-from tokengrpc.logs import caller_metadata, note_caller
+from tokengrpc.logs import caller_metadata, checked_metadata, note_caller
 from tokengrpc.metrics import Observation, ignore
 from tokengrpc.store import Cached, TokenRecord
 from tokengrpc.tokens import TokenManager
@@ -160,7 +160,9 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
                 request.required_scopes,
             )
         except Exception as error:
-            await _abort(context, error, ())
+            # Refused for a scope: the token was judged, and a gateway in
+            # another process logs it as it would an allowed one.
+            await _abort(context, error, checked_metadata())
             raise  # unreachable: abort raises
         answer, named = self._checked(record)
         note_caller(record.id)
