@@ -78,6 +78,17 @@ def binaries_for(user: str | None, install: Path = INSTALL) -> Path:
     return copy / "bin"
 
 
+class StartFailed(RuntimeError):
+    """``pg_ctl start`` failed; the message holds the end of the server's log."""
+
+
+#: The log line of a port another process took between the probe and the start.
+_PORT_TAKEN = "could not bind"
+#: Fresh ports tried before a start is given up (the free port is only probed:
+#: any process may take it before PostgreSQL binds it).
+_PORT_TRIES = 3
+
+
 @dataclass
 class PgServer:
     """One running server: ``url(db)`` to reach a database on it."""
@@ -112,8 +123,13 @@ class PgServer:
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=300"
         )
-        log = str(self.directory / "log")
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
+        log = self.directory / "log"
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(log), "-o", options, "start")
+        except subprocess.CalledProcessError as failed:
+            # pg_ctl says only "could not start server": the reason is in the log.
+            told = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            raise StartFailed(f"PostgreSQL did not start on port {self.port}:\n{told}") from failed
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
@@ -146,7 +162,14 @@ def start_server(install: Path = INSTALL) -> PgServer:
             "--no-instructions",
             "--no-sync",  # a test server's files need not reach the disk
         )  # fmt: skip
-        server.start()
+        for tries_left in reversed(range(_PORT_TRIES)):
+            try:
+                server.start()
+                break
+            except StartFailed as failed:
+                if tries_left == 0 or _PORT_TAKEN not in str(failed):
+                    raise
+                server.port = _free_port()
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
