@@ -79,7 +79,11 @@ def binaries_for(user: str | None, install: Path = INSTALL) -> Path:
 
 
 class StartFailed(RuntimeError):
-    """``pg_ctl start`` failed; the message holds the end of the server's log."""
+    """``pg_ctl start`` failed; the message holds the end of this start's log."""
+
+    def __init__(self, port: int, told: str) -> None:
+        super().__init__(f"PostgreSQL did not start on port {port}:\n{told}")
+        self.port_taken = _PORT_TAKEN in told
 
 
 #: The log line of a port another process took between the probe and the start.
@@ -122,14 +126,22 @@ class PgServer:
             # A test server: durability across a power cut is not what is tested.
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=300"
+            " -c lc_messages=C"  # the log's words are matched (_PORT_TAKEN)
         )
         log = self.directory / "log"
+        # pg_ctl appends to the log: this start's lines are the ones after it.
+        before = log.stat().st_size if log.exists() else 0
         try:
             self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(log), "-o", options, "start")
-        except subprocess.CalledProcessError as failed:
-            # pg_ctl says only "could not start server": the reason is in the log.
-            told = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-            raise StartFailed(f"PostgreSQL did not start on port {self.port}:\n{told}") from failed
+        except subprocess.SubprocessError as failed:
+            # pg_ctl says only "could not start server": the reason is in the log
+            # (or, when it could not write one, in what pg_ctl itself printed).
+            told = log.read_bytes()[before:].decode(errors="replace") if log.exists() else ""
+            printed = getattr(failed, "stderr", None) or b""
+            raise StartFailed(
+                self.port,
+                told[-2000:] or printed.decode(errors="replace")[-2000:] or "(nothing said)",
+            ) from failed
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
@@ -154,6 +166,7 @@ def start_server(install: Path = INSTALL) -> PgServer:
     (directory / "pwfile").write_text(PASSWORD + "\n")
     if user is not None:
         os.chown(directory / "pwfile", entry.pw_uid, entry.pw_gid)
+    server: PgServer | None = None
     try:
         server = PgServer(directory, _free_port(), user, binaries_for(user, install))
         server._run(
@@ -167,10 +180,13 @@ def start_server(install: Path = INSTALL) -> PgServer:
                 server.start()
                 break
             except StartFailed as failed:
-                if tries_left == 0 or _PORT_TAKEN not in str(failed):
+                if tries_left == 0 or not failed.port_taken:
                     raise
                 server.port = _free_port()
     except BaseException:
+        if server is not None:  # a start that timed out may still be coming up
+            with contextlib.suppress(subprocess.SubprocessError):
+                server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return server

@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import bearer
 from tests.processes import serve, start_gateway
+from tokengrpc import plaintext
 from tokengrpc.logs import CALLER_ID_METADATA
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
@@ -39,7 +40,11 @@ EXPECTED = {
     ("PROPFIND", "/auth/check", 200): "reader",  # forward auth names the token it checked
     ("GET", "/auth/check", 403): "reader",  # and the token it refused for a scope
     ("GET", "/auth/check", 401): None,
+    ("HEAD", "/auth/check", 401): None,  # a revoked token: found, but named by nobody
+    ("DELETE", "/auth/check", 401): None,  # the reader's id with another secret
 }
+#: Who presents a request of EXPECTED, where the line must name nobody.
+PRESENTS = {("HEAD", "/auth/check", 401): "revoked", ("DELETE", "/auth/check", 401): "wrong"}
 #: The path a request of EXPECTED goes to, where it is not its route.
 PATHS = {
     "/v1/tokens/{id}": "/v1/tokens/999",
@@ -48,23 +53,33 @@ PATHS = {
 }
 
 
-async def _reader(grpc_address: str, admin: str) -> tuple[int, str]:
-    """A token holding no scope, so that creating one is refused (403) after authentication."""
+async def _reader(grpc_address: str, admin: str) -> tuple[int, dict[str, str]]:
+    """A token holding no scope (so that creating one is refused, 403, after
+    authentication), and what the requests present: secrets by name."""
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         stub = tokens_pb2_grpc.TokenServiceStub(channel)
         made = await stub.CreateToken(
             pb.CreateTokenRequest(name="reader", owner="alice"), metadata=bearer(admin)
         )
-    return made.token.id, made.plaintext
+        gone = await stub.CreateToken(
+            pb.CreateTokenRequest(name="gone", owner="alice"), metadata=bearer(admin)
+        )
+        await stub.RevokeToken(pb.RevokeTokenRequest(id=gone.token.id), metadata=bearer(admin))
+    # Well formed, checksum and all: only its hash tells it from the reader's.
+    wrong = plaintext.join(made.token.id, plaintext.new_secret("tgr_"))
+    presented = {"admin": admin, "reader": made.plaintext, "revoked": gone.plaintext,
+                 "wrong": wrong}  # fmt: skip
+    return made.token.id, presented
 
 
-async def _drive(http_address: str, admin: str, reader: str) -> None:
+async def _drive(http_address: str, secrets: dict[str, str]) -> None:
     """Every request of EXPECTED, once; no response may carry the service's metadata."""
-    secrets = {"admin": admin, "reader": reader, None: FORGED}
     async with httpx.AsyncClient(base_url=f"http://{http_address}") as client:
         for (method, route, status), who in EXPECTED.items():
-            path = PATHS.get((method, route, status), PATHS.get(route, route))
-            headers = {} if route == "/healthz" else {"Authorization": f"Bearer {secrets[who]}"}
+            key = (method, route, status)
+            path = PATHS.get(key, PATHS.get(route, route))
+            secret = secrets.get(PRESENTS.get(key, who) or "", FORGED)
+            headers = {} if route == "/healthz" else {"Authorization": f"Bearer {secret}"}
             body = {"name": "refused"} if method == "POST" else None
             response = await client.request(method, path, headers=headers, json=body)
             assert response.status_code == status, (method, path, response.text)
@@ -94,15 +109,22 @@ async def test_serve_with_a_network_upstream_logs_the_caller_in_json(tmp_path: P
     )  # fmt: skip
     admin = (tmp_path / "bootstrap-token").read_text().strip()
     try:
-        reader_id, reader = await _reader(server.address("grpc"), admin)
-        await _drive(server.address("http"), admin, reader)
+        reader_id, secrets = await _reader(server.address("grpc"), admin)
+        await _drive(server.address("http"), secrets)
     finally:
         code, output = await server.stop()
     assert code == 0, output
     lines = [*server.lines, *output.splitlines()]
     records = [json.loads(line) for line in lines if not line.startswith(STDOUT_LINES)]
     access = [r for r in records if r["logger"] == "tokengrpc.access"]
-    _check_lines(lines, access, {"admin": 1, "reader": reader_id}, [admin, reader, FORGED])
+    _check_lines(lines, access, {"admin": 1, "reader": reader_id}, [*secrets.values(), FORGED])
+    # The service's own lines for the checks behind /auth/check: the same names.
+    checks: dict[object, set[object]] = {}
+    for record in access:
+        if record["surface"] == "grpc" and str(record["method"]).endswith("/CheckToken"):
+            checks.setdefault(record["status"], set()).add(record["token_id"])
+    assert checks == {"OK": {reader_id}, "PERMISSION_DENIED": {reader_id},
+                      "UNAUTHENTICATED": {None}}  # fmt: skip
 
 
 def _fields(line: str) -> dict[str, object]:
@@ -119,8 +141,8 @@ async def test_a_separate_gateway_logs_the_caller_in_text(tmp_path: Path) -> Non
     admin = (tmp_path / "bootstrap-token").read_text().strip()
     gateway = await start_gateway(server.address("grpc"))
     try:
-        reader_id, reader = await _reader(server.address("grpc"), admin)
-        await _drive(gateway.address("http"), admin, reader)
+        reader_id, secrets = await _reader(server.address("grpc"), admin)
+        await _drive(gateway.address("http"), secrets)
     finally:
         code, output = await gateway.stop()
         served = await server.stop()
@@ -128,7 +150,7 @@ async def test_a_separate_gateway_logs_the_caller_in_text(tmp_path: Path) -> Non
     assert served[0] == 0, served[1]
     lines = [*gateway.lines, *output.splitlines()]
     access = [_fields(line) for line in lines if " INFO tokengrpc.access: " in line]
-    _check_lines(lines, access, {"admin": 1, "reader": reader_id}, [admin, reader, FORGED])
+    _check_lines(lines, access, {"admin": 1, "reader": reader_id}, [*secrets.values(), FORGED])
 
 
 async def test_the_service_names_an_authenticated_caller_in_trailing_metadata(
@@ -139,7 +161,8 @@ async def test_the_service_names_an_authenticated_caller_in_trailing_metadata(
                          "--no-metrics", "--no-access-log")  # fmt: skip
     admin = (tmp_path / "bootstrap-token").read_text().strip()
     try:
-        reader_id, reader = await _reader(server.address("grpc"), admin)
+        reader_id, secrets = await _reader(server.address("grpc"), admin)
+        reader = secrets["reader"]
         async with grpc.aio.insecure_channel(server.address("grpc")) as channel:
             stub = tokens_pb2_grpc.TokenServiceStub(channel)
             call = stub.ListTokens(pb.ListTokensRequest(), metadata=bearer(admin))
@@ -156,6 +179,16 @@ async def test_the_service_names_an_authenticated_caller_in_trailing_metadata(
                 with pytest.raises(grpc.aio.AioRpcError) as error:
                     await failing
                 outcomes[error.value.code()] = tuple(error.value.trailing_metadata() or ())
+
+            # A check names the token it refused for a scope, and nobody else.
+            checks: list[tuple[grpc.StatusCode, tuple[tuple[str, str | bytes], ...]]] = []
+            for who in ("reader", "revoked", "wrong"):
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await stub.CheckToken(
+                        pb.CheckTokenRequest(required_scopes=["deploy"]),
+                        metadata=bearer(secrets[who]),
+                    )
+                checks.append((error.value.code(), tuple(error.value.trailing_metadata() or ())))
     finally:
         code, output = await server.stop()
     assert code == 0, output
@@ -166,3 +199,10 @@ async def test_the_service_names_an_authenticated_caller_in_trailing_metadata(
     assert (CALLER_ID_METADATA, "1") in outcomes[grpc.StatusCode.NOT_FOUND]
     unauthenticated = outcomes[grpc.StatusCode.UNAUTHENTICATED]
     assert not any(key == CALLER_ID_METADATA for key, _ in unauthenticated)
+    named = [(code, [value for key, value in pairs if key == CALLER_ID_METADATA])
+             for code, pairs in checks]  # fmt: skip
+    assert named == [
+        (grpc.StatusCode.PERMISSION_DENIED, [str(reader_id)]),
+        (grpc.StatusCode.UNAUTHENTICATED, []),
+        (grpc.StatusCode.UNAUTHENTICATED, []),
+    ]

@@ -23,7 +23,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from tests.helpers import bearer
 from tests.otlp import Received, receiver
 from tests.processes import Serving, children, clean_env, serve, start_gateway
-from tokengrpc import tracing
+from tokengrpc import plaintext, tracing
 from tokengrpc.v1 import tokens_pb2 as pb
 from tokengrpc.v1 import tokens_pb2_grpc
 
@@ -33,6 +33,9 @@ GRPC_TRACE, GRPC_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 CHECKED_TRACE, CHECKED_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 HTTP_TRACE, HTTP_SPAN = "5c4e1b2f9a8d7e6f5c4e1b2f9a8d7e6f", "1a2b3c4d5e6f7a8b"
 FORWARD_TRACE, FORWARD_SPAN = "7d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a", "2b3c4d5e6f7a8b9c"
+#: A Check of a token never issued, and a forward check refused for a scope.
+UNKNOWN_TRACE, UNKNOWN_SPAN = "3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b", "3c4d5e6f7a8b9c0d"
+DENIED_TRACE, DENIED_SPAN = "9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d", "4d5e6f7a8b9c0d1e"
 
 
 def traceparent(trace_id: str, span_id: str) -> str:
@@ -83,6 +86,13 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
                     checked, metadata=bearer(admin)
                 )
                 assert answer.status.code == 0
+                unknown = plaintext.join(made.token.id + 1000, plaintext.new_secret("tgr_"))
+                http.headers["authorization"] = f"Bearer {unknown}"
+                http.headers["traceparent"] = traceparent(UNKNOWN_TRACE, UNKNOWN_SPAN)
+                answer = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+                    checked, metadata=bearer(admin)
+                )
+                assert answer.denied_response.status.code == 401
             async with httpx.AsyncClient(base_url=f"http://{server.address('http')}") as client:
                 got = await client.get(
                     f"/v1/tokens/{made.token.id}",
@@ -105,6 +115,14 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
                     },
                 )
                 assert forwarded.status_code == 200
+                denied = await client.get(
+                    "/auth/check?scope=deploy",
+                    headers={
+                        "Authorization": f"Bearer {made.plaintext}",
+                        "traceparent": traceparent(DENIED_TRACE, DENIED_SPAN),
+                    },
+                )
+                assert denied.status_code == 403
 
             created = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/CreateToken")))[0]
             assert created.span.kind == SERVER
@@ -122,6 +140,9 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
             check = (await otlp.wait_for(_named("envoy.service.auth.v3.Authorization/Check")))[0]
             assert (check.trace_id, check.parent_id) == (CHECKED_TRACE, CHECKED_SPAN)
             assert check.attributes["tokengrpc.token_id"] == made.token.id  # the checked one
+            # Envoy's own token is on the access line; an unknown one's span names nobody.
+            (unknown_check,) = await otlp.wait_for(lambda s: s.trace_id == UNKNOWN_TRACE)
+            assert "tokengrpc.token_id" not in unknown_check.attributes
 
             route = "GET /v1/tokens/{id}"
             outer = (await otlp.wait_for(_named(route)))[0]
@@ -145,6 +166,12 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
             behind = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/CheckToken")))[0]
             assert (behind.trace_id, behind.parent_id) == (FORWARD_TRACE, checking.span_id)
             assert behind.attributes["tokengrpc.token_id"] == made.token.id
+            # Refused for a scope: both spans name the token refused.
+            refusal = await otlp.wait_for(lambda s: s.trace_id == DENIED_TRACE, 2)
+            assert {s.name: s.attributes.get("tokengrpc.token_id") for s in refusal} == {
+                "GET /auth/check": made.token.id,
+                "tokengrpc.v1.TokenService/CheckToken": made.token.id,
+            }
 
             problem = (await otlp.wait_for(_named("GET /api/v1/me/tokens")))[0]
             assert uuid.UUID(refused.headers["x-trace-id"]).hex == problem.trace_id
@@ -265,7 +292,7 @@ def test_off_the_sdk_is_never_imported() -> None:
     probe = (
         "import sys\n"
         "import gateway.app, tokengrpc.cli, tokengrpc.commands.serve\n"
-        "from tokengrpc import tracing\n"
+        "from tokengrpc import plaintext, tracing\n"
         "assert tracing.start({}) is None\n"
         "print(sorted(name for name in sys.modules if name.startswith('opentelemetry')))\n"
     )

@@ -111,7 +111,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
         finally:
             # The gateway's request tracks the caller; the service noted it there.
             slot = current_caller()
-            tracing.end_rpc(span, code, slot.token_id if slot is not None else None)
+            tracing.end_rpc(span, code, slot.named_id if slot is not None else None)
 
     async def _invoke(
         self, request: Any, budget: float | None, metadata: tuple[tuple[str, str], ...]

@@ -186,8 +186,9 @@ class GrpcObserver(grpc.aio.ServerInterceptor):
             self._metrics.grpc_call(method, code.name, seconds)
         trace_id = None
         if span is not None and self._tracing is not None:
-            checked = slot.checked_id
-            token_id = checked if checked is not None else slot.token_id
+            # A span that continues a checked request's trace (Check's) is that
+            # request's: it names the checked token only, never the proxy's own.
+            token_id = slot.checked_id if method in self._carriers else slot.named_id
             trace_id = self._tracing.end_rpc(span, code, token_id)
         if self._access is not None:
             metadata: Iterable[tuple[str, Any]] = context.invocation_metadata() or ()

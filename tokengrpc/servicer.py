@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 from tokengrpc import forwardcheck
 from tokengrpc.addresses import IPAddress
 from tokengrpc.auth import Authenticator, Caller
-from tokengrpc.errors import DomainError, to_status
+from tokengrpc.errors import DomainError, PermissionDenied, to_status
 from tokengrpc.inprocess import PEER
 from tokengrpc.leaks import LeakReports, UnverifiedReport
 from tokengrpc.logs import caller_metadata, checked_metadata, note_caller
@@ -160,9 +160,10 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
                 request.required_scopes,
             )
         except Exception as error:
-            # Refused for a scope: the token was judged, and a gateway in
-            # another process logs it as it would an allowed one.
-            await _abort(context, error, checked_metadata())
+            # Refused for a scope, the token was judged: a gateway in another
+            # process logs it as it would an allowed one. Nobody is named else.
+            named = checked_metadata() if isinstance(error, PermissionDenied) else ()
+            await _abort(context, error, named)
             raise  # unreachable: abort raises
         answer, named = self._checked(record)
         note_caller(record.id)
