@@ -106,23 +106,16 @@ async def test_spans_continue_the_callers_trace_and_hold_no_secret(tmp_path: Pat
                     "/api/v1/me/tokens", headers={"Authorization": "Bearer not-a-token"}
                 )
                 assert refused.status_code == 401
-                # A proxy's forward-auth check: the protected request's trace goes on.
-                forwarded = await client.get(
-                    "/auth/check/protected/page",
-                    headers={
+                # A proxy's forward-auth checks: the protected request's trace goes on.
+                for path, (trace, span), status in (
+                    ("/auth/check/protected/page", (FORWARD_TRACE, FORWARD_SPAN), 200),
+                    ("/auth/check?scope=deploy", (DENIED_TRACE, DENIED_SPAN), 403),
+                ):
+                    headers = {
                         "Authorization": f"Bearer {made.plaintext}",
-                        "traceparent": traceparent(FORWARD_TRACE, FORWARD_SPAN),
-                    },
-                )
-                assert forwarded.status_code == 200
-                denied = await client.get(
-                    "/auth/check?scope=deploy",
-                    headers={
-                        "Authorization": f"Bearer {made.plaintext}",
-                        "traceparent": traceparent(DENIED_TRACE, DENIED_SPAN),
-                    },
-                )
-                assert denied.status_code == 403
+                        "traceparent": traceparent(trace, span),
+                    }
+                    assert (await client.get(path, headers=headers)).status_code == status
 
             created = (await otlp.wait_for(_named("tokengrpc.v1.TokenService/CreateToken")))[0]
             assert created.span.kind == SERVER
