@@ -24,8 +24,10 @@ LIMITS = ConnectionLimits(
 
 
 @pytest.fixture
-async def http(service: LiveService) -> AsyncIterator[HttpServer]:
-    server = await start_http(service.target, "127.0.0.1:0", limits=LIMITS, grace_period=1)
+async def http(sqlite_service: LiveService) -> AsyncIterator[HttpServer]:
+    """The HTTP server on SQLite only: what a connection may hold is the
+    server's, and the store behind it never sees one (tests/conftest.py)."""
+    server = await start_http(sqlite_service.target, "127.0.0.1:0", limits=LIMITS, grace_period=1)
     try:
         yield server
     finally:
@@ -67,9 +69,9 @@ def _head(extra: bytes = b"") -> bytes:
 
 
 async def test_a_head_over_16_kib_is_431_whole_or_growing(
-    http: HttpServer, service: LiveService
+    http: HttpServer, sqlite_service: LiveService
 ) -> None:
-    before = service.snapshot()
+    before = sqlite_service.snapshot()
     reader, writer = await _open(http)
     writer.write(_head(b"X-Big: " + b"a" * 16_400 + b"\r\n"))
     assert await _status(reader) == 431
@@ -92,7 +94,7 @@ async def test_a_head_over_16_kib_is_431_whole_or_growing(
     writer.write(_head(b"X-Fits: " + b"c" * 15_000 + b"\r\n"))
     assert await _status(reader) == 200
     writer.close()
-    assert service.snapshot() == before
+    assert sqlite_service.snapshot() == before
 
 
 async def test_a_connection_without_a_complete_head_is_closed(http: HttpServer) -> None:
@@ -127,11 +129,11 @@ def _post(path: str, length: int, *extra: bytes) -> bytes:
 
 
 async def test_a_body_not_complete_in_time_is_408_and_closed(
-    http: HttpServer, service: LiveService
+    http: HttpServer, sqlite_service: LiveService
 ) -> None:
     """Whether the application is waiting for the body or has answered already."""
-    before = service.snapshot()
-    auth = f"Authorization: Bearer {service.admin_token}\r\n".encode()
+    before = sqlite_service.snapshot()
+    auth = f"Authorization: Bearer {sqlite_service.admin_token}\r\n".encode()
     for extra in ((auth,), ()):  # a caller's body and a stranger's small one are both read
         reader, writer = await _open(http)
         writer.write(_post("/v1/tokens", 100, *extra) + b"{")
@@ -157,7 +159,7 @@ async def test_a_body_not_complete_in_time_is_408_and_closed(
     dribbling.cancel()
     print(f"dribbled body after an answer closed after {took:.2f} s (timeout 0.5 s)")
     writer.close()
-    assert service.snapshot() == before
+    assert sqlite_service.snapshot() == before
 
 
 async def test_a_connection_idle_after_a_body_answered_early_is_closed(
